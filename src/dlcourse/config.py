@@ -1,0 +1,49 @@
+"""Where the YAML configs live, and the small helpers that turn configs into plain values."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dlcourse.errors import UserError
+
+
+def config_dir() -> str:
+    """configs/ of a source checkout (editable install), else the copy inside an installed wheel."""
+    checkout = Path(__file__).resolve().parents[2] / "configs"
+    return str(checkout if checkout.is_dir() else Path(__file__).resolve().parent / "configs")
+
+
+def register_resolvers() -> None:
+    """`${run_id:}`: a short random suffix so two runs started in the same second never collide."""
+    if not OmegaConf.has_resolver("run_id"):
+        OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
+
+
+def to_plain_dict(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain dicts and lists, which `torch.load(weights_only=True)` reads."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except Exception as error:  # interpolation and missing-value errors from OmegaConf
+        raise UserError(f"the config cannot be resolved: {error}") from None
+
+
+def build(cfg: DictConfig, key: str, **runtime: Any) -> Any:
+    """Instantiate the component under `cfg[key]` from its `_target_`, adding run-time arguments.
+
+    Components get plain lists and dicts (`_convert_="all"`), never the config itself. A wrong
+    argument in the YAML, or a `UserError` from the component, becomes one clear message.
+    """
+    try:
+        return instantiate(cfg[key], **runtime, _convert_="all")
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        if isinstance(error.__cause__, (TypeError, ValueError)):
+            raise UserError(f"cannot build {key} from its config: {error.__cause__}") from None
+        raise

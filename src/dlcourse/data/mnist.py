@@ -1,0 +1,131 @@
+"""MNIST digits from the four IDX files, through `torchvision.datasets.MNIST`.
+
+The fast path (`loader: tensor`) decodes each split once into one uint8 tensor, normalises it
+once on the training device and slices shuffled batches from it; `loader: dataloader` is the
+classic per-item `DataLoader` + transforms path, kept for comparison.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import torch
+
+from dlcourse.data.batches import Batches, DataSplits, LoaderBatches, TensorBatches
+from dlcourse.errors import UserError
+from dlcourse.metrics import ClassificationMetrics
+
+FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+MEAN, STD = 0.1307, 0.3081  # over the 60,000 training images, as everyone uses
+DOWNLOAD_TIMEOUT_SECONDS = 30
+
+
+def missing_files(root: Path) -> list[str]:
+    return [name for name in FILES if not (root / "MNIST" / "raw" / name).is_file()]
+
+
+def missing_data_message(root: Path, reason: str) -> str:
+    raw = root.resolve() / "MNIST" / "raw"
+    return (
+        f"MNIST is not in {raw} ({reason}). That folder must hold the four uncompressed IDX files "
+        f"{', '.join(FILES)}. Fix: on a machine with internet, run "
+        f"`python -c \"import torchvision; torchvision.datasets.MNIST('data', download=True)\"` "
+        f"and copy data/MNIST/raw there, or point DLCOURSE_DATA_DIR (or dataset.data_dir=...) at "
+        f"a folder that already holds MNIST/raw/."
+    )
+
+
+def download(root: Path) -> None:
+    """Fetch the missing files with torchvision, giving up after a network timeout."""
+    from torchvision.datasets import MNIST  # imported here: torchvision costs seconds to import
+
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_SECONDS)
+    try:
+        MNIST(str(root), train=True, download=True)
+    except (RuntimeError, OSError) as error:
+        raise UserError(missing_data_message(root, f"download failed: {error}")) from None
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+
+
+def load_split(root: Path, train: bool, transform=None):
+    """One split as a torchvision dataset; its `.data` / `.targets` are whole uint8 / int64 tensors."""
+    from torchvision.datasets import MNIST
+
+    try:
+        return MNIST(str(root), train=train, download=False, transform=transform)
+    except (RuntimeError, ValueError, OSError) as error:
+        raise UserError(missing_data_message(root, f"could not read it: {error}")) from None
+
+
+def normalize(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (N, 28, 28) → float (N, 1, 28, 28), standardised, on `device` (copied as uint8)."""
+    images = images.to(device).unsqueeze(1).float()
+    return images.div_(255).sub_(MEAN).div_(STD)
+
+
+def mnist(
+    data_dir: str,
+    batch_size: int = 128,
+    eval_batch_size: int = 1000,
+    val_size: int = 5000,
+    download_missing: bool = True,
+    loader: str = "tensor",
+    num_workers: int = 0,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> DataSplits:
+    """MNIST as train (60,000 − val_size), val (val_size, carved by `seed`) and test (10,000)."""
+    root = Path(data_dir).expanduser()
+    if missing_files(root):
+        if not download_missing:
+            reason = f"missing {', '.join(missing_files(root))}; downloading is off"
+            raise UserError(missing_data_message(root, reason))
+        download(root)
+    if loader not in ("tensor", "dataloader"):
+        raise UserError(f"dataset.loader={loader!r} is not known; use 'tensor' or 'dataloader'")
+
+    train_set, test_set = load_split(root, train=True), load_split(root, train=False)
+    num_train = len(train_set)
+    if not 0 < val_size < num_train:
+        raise UserError(f"dataset.val_size={val_size} must be between 1 and {num_train - 1}")
+    # The validation images are fixed by the seed alone, so every run with that seed shares them.
+    order = torch.randperm(num_train, generator=torch.Generator().manual_seed(seed))
+    val_indices, train_indices = order[:val_size], order[val_size:]
+
+    if loader == "tensor":
+        device = torch.device(device)
+        images, labels = normalize(train_set.data, device), train_set.targets.to(device)
+        test_images, test_labels = normalize(test_set.data, device), test_set.targets.to(device)
+
+        def batches(indices, size, shuffle) -> Batches:
+            return TensorBatches((images[indices], labels[indices]), size, shuffle, seed)
+
+        test = TensorBatches((test_images, test_labels), eval_batch_size, shuffle=False)
+    else:
+        from torch.utils.data import Subset
+        from torchvision import transforms
+
+        to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+        train_set = load_split(root, train=True, transform=to_tensor)
+
+        def batches(indices, size, shuffle) -> Batches:
+            return LoaderBatches(Subset(train_set, indices.tolist()), size, shuffle, seed, num_workers)
+
+        test_set = load_split(root, train=False, transform=to_tensor)
+        test = LoaderBatches(test_set, eval_batch_size, False, seed, num_workers)
+
+    return DataSplits(
+        train=batches(train_indices, batch_size, shuffle=True),
+        val=batches(val_indices, eval_batch_size, shuffle=False),
+        test=test,
+        input_shape=(1, 28, 28),
+        metrics=ClassificationMetrics(),
+    )

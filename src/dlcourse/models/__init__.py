@@ -1,0 +1,8 @@
+"""Models, each a plain `nn.Module` whose constructor takes typed arguments (named by `_target_`)."""
+
+from dlcourse.models.alexnet import AlexNet
+from dlcourse.models.cnn import CNN
+from dlcourse.models.linear import LinearClassifier
+from dlcourse.models.mlp import MLP
+
+__all__ = ["AlexNet", "CNN", "LinearClassifier", "MLP"]

@@ -1,0 +1,40 @@
+"""The full AlexNet (Krizhevsky, Sutskever and Hinton, 2012) for 3×224×224 images.
+
+Both GPU halves of the original are merged into single layers (no grouped convolutions), as
+most re-implementations do: 96-256-384-384-256 filters, 4096-4096-1000 fully-connected units,
+62,378,344 parameters (the paper's "60 million").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class AlexNet(nn.Module):
+    def __init__(self, in_channels: int = 3, num_classes: int = 1000, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 96, kernel_size=11, stride=4, padding=2)
+        self.conv2 = nn.Conv2d(96, 256, kernel_size=5, padding=2)
+        self.conv3 = nn.Conv2d(256, 384, kernel_size=3, padding=1)
+        self.conv4 = nn.Conv2d(384, 384, kernel_size=3, padding=1)
+        self.conv5 = nn.Conv2d(384, 256, kernel_size=3, padding=1)
+        # The paper's local response normalisation and overlapping 3×3 / stride-2 pooling.
+        self.norm = nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2)
+        self.relu = nn.ReLU()
+        self.dropout = nn.Dropout(dropout)
+        self.fc6 = nn.Linear(256 * 6 * 6, 4096)
+        self.fc7 = nn.Linear(4096, 4096)
+        self.fc8 = nn.Linear(4096, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.norm(self.relu(self.conv1(images))))  # (B, 96, 27, 27)
+        x = self.pool(self.norm(self.relu(self.conv2(x))))  # (B, 256, 13, 13)
+        x = self.relu(self.conv3(x))  # (B, 384, 13, 13)
+        x = self.relu(self.conv4(x))  # (B, 384, 13, 13)
+        x = self.pool(self.relu(self.conv5(x)))  # (B, 256, 6, 6)
+        x = x.flatten(start_dim=1)  # (B, 9216)
+        x = self.relu(self.fc6(self.dropout(x)))  # (B, 4096)
+        x = self.relu(self.fc7(self.dropout(x)))  # (B, 4096)
+        return self.fc8(x)  # (B, num_classes)

@@ -1,0 +1,54 @@
+"""Seeding, device choice and numeric precision: the few things every entry point sets up."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import torch
+
+from dlcourse.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# precision setting → autocast dtype (None: plain float32)
+PRECISIONS: dict[str, torch.dtype | None] = {"32": None, "bf16": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy (when installed) and torch on every device."""
+    random.seed(seed)
+    torch.manual_seed(seed)  # CPU and every CUDA device
+    try:
+        import numpy
+
+        numpy.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+
+
+def select_device(name: str) -> torch.device:
+    """'auto' → the GPU when there is one, else the CPU (said in one line); 'cpu'; 'cuda[:N]'."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        log.info("No CUDA GPU found: training on the CPU.")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"trainer.device={name} but PyTorch sees no CUDA GPU here; "
+            "use trainer.device=auto (GPU when present, else CPU) or trainer.device=cpu"
+        )
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"trainer.device={name!r} is not a device; use auto, cpu or cuda") from None
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype autocast should use for `precision`, or None for plain float32."""
+    if precision not in PRECISIONS:
+        raise UserError(f"trainer.precision={precision!r} is not known; use one of {list(PRECISIONS)}")
+    if precision == "16-mixed" and device.type != "cuda":
+        raise UserError("trainer.precision=16-mixed needs a CUDA GPU; on the CPU use bf16 or 32")
+    return PRECISIONS[precision]

@@ -1,0 +1,43 @@
+"""Learning-rate schedules, all stepped once per optimizer step.
+
+Every builder takes the optimizer and the run's length in steps (known only at run time, so the
+composition function passes them), then its own settings from `configs/scheduler/*.yaml`.
+"""
+
+from __future__ import annotations
+
+from torch.optim import Optimizer
+from torch.optim import lr_scheduler
+
+LRScheduler = lr_scheduler.LRScheduler
+
+
+def constant(optimizer: Optimizer, total_steps: int, steps_per_epoch: int) -> LRScheduler:
+    """Keep the optimizer's learning rate (a real scheduler, so checkpoints look the same)."""
+    return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def step(
+    optimizer: Optimizer, total_steps: int, steps_per_epoch: int,
+    step_epochs: float = 1.0, gamma: float = 0.7,
+) -> LRScheduler:
+    """Multiply the learning rate by `gamma` every `step_epochs` epochs."""
+    step_size = max(1, round(step_epochs * steps_per_epoch))
+    return lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+
+
+def cosine(
+    optimizer: Optimizer, total_steps: int, steps_per_epoch: int, min_lr: float = 0.0
+) -> LRScheduler:
+    """Anneal from the optimizer's learning rate to `min_lr` along half a cosine over the run."""
+    return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=min_lr)
+
+
+def onecycle(
+    optimizer: Optimizer, total_steps: int, steps_per_epoch: int,
+    max_lr: float = 0.1, pct_start: float = 0.25,
+) -> LRScheduler:
+    """Warm up to `max_lr` over the first `pct_start` of the run, then anneal to near zero."""
+    return lr_scheduler.OneCycleLR(
+        optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start
+    )

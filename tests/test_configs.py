@@ -1,0 +1,59 @@
+"""Every YAML under configs/ composes, and its components instantiate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import compose_config, quick_overrides
+from dlcourse.config import build, config_dir, to_plain_dict
+from dlcourse.data import DataSplits
+from dlcourse.train import trainer_settings
+
+CONFIGS = Path(config_dir())
+COMPONENT_GROUPS = ["model", "dataset", "loss", "optimizer", "scheduler", "trainer", "paths", "experiment"]
+OPTIONS = [
+    (group, path.stem)
+    for group in COMPONENT_GROUPS
+    for path in sorted((CONFIGS / group).glob("*.yaml"))
+]
+
+
+def test_every_group_file_is_covered():
+    groups = {path.parent.name for path in CONFIGS.glob("*/*.yaml")}
+    assert groups == set(COMPONENT_GROUPS) | {"hydra"}
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_config_composes_and_instantiates(group, option, tiny_mnist):
+    cfg = compose_config([f"{group}={option}", *quick_overrides(tiny_mnist)])
+    model = build(cfg, "model")
+    assert isinstance(model, torch.nn.Module)
+    assert isinstance(build(cfg, "loss"), torch.nn.Module)
+    optimizer = build(cfg, "optimizer", params=model.parameters())
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    scheduler = build(cfg, "scheduler", optimizer=optimizer, total_steps=20, steps_per_epoch=10)
+    assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
+    assert isinstance(build(cfg, "dataset", device="cpu"), DataSplits)
+    assert trainer_settings(to_plain_dict(cfg)["trainer"]).epochs == 2
+
+
+def test_hydra_settings_give_each_run_its_own_folder():
+    first = compose_config(hydra=True).hydra
+    second = compose_config(hydra=True).hydra
+    assert first.run.dir.startswith("outputs/runs/") and first.sweep.dir.startswith("outputs/multirun/")
+    assert first.run.dir != second.run.dir  # a random suffix, even within the same second
+    assert first.job.chdir is False
+
+
+def test_eval_config_composes():
+    cfg = compose_config(["ckpt_path=some/best.pt"], config_name="eval")
+    assert cfg.ckpt_path == "some/best.pt" and cfg.device == "auto"
+
+
+def test_every_yaml_opens_with_a_comment_giving_its_command():
+    for path in CONFIGS.rglob("*.yaml"):
+        lines = [line for line in path.read_text().splitlines() if not line.startswith("# @package")]
+        assert lines[0].startswith("# "), f"{path} should open with a comment line"

@@ -1,0 +1,94 @@
+"""The MNIST loader on real IDX files, the fast batch iterator, and the missing-data message."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import NUM_TINY_TEST, NUM_TINY_TRAIN, tiny_digits
+from dlcourse.data import TensorBatches
+from dlcourse.data.mnist import FILES, MEAN, STD, mnist
+from dlcourse.errors import UserError
+
+
+def test_reads_idx_files_into_normalised_splits(tiny_mnist):
+    data = mnist(str(tiny_mnist), batch_size=32, eval_batch_size=64, val_size=50, seed=0)
+    assert data.train.num_samples == NUM_TINY_TRAIN - 50
+    assert data.val.num_samples == 50 and data.test.num_samples == NUM_TINY_TEST
+    images, labels = data.test.tensors
+    assert images.shape == (NUM_TINY_TEST, 1, 28, 28) and images.dtype == torch.float32
+    expected_images, expected_labels = tiny_digits(NUM_TINY_TEST, seed=1)
+    torch.testing.assert_close(images[:, 0], (expected_images.float() / 255 - MEAN) / STD)
+    assert torch.equal(labels, expected_labels)
+
+
+def test_validation_split_is_fixed_by_the_seed_and_disjoint_from_train(tiny_mnist):
+    def split_images(seed):
+        data = mnist(str(tiny_mnist), val_size=50, seed=seed)
+        return data.train.tensors[0], data.val.tensors[0]
+
+    train_a, val_a = split_images(seed=3)
+    train_b, val_b = split_images(seed=3)
+    _, val_c = split_images(seed=4)
+    assert torch.equal(val_a, val_b) and torch.equal(train_a, train_b)
+    assert not torch.equal(val_a, val_c)
+    # No validation image also sits in the training split (the tiny images are all distinct).
+    flat_train, flat_val = train_a.flatten(1), val_a.flatten(1)
+    assert not (torch.cdist(flat_val, flat_train).min(dim=1).values == 0).any()
+
+
+def epoch_order(batches: TensorBatches, epoch: int) -> torch.Tensor:
+    batches.set_epoch(epoch)
+    return torch.cat([ids for (ids,) in batches])
+
+
+def test_batches_yield_every_sample_once_in_a_new_order_each_epoch():
+    batches = TensorBatches((torch.arange(103),), batch_size=10, shuffle=True, seed=7)
+    assert len(batches) == 11
+    first, second = epoch_order(batches, 1), epoch_order(batches, 2)
+    assert sorted(first.tolist()) == list(range(103)) == sorted(second.tolist())
+    assert not torch.equal(first, second)
+    again = TensorBatches((torch.arange(103),), batch_size=10, shuffle=True, seed=7)
+    assert torch.equal(epoch_order(again, 1), first) and torch.equal(epoch_order(again, 2), second)
+    other_seed = TensorBatches((torch.arange(103),), batch_size=10, shuffle=True, seed=8)
+    assert not torch.equal(epoch_order(other_seed, 1), first)
+
+
+def test_batches_keep_tensors_aligned():
+    images, labels = torch.arange(50).float(), torch.arange(50) * 2
+    for batch_images, batch_labels in TensorBatches((images, labels), batch_size=8, shuffle=True):
+        assert torch.equal(batch_labels, batch_images.long() * 2)
+
+
+def test_dataloader_path_gives_the_same_samples(tiny_mnist):
+    fast = mnist(str(tiny_mnist), val_size=50, eval_batch_size=64, loader="tensor")
+    classic = mnist(str(tiny_mnist), val_size=50, eval_batch_size=64, loader="dataloader")
+    for (fast_images, fast_labels), (images, labels) in zip(fast.test, classic.test):
+        torch.testing.assert_close(fast_images, images)
+        assert torch.equal(fast_labels, labels)
+    classic.train.set_epoch(1)
+    assert sum(labels.shape[0] for _, labels in classic.train) == NUM_TINY_TRAIN - 50
+
+
+def test_missing_data_names_the_folder_the_files_and_the_fix(tmp_path):
+    with pytest.raises(UserError) as raised:
+        mnist(str(tmp_path / "nowhere"), download_missing=False)
+    message = str(raised.value)
+    assert str(tmp_path / "nowhere" / "MNIST" / "raw") in message
+    assert all(name in message for name in FILES)
+    assert "DLCOURSE_DATA_DIR" in message
+
+
+def test_failed_download_gives_the_same_clear_message(tmp_path, monkeypatch):
+    from torchvision.datasets import MNIST
+
+    # A closed port on this machine: the download fails at once, without touching the internet.
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    with pytest.raises(UserError, match="download failed") as raised:
+        mnist(str(tmp_path), download_missing=True)
+    assert "train-images-idx3-ubyte" in str(raised.value)
+
+
+def test_bad_val_size_is_refused(tiny_mnist):
+    with pytest.raises(UserError, match="dataset.val_size=300 must be between 1 and 299"):
+        mnist(str(tiny_mnist), val_size=NUM_TINY_TRAIN)

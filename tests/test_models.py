@@ -1,0 +1,82 @@
+"""Every model runs forward and backward, with the right output shape and a gradient everywhere."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dlcourse.models import CNN, MLP, AlexNet, LinearClassifier
+from dlcourse.models.mlp import ACTIVATIONS
+
+
+def assert_trains(model: torch.nn.Module, inputs: torch.Tensor, num_classes: int) -> None:
+    outputs = model(inputs)
+    assert outputs.shape == (inputs.shape[0], num_classes)
+    outputs.square().mean().backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, f"{name} got no gradient"
+        assert parameter.grad.abs().sum() > 0, f"{name} got an all-zero gradient"
+
+
+def digits(batch_size: int = 4) -> torch.Tensor:
+    return torch.randn(batch_size, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+
+
+def test_linear_is_wx_plus_b():
+    model = LinearClassifier(input_size=784, num_classes=10)
+    images = digits()
+    expected = images.flatten(1) @ model.linear.weight.T + model.linear.bias
+    torch.testing.assert_close(model(images), expected)
+    assert_trains(model, images, 10)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_mlp_with_each_activation(activation):
+    model = MLP(hidden_sizes=[32, 16], activation=activation, dropout=0.1)
+    assert_trains(model, digits(), 10)
+    assert isinstance(model.hidden[1], ACTIVATIONS[activation])
+
+
+def test_mlp_rejects_unknown_activation():
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        MLP(activation="swish")
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},  # the default two 5×5 stages with pooling
+        {"channels": [8, 16, 16], "kernel_sizes": [5, 3, 3], "paddings": [2, 1, 1], "pool_sizes": [2, 2, 0]},
+        {"channels": [8, 16], "kernel_sizes": 3, "strides": [2, 1], "paddings": 1, "batch_norm": True},
+        {"channels": [4], "hidden_sizes": [], "dropout": 0.0},
+    ],
+)
+def test_cnn_variants(settings):
+    model = CNN(**settings)
+    model.train()  # batch norm needs a batch of more than one image in train mode
+    assert_trains(model, digits(), 10)
+
+
+def test_cnn_layer_settings_reach_the_layers():
+    model = CNN(channels=[6, 12], kernel_sizes=[5, 3], strides=[1, 2], paddings=[0, 1], pool_sizes=[2, 0], batch_norm=True)
+    first, second = model.features[0][0], model.features[1][0]
+    assert (first.out_channels, first.kernel_size, first.padding) == (6, (5, 5), (0, 0))
+    assert (second.out_channels, second.kernel_size, second.stride) == (12, (3, 3), (2, 2))
+    assert isinstance(model.features[0][1], torch.nn.BatchNorm2d)
+    # 28 → conv 5×5 → 24 → pool → 12 → conv 3×3 stride 2, padding 1 → 6: 12 × 6 × 6 features
+    assert model.classifier[2].in_features == 12 * 6 * 6
+
+
+def test_cnn_rejects_mismatched_stage_lists():
+    with pytest.raises(ValueError, match="kernel_sizes has 3 entries but there are 2 conv stages"):
+        CNN(channels=[8, 16], kernel_sizes=[3, 3, 3])
+
+
+def test_alexnet_forward_backward_and_parameter_count():
+    model = AlexNet()
+    conv = [(3, 96, 11), (96, 256, 5), (256, 384, 3), (384, 384, 3), (384, 256, 3)]
+    fully_connected = [(256 * 6 * 6, 4096), (4096, 4096), (4096, 1000)]
+    expected = sum(c_in * c_out * k * k + c_out for c_in, c_out, k in conv)
+    expected += sum(n_in * n_out + n_out for n_in, n_out in fully_connected)
+    assert sum(p.numel() for p in model.parameters()) == expected == 62_378_344
+    assert_trains(model, torch.randn(2, 3, 224, 224), 1000)

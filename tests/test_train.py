@@ -1,0 +1,98 @@
+"""The composition function end to end, in process, on tiny data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import compose_config, quick_overrides
+from dlcourse.errors import UserError
+from dlcourse.evaluate import evaluate_checkpoint
+from dlcourse.train import train
+
+CHECKPOINT_KEYS = {
+    "format_version", "model", "optimizer", "scheduler", "scaler", "epoch", "step", "metrics", "best", "config",
+}
+
+
+def test_train_writes_metrics_and_checkpoints(tiny_mnist, tmp_path):
+    cfg = compose_config(["model=mlp", "model.hidden_sizes=[32]", *quick_overrides(tiny_mnist)])
+    metrics = train(cfg, tmp_path)
+
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    for key in ("test/acc", "test/loss", "val/acc", "val/loss", "train/loss", "train/acc"):
+        assert math.isfinite(metrics[key])
+    for key in ("test/acc", "val/acc", "train/acc"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["epochs"] == 2 and 1 <= metrics["best_epoch"] <= 2
+    assert metrics["steps"] == 2 * math.ceil(250 / 32) and metrics["train_seconds"] > 0
+    # The bands in the tiny images are easy: two epochs must learn them.
+    assert metrics["test/acc"] > 0.5
+
+    for name in ("last.pt", "best.pt"):
+        checkpoint = torch.load(tmp_path / "checkpoints" / name, weights_only=True)
+        assert set(checkpoint) == CHECKPOINT_KEYS
+        assert checkpoint["config"]["model"]["hidden_sizes"] == [32]
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert last["epoch"] == 2 and last["step"] == metrics["steps"]
+
+
+def test_eval_reproduces_the_test_metrics_of_the_best_checkpoint(tiny_mnist, tmp_path):
+    cfg = compose_config(["model=linear", *quick_overrides(tiny_mnist)])
+    metrics = train(cfg, tmp_path)
+    evaluated = evaluate_checkpoint(tmp_path / "checkpoints" / "best.pt", device="cpu")
+    assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert evaluated["test/loss"] == pytest.approx(metrics["test/loss"], rel=1e-5)
+    assert json.loads((tmp_path / "checkpoints" / "best.test.json").read_text()) == evaluated
+
+
+def test_same_seed_gives_the_same_metrics(tiny_mnist, tmp_path):
+    cfg = compose_config(["model=cnn", "model.channels=[4,8]", *quick_overrides(tiny_mnist)])
+    first, second = train(cfg, tmp_path / "a"), train(cfg, tmp_path / "b")
+    first.pop("train_seconds"), second.pop("train_seconds")
+    assert first == second
+
+
+def test_limit_batches_and_eval_every(tiny_mnist, tmp_path):
+    overrides = ["trainer.limit_train_batches=3", "trainer.eval_every_n_epochs=2", "trainer.epochs=3"]
+    metrics = train(compose_config([*quick_overrides(tiny_mnist), *overrides]), tmp_path)
+    assert metrics["steps"] == 9
+    assert metrics["best_epoch"] in (2, 3)  # validated at epochs 2 and 3 (the last) only
+
+
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+@pytest.mark.parametrize("scheduler", ["step", "cosine", "onecycle"])
+def test_losses_and_schedulers_train(loss, scheduler, tiny_mnist, tmp_path):
+    cfg = compose_config([f"loss={loss}", f"scheduler={scheduler}", "optimizer.lr=0.01", *quick_overrides(tiny_mnist)])
+    assert math.isfinite(train(cfg, tmp_path)["test/loss"])
+
+
+def test_bf16_and_grad_clip_run_on_the_cpu(tiny_mnist, tmp_path):
+    cfg = compose_config(["trainer.precision=bf16", "trainer.grad_clip=1.0", *quick_overrides(tiny_mnist)])
+    assert math.isfinite(train(cfg, tmp_path)["test/loss"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
+def test_cuda_without_a_gpu_is_a_clear_error(tiny_mnist, tmp_path):
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        train(compose_config([*quick_overrides(tiny_mnist), "trainer.device=cuda"]), tmp_path)
+
+
+def test_model_that_does_not_fit_the_data_is_refused_before_training(tiny_mnist, tmp_path):
+    with pytest.raises(UserError, match="AlexNet cannot take this dataset's inputs of shape"):
+        train(compose_config(["model=alexnet", *quick_overrides(tiny_mnist)]), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_unknown_trainer_key_is_a_clear_error(tiny_mnist, tmp_path):
+    with pytest.raises(UserError, match="unexpected keyword argument 'epochz'"):
+        train(compose_config([*quick_overrides(tiny_mnist), "+trainer.epochz=3"]), tmp_path)
+
+
+def test_linear_preset_reaches_90_percent_after_one_epoch_on_real_mnist(shared_mnist, tmp_path):
+    cfg = compose_config(["experiment=linear_mnist", f"paths.data_dir={shared_mnist}", "trainer.epochs=1", "trainer.device=cpu"])
+    metrics = train(cfg, tmp_path)
+    assert metrics["test/acc"] >= 0.90, metrics
