@@ -10,7 +10,8 @@ import torch
 from conftest import compose_config, quick_overrides
 from dlcourse.config import build, config_dir, to_plain_dict
 from dlcourse.data import DataSplits
-from dlcourse.train import trainer_settings
+from dlcourse.schema import validate_config
+from dlcourse.settings import TrainerSettings
 
 CONFIGS = Path(config_dir())
 COMPONENT_GROUPS = ["model", "dataset", "loss", "optimizer", "scheduler", "trainer", "paths", "experiment"]
@@ -37,7 +38,8 @@ def test_config_composes_and_instantiates(group, option, tiny_mnist):
     scheduler = build(cfg, "scheduler", optimizer=optimizer, total_steps=20, steps_per_epoch=10)
     assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
     assert isinstance(build(cfg, "dataset", device="cpu"), DataSplits)
-    assert trainer_settings(to_plain_dict(cfg)["trainer"]).epochs == 2
+    validate_config(to_plain_dict(cfg))
+    assert TrainerSettings(**to_plain_dict(cfg)["trainer"]).epochs == 2
 
 
 def test_hydra_settings_give_each_run_its_own_folder():

@@ -14,7 +14,8 @@ from dlcourse.evaluate import evaluate_checkpoint
 from dlcourse.train import train
 
 CHECKPOINT_KEYS = {
-    "format_version", "model", "optimizer", "scheduler", "scaler", "epoch", "step", "metrics", "best", "config",
+    "format_version", "model", "optimizer", "scheduler", "scaler", "epoch", "batch_in_epoch", "step",
+    "epoch_sums", "epoch_count", "nonfinite_steps", "train_seconds", "sampler", "rng", "metrics", "best", "config",
 }
 
 
@@ -37,7 +38,8 @@ def test_train_writes_metrics_and_checkpoints(tiny_mnist, tmp_path):
         assert set(checkpoint) == CHECKPOINT_KEYS
         assert checkpoint["config"]["model"]["hidden_sizes"] == [32]
     last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
-    assert last["epoch"] == 2 and last["step"] == metrics["steps"]
+    assert last["epoch"] == 3 and last["batch_in_epoch"] == 0  # epoch 2 done: epoch 3 is next
+    assert last["step"] == metrics["steps"]
 
 
 def test_eval_reproduces_the_test_metrics_of_the_best_checkpoint(tiny_mnist, tmp_path):
@@ -88,7 +90,7 @@ def test_model_that_does_not_fit_the_data_is_refused_before_training(tiny_mnist,
 
 
 def test_unknown_trainer_key_is_a_clear_error(tiny_mnist, tmp_path):
-    with pytest.raises(UserError, match="unexpected keyword argument 'epochz'"):
+    with pytest.raises(UserError, match="trainer.epochz is not a setting of trainer"):
         train(compose_config([*quick_overrides(tiny_mnist), "+trainer.epochz=3"]), tmp_path)
 
 

@@ -20,9 +20,25 @@ def config_dir() -> str:
 
 
 def register_resolvers() -> None:
-    """`${run_id:}`: a short random suffix so two runs started in the same second never collide."""
+    """Resolvers the Hydra settings use (configs/hydra/default.yaml).
+
+    `${run_id:}`: a short random suffix, so two runs started in the same second never collide.
+    `${run_dir:resume,new}`: a resumed run's own folder, else the new one.
+    """
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
+    if not OmegaConf.has_resolver("run_dir"):
+        OmegaConf.register_new_resolver("run_dir", resumed_run_dir)
+
+
+def resumed_run_dir(resume: str | None, new_run_dir: str) -> str:
+    """The run folder of the checkpoint or folder in `resume`; `new_run_dir` when there is none."""
+    if not resume or not Path(resume).exists():
+        return new_run_dir  # a bad path is reported, clearly, once the run starts
+    path = Path(resume).resolve()
+    if path.is_dir():
+        return str(path)
+    return str(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
 
 
 def to_plain_dict(cfg: DictConfig) -> dict[str, Any]:

@@ -31,10 +31,12 @@ class NullLogger:
 class TensorBoardLogger:
     """Event files in `log_dir`: scalars, and the run's hyperparameters for the HParams tab."""
 
-    def __init__(self, log_dir: str | Path) -> None:
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
+        """`purge_step`: when continuing a run, hide its events from this step on (logged after
+        the checkpoint it resumes from), so no step appears twice."""
         from torch.utils.tensorboard import SummaryWriter  # imported here: tensorboard is slow to import
 
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
     def log_scalars(self, metrics: Mapping[str, float], step: int) -> None:
         for tag, value in metrics.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 
 import torch
@@ -52,3 +53,13 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "16-mixed" and device.type != "cuda":
         raise UserError("trainer.precision=16-mixed needs a CUDA GPU; on the CPU use bf16 or 32")
     return PRECISIONS[precision]
+
+
+def configure_determinism(deterministic: bool) -> None:
+    """Deterministic kernels everywhere (and cuDNN without autotuning) when asked for."""
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic (PyTorch's reproducibility notes).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = False

@@ -4,6 +4,7 @@
     dlcourse-train model=cnn optimizer.lr=0.05 trainer.epochs=3
     dlcourse-train experiment=cnn_mnist
     dlcourse-train -m model=linear,mlp optimizer.lr=0.01,0.1   # a sweep (Hydra multirun)
+    dlcourse-train resume=outputs/runs/<run>            # continue a stopped run in its folder
     python -m dlcourse.train --help                     # the config groups and their options
 
 `train(cfg, output_dir)` builds the whole run in order and returns its metrics; `main` is the
@@ -15,28 +16,38 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from dlcourse.checkpoint import export_safetensors, find_checkpoint, load_checkpoint
 from dlcourse.config import build, config_dir, register_resolvers, to_plain_dict
 from dlcourse.errors import UserError, exit_on_user_error
+from dlcourse.interrupt import StopSignal, TrainingInterrupted
 from dlcourse.loggers import TensorBoardLogger, flatten_hparams
-from dlcourse.runtime import seed_everything, select_device
-from dlcourse.trainer import Trainer, TrainerSettings
+from dlcourse.runtime import configure_determinism, seed_everything, select_device
+from dlcourse.schema import validate_config
+from dlcourse.settings import TrainerSettings
+from dlcourse.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
-    """Data → model → loss → optimizer → scheduler → logger → trainer; fit; write metrics.json."""
+    """Data → model → loss → optimizer → scheduler → logger → trainer; fit; write the results.
+
+    With `cfg.resume` set (a checkpoint or run folder), the run continues from that checkpoint.
+    """
     output_dir = Path(output_dir)
     config = to_plain_dict(cfg)
-    settings = trainer_settings(config["trainer"])
+    validate_config(config)  # before any data is loaded
+    settings = TrainerSettings(**config["trainer"])
     seed_everything(cfg.seed)
+    configure_determinism(settings.deterministic)
     device = select_device(settings.device)
 
     data = build(cfg, "dataset", device=device)
@@ -49,34 +60,26 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
         cfg, "scheduler", optimizer=optimizer,
         total_steps=steps_per_epoch * settings.epochs, steps_per_epoch=steps_per_epoch,
     )
-    logger = TensorBoardLogger(output_dir)
-    trainer = Trainer(
-        model, loss_fn, optimizer, scheduler, data, logger, settings, device,
-        checkpoint_dir=output_dir / "checkpoints", config=config,
-    )
-    try:
-        metrics = trainer.fit()
-        logger.log_hparams(flatten_hparams(config), [k for k in metrics if "/" in k])
-    finally:
-        logger.close()
-
+    checkpoint = load_checkpoint(find_checkpoint(cfg.resume)) if cfg.get("resume") else None
+    # On resume, TensorBoard drops whatever the stopped run logged after its checkpoint.
+    logger = TensorBoardLogger(output_dir, purge_step=checkpoint["step"] + 1 if checkpoint else None)
+    with StopSignal() as stop_signal:
+        trainer = Trainer(
+            model, loss_fn, optimizer, scheduler, data, logger, settings, device,
+            checkpoint_dir=output_dir / "checkpoints", config=config, stop_signal=stop_signal,
+        )
+        if checkpoint:
+            trainer.restore(checkpoint)
+        try:
+            metrics = trainer.fit()
+            logger.log_hparams(flatten_hparams(config), [k for k in metrics if "/" in k])
+        finally:
+            logger.close()
+    export_safetensors(model, config["model"], output_dir / "model.safetensors")
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     log.info("Run folder: %s", output_dir)
     log.info("Look at it with: tensorboard --logdir %s", shortest_path(output_dir.parent))
     return metrics
-
-
-def shortest_path(path: Path) -> str:
-    """`path` relative to the current folder when it lies inside it (what a user would type)."""
-    path = path.resolve()
-    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
-
-
-def trainer_settings(values: dict) -> TrainerSettings:
-    try:
-        return TrainerSettings(**values)
-    except TypeError as error:  # an unknown key under trainer:
-        raise UserError(f"bad trainer settings: {error}; see configs/trainer/default.yaml") from None
 
 
 def check_model_fits(model: torch.nn.Module, input_shape: tuple[int, ...], device: torch.device) -> None:
@@ -94,13 +97,42 @@ def check_model_fits(model: torch.nn.Module, input_shape: tuple[int, ...], devic
         model.train()
 
 
+def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The stopped run's own config, with this command line's `key=value` overrides on top."""
+    checkpoint_path = find_checkpoint(cfg.resume)
+    stored = OmegaConf.create(load_checkpoint(checkpoint_path)["config"])
+    updates = [o.lstrip("+") for o in overrides if not o.startswith("resume=")]
+    for update in updates:
+        if "." not in update.split("=", 1)[0]:
+            raise UserError(
+                f"'{update}' cannot change a resumed run's components; on resume, only overrides of "
+                "single settings apply (e.g. trainer.epochs=10 trainer.device=cpu)"
+            )
+    resumed = OmegaConf.merge(stored, OmegaConf.from_dotlist(updates))
+    resumed.resume = str(checkpoint_path)
+    return resumed
+
+
+def shortest_path(path: Path) -> str:
+    """`path` relative to the current folder when it lies inside it (what a user would type)."""
+    path = path.resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg, HydraConfig.get().runtime.output_dir)
+    if cfg.get("resume"):
+        cfg = resume_config(cfg, list(HydraConfig.get().overrides.task))
+    output_dir = HydraConfig.get().runtime.output_dir
+    try:
+        metrics = train(cfg, output_dir)
+    except TrainingInterrupted as stop:
+        log.warning("Stopped: %s. Resume with:\n  dlcourse-train resume=%s", stop, shortest_path(Path(output_dir)))
+        sys.exit(stop.exit_code)
     # Sweepers (e.g. Optuna) maximise what the task function returns.
     return metrics.get(cfg.get("optimized_metric") or "", None)
 

@@ -5,12 +5,11 @@ A plain class with no callbacks or hooks. To change what a run does, edit these 
 
 from __future__ import annotations
 
-import itertools
 import logging
+import math
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,29 +17,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dlcourse.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from dlcourse.checkpoint import BEST, FORMAT_VERSION, LAST, load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from dlcourse.data.batches import Batch, Batches, DataSplits
+from dlcourse.errors import UserError
+from dlcourse.interrupt import NoStopSignal, StopSignal, TrainingInterrupted
 from dlcourse.loggers import Logger
 from dlcourse.metrics import TaskMetrics
 from dlcourse.runtime import autocast_dtype
 from dlcourse.schedulers import LRScheduler
+from dlcourse.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainerSettings:
-    """The `trainer:` config group (configs/trainer/default.yaml documents each field)."""
-
-    epochs: int = 5
-    device: str = "auto"
-    precision: str = "32"
-    grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
-    limit_train_batches: int | None = None
-    limit_eval_batches: int | None = None
-    log_every_n_steps: int = 50
-    eval_every_n_epochs: int = 1
-    progress_bar: bool | None = None  # None: only when stderr is a terminal
 
 
 class Trainer:
@@ -56,84 +43,84 @@ class Trainer:
         device: torch.device,
         checkpoint_dir: Path,
         config: dict[str, Any],
+        stop_signal: StopSignal | NoStopSignal = NoStopSignal(),
     ) -> None:
         self.model, self.loss_fn, self.data = model, loss_fn, data
         self.optimizer, self.scheduler = optimizer, scheduler
         self.logger, self.settings, self.device = logger, settings, device
-        self.checkpoint_dir, self.config = Path(checkpoint_dir), config
+        self.checkpoint_dir, self.config, self.stop_signal = Path(checkpoint_dir), config, stop_signal
         self.dtype = autocast_dtype(str(settings.precision), device)
         # float16 gradients underflow without loss scaling; with bf16 or float32 it stays off.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         self.show_progress = sys.stderr.isatty() if settings.progress_bar is None else settings.progress_bar
-        self.step = 0
-        self.best_value: float | None = None
-        self.best_epoch = 0
-        self.best_val_metrics: dict[str, float] = {}
+        # Where the run is; all of it goes into checkpoints so that a resumed run continues exactly.
+        self.epoch, self.batch_in_epoch, self.step = 1, 0, 0
+        self.epoch_sums: dict[str, torch.Tensor] = {}
+        self.epoch_count = 0
+        self.checked_step = 0  # the last step whose loss was seen to be finite
+        self.nonfinite_steps = 0
+        self.seconds_before = 0.0  # training time spent before a resume
+        self.best: dict[str, Any] = {"value": None, "epoch": 0, "metrics": {}}
 
     def fit(self) -> dict[str, float]:
-        """Train for `epochs`, validating and checkpointing; then test the best weights."""
-        start = time.perf_counter()
+        """Train until `epochs`, validating and checkpointing; then test the best weights."""
+        start = time.perf_counter() - self.seconds_before
         train_metrics: dict[str, float] = {}
-        for epoch in range(1, self.settings.epochs + 1):
+        for epoch in range(self.epoch, self.settings.epochs + 1):
+            self.epoch = epoch
             train_metrics = self.train_one_epoch(epoch)
-            val_metrics = {}
-            if epoch % self.settings.eval_every_n_epochs == 0 or epoch == self.settings.epochs:
-                val_metrics = self.evaluate(self.data.val, "val")
-                self.logger.log_scalars(val_metrics, self.step)
-                if self.is_improvement(val_metrics):
-                    self.best_value, self.best_epoch = val_metrics[self.monitor], epoch
-                    self.best_val_metrics = val_metrics
-                    self.save_checkpoint("best.pt", epoch, {**train_metrics, **val_metrics})
-            self.save_checkpoint("last.pt", epoch, {**train_metrics, **val_metrics})
+            val_metrics = self.validate_if_due(epoch)
+            self.seconds_before = time.perf_counter() - start
+            self.epoch, self.batch_in_epoch = epoch + 1, 0  # this epoch is done
+            if val_metrics and self.is_improvement(val_metrics):
+                self.best = {"value": val_metrics[self.monitor], "epoch": epoch, "metrics": val_metrics}
+                self.save_checkpoint(BEST, {**train_metrics, **val_metrics})
+            self.save_checkpoint(LAST, {**train_metrics, **val_metrics})
             log.info("epoch %d/%d  %s", epoch, self.settings.epochs, format_metrics({**train_metrics, **val_metrics}))
-        train_seconds = time.perf_counter() - start
-
-        # Test once, with the weights that validated best (those saved in best.pt).
-        best = load_checkpoint(self.checkpoint_dir / "best.pt", map_location=self.device)
-        self.model.load_state_dict(best["model"])
-        test_metrics = self.evaluate(self.data.test, "test")
-        self.logger.log_scalars(test_metrics, self.step)
-        log.info("test (best epoch %d)  %s", self.best_epoch, format_metrics(test_metrics))
-        return {
-            **{k: v for k, v in train_metrics.items() if k.startswith("train/")},
-            **self.best_val_metrics,
-            **test_metrics,
-            "best_epoch": self.best_epoch,
-            "epochs": self.settings.epochs,
-            "steps": self.step,
-            "train_seconds": train_seconds,
-        }
+        train_metrics = {k: v for k, v in train_metrics.items() if not k.startswith("time/")}
+        return {**train_metrics, **self.best["metrics"], **self.test_best(),
+                "best_epoch": self.best["epoch"], "epochs": self.settings.epochs, "steps": self.step,
+                "nonfinite_steps": self.nonfinite_steps, "train_seconds": time.perf_counter() - start}
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
-        self.data.train.set_epoch(epoch)
-        batches, total = self.limited(self.data.train, self.settings.limit_train_batches)
-        bar = tqdm(batches, total=total, desc=f"epoch {epoch}", unit="batch", leave=False, disable=not self.show_progress)
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
-        start = time.perf_counter()
-        for batch in bar:
-            inputs, targets = (t.to(self.device, non_blocking=True) for t in batch)
+        if self.batch_in_epoch == 0:  # a fresh epoch (not one resumed part-way)
+            self.epoch_sums, self.epoch_count = {}, 0
+        self.data.train.set_epoch(epoch, start_batch=self.batch_in_epoch)
+        total = min(len(self.data.train), self.settings.limit_train_batches or math.inf) - self.batch_in_epoch
+        bar = tqdm(self.data.train, total=total, desc=f"epoch {epoch}", unit="batch",
+                   leave=False, disable=not self.show_progress)
+        start, samples = time.perf_counter(), 0
+        for _, (inputs, targets) in zip(range(total), bar):
+            inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
             loss, outputs = self.train_step(inputs, targets)
-            self.step += 1
-            accumulate(sums, batch_sums(loss, outputs, targets, self.data.metrics))
-            count += targets.shape[0]
+            self.step, self.batch_in_epoch = self.step + 1, self.batch_in_epoch + 1
+            samples += targets.shape[0]
+            if loss is not None:  # None: a non-finite loss skipped with on_nonfinite=skip
+                accumulate(self.epoch_sums, batch_sums(loss, outputs, targets, self.data.metrics))
+                self.epoch_count += targets.shape[0]
             if self.step % self.settings.log_every_n_steps == 0:
-                # The only host synchronisation inside the epoch: reading the loss to log it.
-                loss_value = loss.item()
-                self.logger.log_scalars({"train/loss": loss_value, "lr": self.learning_rate}, self.step)
-                bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+                self.log_step(loss, bar)
+            if self.stop_signal.received:
+                self.stop(self.stop_signal.received)
         seconds = time.perf_counter() - start
-        metrics = {f"train/{name}": value.item() / count for name, value in sums.items()}
-        metrics |= {"time/epoch_seconds": seconds, "time/samples_per_second": count / seconds}
+        metrics = {f"train/{name}": value.item() / max(self.epoch_count, 1) for name, value in self.epoch_sums.items()}
+        self.check_finite(metrics.get("train/loss", 0.0))
+        metrics |= {"time/epoch_seconds": seconds, "time/samples_per_second": samples / seconds}
+        if self.settings.on_nonfinite == "skip":
+            metrics["train/nonfinite_steps"] = self.nonfinite_steps
         self.logger.log_scalars({k: v for k, v in metrics.items() if k != "train/loss"}, self.step)
         return metrics
 
-    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         """One optimizer step on one batch; returns the (device) loss and the model's outputs."""
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             outputs = self.model(inputs)
             loss = self.loss_fn(outputs, targets)
+        if self.settings.on_nonfinite == "skip" and not torch.isfinite(loss):  # syncs: only in this mode
+            self.nonfinite_steps += 1
+            self.scheduler.step()  # keep the schedule aligned with the batches
+            return None, outputs
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.settings.grad_clip > 0:
@@ -146,9 +133,52 @@ class Trainer:
 
     def evaluate(self, batches: Batches, split: str) -> dict[str, float]:
         """Loss and task metrics over a split, tagged with the split's name (val/acc, ...)."""
-        batches, _ = self.limited(batches, self.settings.limit_eval_batches)
+        limit = self.settings.limit_eval_batches or len(batches)
+        batches = (batch for _, batch in zip(range(limit), batches))
         metrics = evaluate(self.model, self.loss_fn, batches, self.data.metrics, self.device, self.dtype)
         return {f"{split}/{name}": value for name, value in metrics.items()}
+
+    def validate_if_due(self, epoch: int) -> dict[str, float]:
+        if epoch % self.settings.eval_every_n_epochs and epoch != self.settings.epochs:
+            return {}
+        val_metrics = self.evaluate(self.data.val, "val")
+        self.logger.log_scalars(val_metrics, self.step)
+        return val_metrics
+
+    def test_best(self) -> dict[str, float]:
+        """Test once, with the weights that validated best (those saved in best.pt)."""
+        best = load_checkpoint(self.checkpoint_dir / BEST, map_location=self.device)
+        self.model.load_state_dict(best["model"])
+        test_metrics = self.evaluate(self.data.test, "test")
+        self.logger.log_scalars(test_metrics, self.step)
+        log.info("test (best epoch %d)  %s", self.best["epoch"], format_metrics(test_metrics))
+        return test_metrics
+
+    def log_step(self, loss: torch.Tensor | None, bar: tqdm) -> None:
+        # The only host synchronisation inside an epoch: reading the loss to log it.
+        running_loss = self.epoch_sums["loss"].item() / max(self.epoch_count, 1) if self.epoch_sums else 0.0
+        self.check_finite(running_loss)
+        loss_value = loss.item() if loss is not None else math.nan
+        self.logger.log_scalars({"train/loss": loss_value, "lr": self.learning_rate}, self.step)
+        bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+
+    def check_finite(self, running_loss: float) -> None:
+        """Stop with a clear message once the loss is nan or inf (the last checkpoint stays good)."""
+        if not math.isfinite(running_loss):
+            raise UserError(
+                f"the training loss became {running_loss} in epoch {self.epoch}, between steps "
+                f"{self.checked_step + 1} and {self.step}, at learning rate {self.learning_rate:.3g}. "
+                f"Training stopped; the last good checkpoint is {self.checkpoint_dir / LAST} if one "
+                f"was written. Try a lower optimizer.lr, trainer.grad_clip=1.0, or "
+                f"trainer.on_nonfinite=skip to skip such steps"
+            )
+        self.checked_step = self.step
+
+    def stop(self, signal_number: int) -> None:
+        """Save where the run is, mid-epoch, and leave the loop."""
+        path = self.checkpoint_dir / LAST
+        self.save_checkpoint(LAST, {})
+        raise TrainingInterrupted(signal_number, str(path))
 
     @property
     def monitor(self) -> str:
@@ -159,32 +189,42 @@ class Trainer:
         return self.optimizer.param_groups[0]["lr"]
 
     def is_improvement(self, val_metrics: dict[str, float]) -> bool:
-        value = val_metrics[self.monitor]
-        if self.best_value is None:
-            return True
-        return value > self.best_value if self.data.metrics.mode == "max" else value < self.best_value
+        value, best = val_metrics[self.monitor], self.best["value"]
+        return best is None or (value > best if self.data.metrics.mode == "max" else value < best)
 
-    def save_checkpoint(self, name: str, epoch: int, metrics: dict[str, float]) -> None:
-        checkpoint = {
+    def save_checkpoint(self, name: str, metrics: dict[str, float]) -> None:
+        save_checkpoint({
             "format_version": FORMAT_VERSION,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "epoch": epoch,
+            "epoch": self.epoch,  # the epoch to run next, or the one in progress
+            "batch_in_epoch": self.batch_in_epoch,  # batches of it already done
             "step": self.step,
+            "epoch_sums": self.epoch_sums,
+            "epoch_count": self.epoch_count,
+            "nonfinite_steps": self.nonfinite_steps,
+            "train_seconds": self.seconds_before,
+            "sampler": {"seed": getattr(self.data.train, "seed", None), "epoch": self.epoch},
+            "rng": rng_states(),
             "metrics": metrics,
-            "best": {"monitor": self.monitor, "value": self.best_value, "epoch": self.best_epoch},
+            "best": self.best,
             "config": self.config,
-        }
-        save_checkpoint(checkpoint, self.checkpoint_dir / name)
+        }, self.checkpoint_dir / name)
 
-    @staticmethod
-    def limited(batches: Batches, limit: int | None):
-        """The batches, cut to `limit` when set (for quick runs); also how many there will be."""
-        if limit is None:
-            return batches, len(batches)
-        return itertools.islice(batches, limit), min(limit, len(batches))
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from a checkpoint exactly where it was written."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        self.epoch, self.batch_in_epoch = checkpoint["epoch"], checkpoint["batch_in_epoch"]
+        self.step = self.checked_step = checkpoint["step"]
+        self.epoch_sums = {k: v.to(self.device) for k, v in checkpoint["epoch_sums"].items()}
+        self.epoch_count, self.nonfinite_steps = checkpoint["epoch_count"], checkpoint["nonfinite_steps"]
+        self.seconds_before, self.best = checkpoint["train_seconds"], checkpoint["best"]
+        set_rng_states(checkpoint["rng"])
 
 
 @torch.no_grad()
@@ -196,8 +236,8 @@ def evaluate(
     model.eval()
     sums: dict[str, torch.Tensor] = {}
     count = 0
-    for batch in batches:
-        inputs, targets = (t.to(device, non_blocking=True) for t in batch)
+    for inputs, targets in batches:
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             outputs = model(inputs)
             loss = loss_fn(outputs, targets)

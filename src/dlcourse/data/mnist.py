@@ -65,6 +65,12 @@ def load_split(root: Path, train: bool, transform=None):
         raise UserError(missing_data_message(root, f"could not read it: {error}")) from None
 
 
+def count_training_images(root: Path) -> int:
+    """The size of the training split, from its label file's 8-byte header (no data read)."""
+    header = (root / "MNIST" / "raw" / "train-labels-idx1-ubyte").read_bytes()[:8]
+    return int.from_bytes(header[4:8], "big")
+
+
 def normalize(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 (N, 28, 28) → float (N, 1, 28, 28), standardised, on `device` (copied as uint8)."""
     images = images.to(device).unsqueeze(1).float()
@@ -92,10 +98,10 @@ def mnist(
     if loader not in ("tensor", "dataloader"):
         raise UserError(f"dataset.loader={loader!r} is not known; use 'tensor' or 'dataloader'")
 
-    train_set, test_set = load_split(root, train=True), load_split(root, train=False)
-    num_train = len(train_set)
+    num_train = count_training_images(root)
     if not 0 < val_size < num_train:
         raise UserError(f"dataset.val_size={val_size} must be between 1 and {num_train - 1}")
+    train_set, test_set = load_split(root, train=True), load_split(root, train=False)
     # The validation images are fixed by the seed alone, so every run with that seed shares them.
     order = torch.randperm(num_train, generator=torch.Generator().manual_seed(seed))
     val_indices, train_indices = order[:val_size], order[val_size:]

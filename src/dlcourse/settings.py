@@ -1,0 +1,22 @@
+"""The `trainer:` config group as a typed dataclass (configs/trainer/default.yaml sets each field)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass
+class TrainerSettings:
+    epochs: int = 5
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # 32 may arrive as a number from the command line (trainer.precision=32).
+    precision: Literal["32", "bf16", "16-mixed", 32] = "32"
+    grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
+    limit_train_batches: int | None = None
+    limit_eval_batches: int | None = None
+    log_every_n_steps: int = 50
+    eval_every_n_epochs: int = 1
+    progress_bar: bool | None = None  # None: only when stderr is a terminal
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # what a nan / inf loss does
+    deterministic: bool = False  # deterministic algorithms (slower on GPUs)
