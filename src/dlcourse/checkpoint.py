@@ -12,7 +12,6 @@ import json
 import os
 import pickle
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +54,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 f"({refused[0]}). Nothing in it was run. Load only checkpoints written by dlcourse-train"
             ) from None
         raise UserError(damaged_message(path, "not a PyTorch checkpoint")) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else "the file ends too early"
+    except Exception as error:  # damaged bytes surface as many types: EOFError, KeyError, RuntimeError...
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(damaged_message(path, reason)) from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise UserError(f"{path} is not a dlcourse checkpoint (it has no model and config)")
