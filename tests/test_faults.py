@@ -110,10 +110,11 @@ def test_command_line_mistakes_exit_non_zero_without_a_traceback(override, messa
 def corrupt_weights_from_step(monkeypatch, bad_step: int) -> None:
     original = Trainer.train_step
 
-    def train_step(self, inputs, targets):
+    def train_step(self, batch):
+        inputs, targets = batch
         if self.step + 1 >= bad_step:
             inputs = inputs * math.nan
-        return original(self, inputs, targets)
+        return original(self, (inputs, targets))
 
     monkeypatch.setattr(Trainer, "train_step", train_step)
 
@@ -132,7 +133,7 @@ def test_on_nonfinite_skip_skips_and_counts_bad_steps(tiny_mnist, tmp_path, monk
     original = Trainer.train_step
     monkeypatch.setattr(
         Trainer, "train_step",
-        lambda self, x, y: original(self, x * math.nan if self.step + 1 in (3, 5) else x, y),
+        lambda self, batch: original(self, (batch[0] * math.nan if self.step + 1 in (3, 5) else batch[0], batch[1])),
     )
     metrics = train(compose_config([*quick_overrides(tiny_mnist), "trainer.on_nonfinite=skip"]), tmp_path)
     assert metrics["nonfinite_steps"] == 2

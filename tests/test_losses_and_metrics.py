@@ -9,7 +9,7 @@ import torch
 
 from dlcourse import schedulers
 from dlcourse.losses import OneHotMSELoss
-from dlcourse.metrics import ClassificationMetrics
+from dlcourse.tasks import ClassificationTask
 
 
 def test_one_hot_mse_is_half_squared_distance_averaged_over_the_batch():
@@ -29,7 +29,7 @@ def test_one_hot_mse_matches_torch_mse_loss():
 
 def test_accuracy_counts_correct_predictions():
     outputs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
-    sums = ClassificationMetrics().batch_sums(outputs, torch.tensor([0, 0, 0]))
+    sums = ClassificationTask().batch_sums(outputs, torch.tensor([0, 0, 0]))
     assert sums["acc"].item() == 2
 
 

@@ -40,8 +40,8 @@ def interrupt_at(monkeypatch, stop_step: int, signal_number: int = signal.SIGINT
     """Send a real signal to this process right after optimizer step `stop_step`."""
     original = Trainer.train_step
 
-    def train_step(self, inputs, targets):
-        result = original(self, inputs, targets)
+    def train_step(self, batch):
+        result = original(self, batch)
         if self.step + 1 == stop_step:
             os.kill(os.getpid(), signal_number)
         return result

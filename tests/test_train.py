@@ -14,7 +14,7 @@ from dlcourse.evaluate import evaluate_checkpoint
 from dlcourse.train import train
 
 CHECKPOINT_KEYS = {
-    "format_version", "model", "optimizer", "scheduler", "scaler", "epoch", "batch_in_epoch", "step",
+    "format_version", "task", "model", "optimizer", "scheduler", "scaler", "epoch", "batch_in_epoch", "step",
     "epoch_sums", "epoch_count", "nonfinite_steps", "train_seconds", "sampler", "rng", "metrics", "best", "config",
 }
 

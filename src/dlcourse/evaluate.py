@@ -39,8 +39,8 @@ def evaluate_checkpoint(
     model.load_state_dict(checkpoint["model"])
     loss_fn = build(cfg, "loss")
     dtype = autocast_dtype(str(cfg.trainer.precision), device)
-    metrics = evaluate(model, loss_fn, data.test, data.metrics, device, dtype)
-    metrics = {f"test/{name}": value for name, value in metrics.items()}
+    metrics = evaluate(model, loss_fn, data.test, data.task, device, dtype)
+    metrics = {(name if "/" in name else f"test/{name}"): value for name, value in metrics.items()}
 
     output_path = Path(output_path) if output_path else ckpt_path.with_suffix(".test.json")
     output_path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,11 +6,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
+import torch
+
 HParamValue = int | float | str | bool
 
 
 class Logger(Protocol):
     def log_scalars(self, metrics: Mapping[str, float], step: int) -> None: ...
+    def log_image(self, tag: str, image: torch.Tensor, step: int) -> None: ...
     def log_hparams(self, hparams: Mapping[str, HParamValue], metric_names: Iterable[str]) -> None: ...
     def close(self) -> None: ...
 
@@ -19,6 +22,9 @@ class NullLogger:
     """Accepts everything and writes nothing."""
 
     def log_scalars(self, metrics: Mapping[str, float], step: int) -> None:
+        pass
+
+    def log_image(self, tag: str, image: torch.Tensor, step: int) -> None:
         pass
 
     def log_hparams(self, hparams: Mapping[str, HParamValue], metric_names: Iterable[str]) -> None:
@@ -41,6 +47,10 @@ class TensorBoardLogger:
     def log_scalars(self, metrics: Mapping[str, float], step: int) -> None:
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value, step)
+
+    def log_image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        """`image`: (3, H, W) with values in [0, 1]."""
+        self.writer.add_image(tag, image, step)
 
     def log_hparams(self, hparams: Mapping[str, HParamValue], metric_names: Iterable[str]) -> None:
         """Register the run's hyperparameters and the names of scalars it already logged.

@@ -52,7 +52,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
 
     data = build(cfg, "dataset", device=device)
     model = build(cfg, "model").to(device)
-    check_model_fits(model, data.input_shape, device)
+    check_model_fits(model, next(iter(data.val)), device)
     loss_fn = build(cfg, "loss")
     optimizer = build(cfg, "optimizer", params=model.parameters())
     steps_per_epoch = min(len(data.train), settings.limit_train_batches or math.inf)
@@ -66,7 +66,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     with StopSignal() as stop_signal:
         trainer = Trainer(
             model, loss_fn, optimizer, scheduler, data, logger, settings, device,
-            checkpoint_dir=output_dir / "checkpoints", config=config, stop_signal=stop_signal,
+            output_dir=output_dir, config=config, stop_signal=stop_signal,
         )
         if checkpoint:
             trainer.restore(checkpoint)
@@ -82,16 +82,17 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     return metrics
 
 
-def check_model_fits(model: torch.nn.Module, input_shape: tuple[int, ...], device: torch.device) -> None:
-    """Fail before training, in one sentence, when the model cannot take the dataset's images."""
+def check_model_fits(model: torch.nn.Module, batch: tuple[torch.Tensor, ...], device: torch.device) -> None:
+    """Fail before training, in one sentence, when the model cannot take the dataset's batches."""
+    inputs, _, *context = (t[:2].to(device) for t in batch)
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(2, *input_shape, device=device))
-    except RuntimeError as error:
+            model(inputs, *context)
+    except (RuntimeError, TypeError) as error:
         raise UserError(
-            f"{type(model).__name__} cannot take this dataset's inputs of shape {tuple(input_shape)}: "
-            f"{str(error).splitlines()[0]}. Pick a model made for them (e.g. model=cnn for MNIST)"
+            f"{type(model).__name__} cannot take this dataset's inputs of shape {tuple(inputs.shape[1:])}: "
+            f"{str(error).splitlines()[0]}. Pick a model made for this dataset (e.g. model=cnn for MNIST)"
         ) from None
     finally:
         model.train()

@@ -22,7 +22,7 @@ from dlcourse.data.batches import Batch, Batches, DataSplits
 from dlcourse.errors import UserError
 from dlcourse.interrupt import NoStopSignal, StopSignal, TrainingInterrupted
 from dlcourse.loggers import Logger
-from dlcourse.metrics import TaskMetrics
+from dlcourse.tasks import Task
 from dlcourse.runtime import autocast_dtype
 from dlcourse.schedulers import LRScheduler
 from dlcourse.settings import TrainerSettings
@@ -41,14 +41,17 @@ class Trainer:
         logger: Logger,
         settings: TrainerSettings,
         device: torch.device,
-        checkpoint_dir: Path,
+        output_dir: Path,
         config: dict[str, Any],
         stop_signal: StopSignal | NoStopSignal = NoStopSignal(),
     ) -> None:
         self.model, self.loss_fn, self.data = model, loss_fn, data
         self.optimizer, self.scheduler = optimizer, scheduler
         self.logger, self.settings, self.device = logger, settings, device
-        self.checkpoint_dir, self.config, self.stop_signal = Path(checkpoint_dir), config, stop_signal
+        self.output_dir, self.config, self.stop_signal = Path(output_dir), config, stop_signal
+        self.checkpoint_dir = self.output_dir / "checkpoints"
+        # A fixed handful of test samples, pictured at every evaluation (when the task has pictures).
+        self.picture_batch = tuple(t[:8].to(device) for t in next(iter(data.test)))
         self.dtype = autocast_dtype(str(settings.precision), device)
         # float16 gradients underflow without loss scaling; with bf16 or float32 it stays off.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
@@ -91,14 +94,14 @@ class Trainer:
         bar = tqdm(self.data.train, total=total, desc=f"epoch {epoch}", unit="batch",
                    leave=False, disable=not self.show_progress)
         start, samples = time.perf_counter(), 0
-        for _, (inputs, targets) in zip(range(total), bar):
-            inputs, targets = inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
-            loss, outputs = self.train_step(inputs, targets)
+        for _, batch in zip(range(total), bar):
+            batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
+            loss, outputs = self.train_step(batch)
             self.step, self.batch_in_epoch = self.step + 1, self.batch_in_epoch + 1
-            samples += targets.shape[0]
+            samples += len(outputs)
             if loss is not None:  # None: a non-finite loss skipped with on_nonfinite=skip
-                accumulate(self.epoch_sums, batch_sums(loss, outputs, targets, self.data.metrics))
-                self.epoch_count += targets.shape[0]
+                accumulate(self.epoch_sums, batch_sums(loss, outputs, batch, self.data.task))
+                self.epoch_count += len(outputs)
             if self.step % self.settings.log_every_n_steps == 0:
                 self.log_step(loss, bar)
             if self.stop_signal.received:
@@ -112,11 +115,12 @@ class Trainer:
         self.logger.log_scalars({k: v for k, v in metrics.items() if k != "train/loss"}, self.step)
         return metrics
 
-    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def train_step(self, batch: Batch) -> tuple[torch.Tensor | None, torch.Tensor]:
         """One optimizer step on one batch; returns the (device) loss and the model's outputs."""
+        inputs, targets, *context = batch  # context: e.g. an inpainting mask
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            outputs = self.model(inputs)
-            loss = self.loss_fn(outputs, targets)
+            outputs = self.model(inputs, *context)
+            loss = self.loss_fn(outputs, targets, *context)
         if self.settings.on_nonfinite == "skip" and not torch.isfinite(loss):  # syncs: only in this mode
             self.nonfinite_steps += 1
             self.scheduler.step()  # keep the schedule aligned with the batches
@@ -132,18 +136,33 @@ class Trainer:
         return loss, outputs
 
     def evaluate(self, batches: Batches, split: str) -> dict[str, float]:
-        """Loss and task metrics over a split, tagged with the split's name (val/acc, ...)."""
+        """Loss and task metrics over a split, tagged with the split: val/acc, test/mse_hole, ...
+
+        Baselines keep their own prefix (baseline_meanfill/mse_hole on the test split,
+        val_baseline_meanfill/mse_hole on the validation split).
+        """
         limit = self.settings.limit_eval_batches or len(batches)
         batches = (batch for _, batch in zip(range(limit), batches))
-        metrics = evaluate(self.model, self.loss_fn, batches, self.data.metrics, self.device, self.dtype)
-        return {f"{split}/{name}": value for name, value in metrics.items()}
+        metrics = evaluate(self.model, self.loss_fn, batches, self.data.task, self.device, self.dtype)
+        baseline_prefix = "" if split == "test" else f"{split}_"
+        return {(baseline_prefix + name if "/" in name else f"{split}/{name}"): value for name, value in metrics.items()}
 
     def validate_if_due(self, epoch: int) -> dict[str, float]:
         if epoch % self.settings.eval_every_n_epochs and epoch != self.settings.epochs:
             return {}
         val_metrics = self.evaluate(self.data.val, "val")
         self.logger.log_scalars(val_metrics, self.step)
+        self.log_pictures()
         return val_metrics
+
+    def log_pictures(self, save: bool = False) -> None:
+        """The task's pictures of the fixed test samples, to TensorBoard (and as PNGs if `save`)."""
+        for name, image in self.data.task.pictures(self.model, self.picture_batch).items():
+            self.logger.log_image(f"pictures/{name}", image, self.step)
+            if save:
+                from torchvision.utils import save_image  # imported here: torchvision is slow to import
+
+                save_image(image, self.output_dir / f"{name}.png")
 
     def test_best(self) -> dict[str, float]:
         """Test once, with the weights that validated best (those saved in best.pt)."""
@@ -151,6 +170,7 @@ class Trainer:
         self.model.load_state_dict(best["model"])
         test_metrics = self.evaluate(self.data.test, "test")
         self.logger.log_scalars(test_metrics, self.step)
+        self.log_pictures(save=True)
         log.info("test (best epoch %d)  %s", self.best["epoch"], format_metrics(test_metrics))
         return test_metrics
 
@@ -182,7 +202,7 @@ class Trainer:
 
     @property
     def monitor(self) -> str:
-        return f"val/{self.data.metrics.monitor}"
+        return f"val/{self.data.task.monitor}"
 
     @property
     def learning_rate(self) -> float:
@@ -190,11 +210,12 @@ class Trainer:
 
     def is_improvement(self, val_metrics: dict[str, float]) -> bool:
         value, best = val_metrics[self.monitor], self.best["value"]
-        return best is None or (value > best if self.data.metrics.mode == "max" else value < best)
+        return best is None or (value > best if self.data.task.mode == "max" else value < best)
 
     def save_checkpoint(self, name: str, metrics: dict[str, float]) -> None:
         save_checkpoint({
             "format_version": FORMAT_VERSION,
+            "task": self.data.task.name,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -229,29 +250,31 @@ class Trainer:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, loss_fn: nn.Module, batches: Iterable[Batch], metrics: TaskMetrics,
+    model: nn.Module, loss_fn: nn.Module, batches: Iterable[Batch], task: Task,
     device: torch.device, dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
-    """Loss and task metrics of `model` over `batches`: summed over batches, divided once."""
+    """Loss, task metrics and baselines over `batches`: summed over batches, divided once."""
     model.eval()
     sums: dict[str, torch.Tensor] = {}
     count = 0
-    for inputs, targets in batches:
-        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    for batch in batches:
+        inputs, targets, *context = batch = tuple(t.to(device, non_blocking=True) for t in batch)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            outputs = model(inputs)
-            loss = loss_fn(outputs, targets)
-        accumulate(sums, batch_sums(loss, outputs, targets, metrics))
-        count += targets.shape[0]
+            outputs = model(inputs, *context)
+            loss = loss_fn(outputs, targets, *context)
+        accumulate(sums, batch_sums(loss, outputs, batch, task))
+        for name, prediction in task.baselines(inputs, targets, *context).items():
+            baseline_sums = task.batch_sums(prediction, targets, *context)
+            accumulate(sums, {f"baseline_{name}/{key}": value for key, value in baseline_sums.items()})
+        count += len(outputs)
     return {name: value.item() / count for name, value in sums.items()}
 
 
-def batch_sums(
-    loss: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor, metrics: TaskMetrics
-) -> dict[str, torch.Tensor]:
+def batch_sums(loss: torch.Tensor, outputs: torch.Tensor, batch: Batch, task: Task) -> dict[str, torch.Tensor]:
     """One batch's loss and metrics as sums; the loss is a batch mean, so times the batch size."""
-    sums = {"loss": loss.detach().float() * targets.shape[0]}
-    return sums | metrics.batch_sums(outputs.detach(), targets)
+    _, targets, *context = batch
+    sums = {"loss": loss.detach().float() * len(outputs)}
+    return sums | task.batch_sums(outputs.detach(), targets, *context)
 
 
 def accumulate(sums: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:

@@ -10,7 +10,7 @@ from typing import Protocol
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from dlcourse.metrics import TaskMetrics
+from dlcourse.tasks import Task
 
 Batch = tuple[torch.Tensor, ...]
 
@@ -89,10 +89,9 @@ class LoaderBatches:
 
 @dataclass
 class DataSplits:
-    """Everything the run needs from a dataset: its three splits and what its task measures."""
+    """Everything the run needs from a dataset: its three splits and its task."""
 
     train: Batches
     val: Batches
     test: Batches
-    input_shape: tuple[int, ...]  # one sample's shape, e.g. (1, 28, 28)
-    metrics: TaskMetrics
+    task: Task

@@ -14,7 +14,7 @@ import torch
 
 from dlcourse.data.batches import Batches, DataSplits, LoaderBatches, TensorBatches
 from dlcourse.errors import UserError
-from dlcourse.metrics import ClassificationMetrics
+from dlcourse.tasks import ClassificationTask
 
 FILES = (
     "train-images-idx3-ubyte",
@@ -132,6 +132,5 @@ def mnist(
         train=batches(train_indices, batch_size, shuffle=True),
         val=batches(val_indices, eval_batch_size, shuffle=False),
         test=test,
-        input_shape=(1, 28, 28),
-        metrics=ClassificationMetrics(),
+        task=ClassificationTask(),
     )

@@ -1,0 +1,92 @@
+"""What a dataset asks of the run: its metrics (as per-batch sums), baselines and pictures.
+
+The trainer knows no task: it asks the `Task` that the dataset returns. Batches are tuples
+`(inputs, targets, *context)`; the context (an inpainting mask, say) goes to the model, the loss
+and the task's metrics after their usual arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+from torch import nn
+
+
+class Task(Protocol):
+    name: str  # stored in checkpoints, so tools such as dlcourse-predict know what a model does
+    monitor: str  # the validation metric that picks the best checkpoint, e.g. "acc"
+    mode: str  # "max" or "min": which direction of `monitor` is better
+
+    def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor, *context: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each metric summed over the batch's samples; the trainer divides by the count once."""
+
+    def baselines(self, inputs: torch.Tensor, targets: torch.Tensor, *context: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Predictions of simple non-learned methods, measured like the model."""
+
+    def pictures(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        """Images (3, H, W) in [0, 1] that show what the model does on a fixed batch."""
+
+
+class ClassificationTask:
+    """Accuracy as the number of correct predictions, which the trainer turns into a fraction."""
+
+    name = "classification"
+    monitor = "acc"
+    mode = "max"
+
+    def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"acc": (outputs.argmax(dim=1) == targets).sum()}
+
+    def baselines(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {}
+
+    def pictures(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        return {}
+
+
+def psnr(mse: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB; a perfect image is capped at 100 dB rather than infinite."""
+    return 10 * torch.log10(peak**2 / mse.clamp_min(1e-10))
+
+
+class InpaintingTask:
+    """MSE and PSNR per image, over the whole image and over the hole only (pixels in [0, 1]).
+
+    Baselines: `unfilled` leaves the masked input as it is; `meanfill` fills each hole pixel with
+    that pixel's mean over the training images.
+    """
+
+    name = "inpainting"
+    monitor = "mse_hole"
+    mode = "min"
+
+    def __init__(self, mean_image: torch.Tensor) -> None:
+        self.mean_image = mean_image  # (C, H, W), on the training device
+
+    def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        squared_error = (outputs.float() - targets).square()  # (B, C, H, W)
+        hole = mask.expand_as(squared_error)
+        mse = squared_error.mean(dim=(1, 2, 3))  # (B,)
+        mse_hole = (squared_error * hole).sum(dim=(1, 2, 3)) / hole.sum(dim=(1, 2, 3)).clamp_min(1)
+        return {"mse": mse.sum(), "psnr": psnr(mse).sum(), "mse_hole": mse_hole.sum(), "psnr_hole": psnr(mse_hole).sum()}
+
+    def baselines(self, masked: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"unfilled": masked, "meanfill": torch.where(mask.bool(), self.mean_image, masked)}
+
+    @torch.no_grad()
+    def pictures(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        """One row per sample: masked input | prediction | ground truth | mask."""
+        from torchvision.utils import make_grid  # imported here: torchvision is slow to import
+
+        masked, targets, mask = batch
+        was_training = model.training
+        model.eval()
+        prediction = model(masked, mask).float().clamp(0, 1)
+        model.train(was_training)
+        columns = [masked, prediction, targets, mask.expand_as(targets)]
+        tiles = torch.stack(columns, dim=1).flatten(0, 1)  # (B * 4, C, H, W), row by row
+        if tiles.shape[1] == 1:
+            tiles = tiles.expand(-1, 3, -1, -1)
+        return {"inpainting": make_grid(tiles.cpu(), nrow=len(columns), padding=2, pad_value=0.5)}
