@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -47,6 +48,31 @@ def tiny_mnist(tmp_path_factory) -> Path:
     return root
 
 
+def make_folder(root, count=12, size=(28, 28), with_masks=True, mode="L"):
+    """complete/ digits-like squares, masked/ with a black box, mask/ marking the box in white."""
+    for name in ("masked", "complete", "mask"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        complete = torch.rand(size[1], size[0]) * 0.5 + 0.25
+        mask = torch.zeros(size[1], size[0])
+        mask[5:12, 5 + index % 10 : 12 + index % 10] = 1
+        masked = complete * (1 - mask)
+        for name, values in (("complete", complete), ("masked", masked), ("mask", mask)):
+            if name == "mask" and not with_masks:
+                continue
+            image = Image.fromarray((values * 255).round().byte().numpy(), mode="L").convert(mode)
+            image.save(root / name / f"img{index:02d}.png")
+    if not with_masks:
+        (root / "mask").rmdir()
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_pairs(tmp_path_factory) -> Path:
+    """A folder of 12 masked / complete / mask PNG triples."""
+    return make_folder(tmp_path_factory.mktemp("tiny_pairs"))
+
+
 @pytest.fixture(scope="session")
 def shared_mnist() -> Path:
     if not (SHARED_MNIST / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
@@ -60,10 +86,10 @@ def compose_config(overrides: list[str] = (), config_name: str = "train", hydra:
         return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra)
 
 
-def quick_overrides(data_dir: Path) -> list[str]:
-    """A seconds-long run on the tiny data, on the CPU."""
+def quick_overrides(data_dir: Path, mnist_sizes: bool = True) -> list[str]:
+    """A seconds-long run on the tiny data, on the CPU (`mnist_sizes`: the MNIST datasets' keys)."""
+    sizes = ["dataset.val_size=50", "dataset.batch_size=32", "dataset.eval_batch_size=64"]
     return [
-        f"paths.data_dir={data_dir}", "dataset.val_size=50", "dataset.batch_size=32",
-        "dataset.eval_batch_size=64", "trainer.epochs=2", "trainer.device=cpu",
-        "trainer.log_every_n_steps=2",
+        f"paths.data_dir={data_dir}", *(sizes if mnist_sizes else []), "trainer.epochs=2",
+        "trainer.device=cpu", "trainer.log_every_n_steps=2",
     ]

@@ -28,8 +28,12 @@ def test_every_group_file_is_covered():
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_config_composes_and_instantiates(group, option, tiny_mnist):
-    cfg = compose_config([f"{group}={option}", *quick_overrides(tiny_mnist)])
+def test_config_composes_and_instantiates(group, option, tiny_mnist, tiny_pairs):
+    if option == "inpainting_folder":
+        overrides = [*quick_overrides(tiny_mnist, mnist_sizes=False), f"dataset.data_dir={tiny_pairs}"]
+    else:
+        overrides = quick_overrides(tiny_mnist)
+    cfg = compose_config([f"{group}={option}", *overrides])
     model = build(cfg, "model")
     assert isinstance(model, torch.nn.Module)
     assert isinstance(build(cfg, "loss"), torch.nn.Module)

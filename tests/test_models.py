@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dlcourse.models import CNN, MLP, AlexNet, LinearClassifier
+from dlcourse.models import CNN, MLP, AlexNet, ConvInpaint, LinearClassifier, MLPInpaint
 from dlcourse.models.mlp import ACTIVATIONS
 
 
@@ -80,3 +80,30 @@ def test_alexnet_forward_backward_and_parameter_count():
     expected += sum(n_in * n_out + n_out for n_in, n_out in fully_connected)
     assert sum(p.numel() for p in model.parameters()) == expected == 62_378_344
     assert_trains(model, torch.randn(2, 3, 224, 224), 1000)
+
+
+def assert_inpaints(model: torch.nn.Module, channels: int = 1) -> None:
+    masked, mask = torch.rand(4, channels, 28, 28), (torch.rand(4, 1, 28, 28) > 0.7).float()
+    outputs = model(masked, mask)
+    assert outputs.shape == masked.shape and 0 <= outputs.min() and outputs.max() <= 1
+    outputs.square().mean().backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, f"{name} got no gradient"
+
+
+@pytest.mark.parametrize("use_mask", [True, False])
+def test_mlp_inpaint(use_mask):
+    model = MLPInpaint(hidden_sizes=[64], use_mask=use_mask)
+    assert model.mlp.hidden[0].in_features == 784 * (2 if use_mask else 1)
+    assert_inpaints(model)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"upsampling": "nearest"}, {"use_mask": False, "batch_norm": False}, {"channels": 3, "widths": [8, 16]}],
+)
+def test_conv_inpaint(settings):
+    model = ConvInpaint(**{"widths": [8, 16], **settings})
+    assert_inpaints(model, channels=settings.get("channels", 1))
+    first_conv = model.encoder[0][0]  # the first stage's convolution
+    assert first_conv.in_channels == settings.get("channels", 1) + int(settings.get("use_mask", True))

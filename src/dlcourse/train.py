@@ -52,8 +52,8 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
 
     data = build(cfg, "dataset", device=device)
     model = build(cfg, "model").to(device)
-    check_model_fits(model, next(iter(data.val)), device)
     loss_fn = build(cfg, "loss")
+    check_model_fits(model, loss_fn, next(iter(data.val)), device)
     optimizer = build(cfg, "optimizer", params=model.parameters())
     steps_per_epoch = min(len(data.train), settings.limit_train_batches or math.inf)
     scheduler = build(
@@ -82,17 +82,21 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     return metrics
 
 
-def check_model_fits(model: torch.nn.Module, batch: tuple[torch.Tensor, ...], device: torch.device) -> None:
-    """Fail before training, in one sentence, when the model cannot take the dataset's batches."""
-    inputs, _, *context = (t[:2].to(device) for t in batch)
+def check_model_fits(
+    model: torch.nn.Module, loss_fn: torch.nn.Module, batch: tuple[torch.Tensor, ...], device: torch.device
+) -> None:
+    """Fail before training, in one sentence, when the model or loss cannot take the dataset's batches."""
+    inputs, targets, *context = (t[:2].to(device) for t in batch)
     model.eval()
     try:
         with torch.no_grad():
-            model(inputs, *context)
-    except (RuntimeError, TypeError) as error:
+            loss_fn(model(inputs, *context), targets, *context)
+    except (RuntimeError, TypeError, ValueError, IndexError) as error:
         raise UserError(
-            f"{type(model).__name__} cannot take this dataset's inputs of shape {tuple(inputs.shape[1:])}: "
-            f"{str(error).splitlines()[0]}. Pick a model made for this dataset (e.g. model=cnn for MNIST)"
+            f"{type(model).__name__} with {type(loss_fn).__name__} cannot take this dataset's batches "
+            f"(inputs of shape {tuple(inputs.shape[1:])}): {str(error).splitlines()[0]}. "
+            "Pick a model and loss made for this dataset (e.g. model=cnn loss=cross_entropy for MNIST, "
+            "model=conv_inpaint loss=pixel_mse for inpainting)"
         ) from None
     finally:
         model.train()

@@ -79,7 +79,8 @@ class Trainer:
                 self.best = {"value": val_metrics[self.monitor], "epoch": epoch, "metrics": val_metrics}
                 self.save_checkpoint(BEST, {**train_metrics, **val_metrics})
             self.save_checkpoint(LAST, {**train_metrics, **val_metrics})
-            log.info("epoch %d/%d  %s", epoch, self.settings.epochs, format_metrics({**train_metrics, **val_metrics}))
+            epoch_metrics = {k: v for k, v in {**train_metrics, **val_metrics}.items() if "baseline" not in k}
+            log.info("epoch %d/%d  %s", epoch, self.settings.epochs, format_metrics(epoch_metrics))
         train_metrics = {k: v for k, v in train_metrics.items() if not k.startswith("time/")}
         return {**train_metrics, **self.best["metrics"], **self.test_best(),
                 "best_epoch": self.best["epoch"], "epochs": self.settings.epochs, "steps": self.step,
@@ -216,6 +217,7 @@ class Trainer:
         save_checkpoint({
             "format_version": FORMAT_VERSION,
             "task": self.data.task.name,
+            "input_shape": list(self.picture_batch[0].shape[1:]),  # one input's (C, H, W)
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),

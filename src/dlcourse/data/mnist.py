@@ -8,7 +8,9 @@ classic per-item `DataLoader` + transforms path, kept for comparison.
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 
@@ -67,8 +69,8 @@ def load_split(root: Path, train: bool, transform=None):
 
 def count_training_images(root: Path) -> int:
     """The size of the training split, from its label file's 8-byte header (no data read)."""
-    header = (root / "MNIST" / "raw" / "train-labels-idx1-ubyte").read_bytes()[:8]
-    return int.from_bytes(header[4:8], "big")
+    with open(root / "MNIST" / "raw" / "train-labels-idx1-ubyte", "rb") as file:
+        return int.from_bytes(file.read(8)[4:8], "big")
 
 
 def normalize(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -77,60 +79,72 @@ def normalize(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.div_(255).sub_(MEAN).div_(STD)
 
 
-def mnist(
-    data_dir: str,
-    batch_size: int = 128,
-    eval_batch_size: int = 1000,
-    val_size: int = 5000,
-    download_missing: bool = True,
-    loader: str = "tensor",
-    num_workers: int = 0,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-) -> DataSplits:
-    """MNIST as train (60,000 − val_size), val (val_size, carved by `seed`) and test (10,000)."""
+@dataclass
+class MnistFiles:
+    """The decoded splits (whole uint8 / int64 tensors on the CPU) and the validation carve-up."""
+
+    root: Path
+    train: Any  # torchvision.datasets.MNIST: .data (60000, 28, 28) uint8, .targets (60000,)
+    test: Any
+    train_indices: torch.Tensor
+    val_indices: torch.Tensor
+
+
+def open_mnist(data_dir: str, val_size: int, download_missing: bool, seed: int) -> MnistFiles:
+    """Find (or download) the IDX files, check `val_size`, decode both splits, carve out val."""
     root = Path(data_dir).expanduser()
     if missing_files(root):
         if not download_missing:
             reason = f"missing {', '.join(missing_files(root))}; downloading is off"
             raise UserError(missing_data_message(root, reason))
         download(root)
-    if loader not in ("tensor", "dataloader"):
-        raise UserError(f"dataset.loader={loader!r} is not known; use 'tensor' or 'dataloader'")
-
     num_train = count_training_images(root)
     if not 0 < val_size < num_train:
         raise UserError(f"dataset.val_size={val_size} must be between 1 and {num_train - 1}")
     train_set, test_set = load_split(root, train=True), load_split(root, train=False)
     # The validation images are fixed by the seed alone, so every run with that seed shares them.
     order = torch.randperm(num_train, generator=torch.Generator().manual_seed(seed))
-    val_indices, train_indices = order[:val_size], order[val_size:]
+    return MnistFiles(root, train_set, test_set, train_indices=order[val_size:], val_indices=order[:val_size])
 
+
+def mnist(
+    data_dir: str,
+    batch_size: int = 128,
+    eval_batch_size: int = 1000,
+    val_size: int = 5000,
+    download_missing: bool = True,
+    loader: Literal["tensor", "dataloader"] = "tensor",
+    num_workers: int = 0,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> DataSplits:
+    """MNIST as train (60,000 − val_size), val (val_size, carved by `seed`) and test (10,000)."""
+    files = open_mnist(data_dir, val_size, download_missing, seed)
     if loader == "tensor":
         device = torch.device(device)
-        images, labels = normalize(train_set.data, device), train_set.targets.to(device)
-        test_images, test_labels = normalize(test_set.data, device), test_set.targets.to(device)
+        images, labels = normalize(files.train.data, device), files.train.targets.to(device)
 
         def batches(indices, size, shuffle) -> Batches:
             return TensorBatches((images[indices], labels[indices]), size, shuffle, seed)
 
-        test = TensorBatches((test_images, test_labels), eval_batch_size, shuffle=False)
+        test_tensors = (normalize(files.test.data, device), files.test.targets.to(device))
+        test = TensorBatches(test_tensors, eval_batch_size, shuffle=False)
     else:
         from torch.utils.data import Subset
         from torchvision import transforms
 
         to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
-        train_set = load_split(root, train=True, transform=to_tensor)
+        train_set = load_split(files.root, train=True, transform=to_tensor)
 
         def batches(indices, size, shuffle) -> Batches:
             return LoaderBatches(Subset(train_set, indices.tolist()), size, shuffle, seed, num_workers)
 
-        test_set = load_split(root, train=False, transform=to_tensor)
+        test_set = load_split(files.root, train=False, transform=to_tensor)
         test = LoaderBatches(test_set, eval_batch_size, False, seed, num_workers)
 
     return DataSplits(
-        train=batches(train_indices, batch_size, shuffle=True),
-        val=batches(val_indices, eval_batch_size, shuffle=False),
+        train=batches(files.train_indices, batch_size, shuffle=True),
+        val=batches(files.val_indices, eval_batch_size, shuffle=False),
         test=test,
         task=ClassificationTask(),
     )

@@ -2,7 +2,8 @@
 
 from dlcourse.models.alexnet import AlexNet
 from dlcourse.models.cnn import CNN
+from dlcourse.models.inpainting import ConvInpaint, MLPInpaint
 from dlcourse.models.linear import LinearClassifier
 from dlcourse.models.mlp import MLP
 
-__all__ = ["AlexNet", "CNN", "LinearClassifier", "MLP"]
+__all__ = ["AlexNet", "CNN", "ConvInpaint", "LinearClassifier", "MLP", "MLPInpaint"]
