@@ -1,5 +1,5 @@
 # Quick start: `make train` trains the default experiment, `make test` runs the tests.
-# Both create .venv and install dlcourse (with its dev extras) on first use.
+# Both create .venv and install dlcourse (with its dev and sweep extras) on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +11,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -e ".[dev]"
+	$(BIN)/pip install -e ".[dev,sweep]"
 	touch $(STAMP)
 
 train: $(STAMP)

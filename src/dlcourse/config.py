@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,14 @@ def register_resolvers() -> None:
 
     `${run_id:}`: a short random suffix, so two runs started in the same second never collide.
     `${run_dir:resume,new}`: a resumed run's own folder, else the new one.
+    `${threads_per_job:jobs}`: the cores divided among jobs that run side by side (at least 1).
     """
     if not OmegaConf.has_resolver("run_id"):
         OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
     if not OmegaConf.has_resolver("run_dir"):
         OmegaConf.register_new_resolver("run_dir", resumed_run_dir)
+    if not OmegaConf.has_resolver("threads_per_job"):
+        OmegaConf.register_new_resolver("threads_per_job", lambda jobs: max(1, (os.cpu_count() or 1) // int(jobs)))
 
 
 def resumed_run_dir(resume: str | None, new_run_dir: str) -> str:

@@ -13,6 +13,11 @@ class UserError(Exception):
     """A problem the user can fix (bad input, missing files): its text says what and how."""
 
 
+class SweepError(UserError):
+    """A mistake that every job of a sweep shares (say, the metric to optimise): it stops the
+    whole sweep at once instead of failing each job in turn."""
+
+
 def exit_on_user_error(function: Callable[..., T]) -> Callable[..., T]:
     """Turn a `UserError` raised by an entry point into one line on stderr and exit status 2."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from types import FrameType
 
 
@@ -44,6 +45,8 @@ class StopSignal:
               "this step (send it again to exit at once).", file=sys.stderr, flush=True)
 
     def __enter__(self) -> StopSignal:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # only the main thread may catch signals (e.g. some launchers' workers)
         for signal_number in self.SIGNALS:
             self.previous_handlers[signal_number] = signal.signal(signal_number, self.handle)
         return self

@@ -20,3 +20,4 @@ class TrainerSettings:
     progress_bar: bool | None = None  # None: only when stderr is a terminal
     on_nonfinite: Literal["stop", "skip"] = "stop"  # what a nan / inf loss does
     deterministic: bool = False  # deterministic algorithms (slower on GPUs)
+    num_threads: int | None = None  # CPU threads for torch; None: torch's default (all cores)

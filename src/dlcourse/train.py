@@ -22,16 +22,19 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dlcourse.checkpoint import export_safetensors, find_checkpoint, load_checkpoint
 from dlcourse.config import build, config_dir, register_resolvers, to_plain_dict
-from dlcourse.errors import UserError, exit_on_user_error
+from dlcourse.errors import SweepError, UserError, exit_on_user_error
 from dlcourse.interrupt import StopSignal, TrainingInterrupted
 from dlcourse.loggers import TensorBoardLogger, flatten_hparams
 from dlcourse.runtime import configure_determinism, seed_everything, select_device
 from dlcourse.schema import validate_config
 from dlcourse.settings import TrainerSettings
+from dlcourse.sweep import record_failure
+from dlcourse.tasks import Task
 from dlcourse.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,8 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     config = to_plain_dict(cfg)
     validate_config(config)  # before any data is loaded
     settings = TrainerSettings(**config["trainer"])
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
     seed_everything(cfg.seed)
     configure_determinism(settings.deterministic)
     device = select_device(settings.device)
@@ -53,7 +58,8 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     data = build(cfg, "dataset", device=device)
     model = build(cfg, "model").to(device)
     loss_fn = build(cfg, "loss")
-    check_model_fits(model, loss_fn, next(iter(data.val)), device)
+    metric_names = check_model_fits(model, loss_fn, data.task, next(iter(data.val)), device)
+    check_optimized_metric(cfg.get("optimized_metric"), metric_names)
     optimizer = build(cfg, "optimizer", params=model.parameters())
     steps_per_epoch = min(len(data.train), settings.limit_train_batches or math.inf)
     scheduler = build(
@@ -83,14 +89,17 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
 
 
 def check_model_fits(
-    model: torch.nn.Module, loss_fn: torch.nn.Module, batch: tuple[torch.Tensor, ...], device: torch.device
-) -> None:
-    """Fail before training, in one sentence, when the model or loss cannot take the dataset's batches."""
+    model: torch.nn.Module, loss_fn: torch.nn.Module, task: Task, batch: tuple[torch.Tensor, ...], device: torch.device
+) -> list[str]:
+    """Fail before training, in one sentence, when the model or loss cannot take the dataset's
+    batches; return the names of the metrics the run will report (val/acc, test/mse_hole, ...)."""
     inputs, targets, *context = (t[:2].to(device) for t in batch)
     model.eval()
     try:
         with torch.no_grad():
-            loss_fn(model(inputs, *context), targets, *context)
+            outputs = model(inputs, *context)
+            loss_fn(outputs, targets, *context)
+            names = ["loss", *task.batch_sums(outputs, targets, *context)]
     except (RuntimeError, TypeError, ValueError, IndexError) as error:
         raise UserError(
             f"{type(model).__name__} with {type(loss_fn).__name__} cannot take this dataset's batches "
@@ -100,6 +109,13 @@ def check_model_fits(
         ) from None
     finally:
         model.train()
+    return [f"{split}/{name}" for split in ("train", "val", "test") for name in names]
+
+
+def check_optimized_metric(name: str | None, available: list[str]) -> None:
+    """A sweeper optimises `optimized_metric`: refuse a name the run will not report."""
+    if name and name not in available:
+        raise SweepError(f"optimized_metric={name!r} is not a metric of this run; choose one of: {', '.join(available)}")
 
 
 def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
@@ -138,6 +154,11 @@ def main(cfg: DictConfig) -> float | None:
     except TrainingInterrupted as stop:
         log.warning("Stopped: %s. Resume with:\n  dlcourse-train resume=%s", stop, shortest_path(Path(output_dir)))
         sys.exit(stop.exit_code)
+    except Exception as error:
+        if HydraConfig.get().mode != RunMode.MULTIRUN or isinstance(error, SweepError):
+            raise
+        record_failure(Path(output_dir), error)  # one bad job must not end the sweep
+        return None  # a sweeper such as Optuna counts the trial as failed
     # Sweepers (e.g. Optuna) maximise what the task function returns.
     return metrics.get(cfg.get("optimized_metric") or "", None)
 

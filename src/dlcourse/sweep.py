@@ -1,0 +1,166 @@
+"""Sweeps (Hydra multirun): failed jobs are recorded, not fatal, and a report compares the jobs.
+
+    dlcourse-train -m model=linear,mlp optimizer.lr=0.01,0.1
+    dlcourse-sweep-report outputs/multirun/<sweep> [--metric val/acc] [--mode max]
+
+Each job's folder holds its overrides (.hydra/overrides.yaml) and either metrics.json or, when
+the job failed, failed.json with its error. The report reads those and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+from dlcourse.errors import UserError, exit_on_user_error
+
+log = logging.getLogger(__name__)
+FAILED = "failed.json"
+DEFAULT_METRICS = (("val/acc", "max"), ("val/mse_hole", "min"))
+
+
+def record_failure(job_dir: Path, error: BaseException) -> None:
+    """Write the job's error into its folder, where the sweep status and the report find it."""
+    text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    details = {"error": text, "type": type(error).__name__, "traceback": traceback.format_exc()}
+    (job_dir / FAILED).write_text(json.dumps(details, indent=2) + "\n")
+    log.error("This job failed (%s); the sweep goes on. Details: %s", text, job_dir / FAILED)
+
+
+class SweepStatus(Callback):
+    """Hydra callback (configs/hydra/default.yaml): after a multirun, list the failed jobs and
+    exit non-zero if there were any, so scripts and CI see that the sweep was not clean."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        failed = sorted(sweep_dir.glob(f"*/{FAILED}"))
+        if failed:
+            for path in failed:
+                print(f"job {path.parent.name} failed: {json.loads(path.read_text())['error']}", file=sys.stderr)
+            print(f"{len(failed)} job(s) of the sweep in {sweep_dir} failed", file=sys.stderr)
+            sys.exit(1)
+
+
+@dataclass
+class Job:
+    name: str
+    overrides: dict[str, str]
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+def read_jobs(sweep_dir: Path) -> list[Job]:
+    import yaml  # comes with hydra / omegaconf
+
+    jobs = []
+    for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml"), key=lambda p: natural(p.parents[1].name)):
+        job_dir = overrides_file.parents[1]
+        overrides = dict(item.split("=", 1) for item in yaml.safe_load(overrides_file.read_text()) or [])
+        job = Job(job_dir.name, overrides)
+        if (job_dir / "metrics.json").is_file():
+            job.metrics = json.loads((job_dir / "metrics.json").read_text())
+        else:
+            failure = job_dir / FAILED
+            job.error = json.loads(failure.read_text())["error"] if failure.is_file() else "no metrics.json (still running, or killed)"
+        jobs.append(job)
+    if not jobs:
+        raise UserError(f"{sweep_dir} holds no sweep jobs (folders with .hydra/overrides.yaml); pass outputs/multirun/<sweep>")
+    return jobs
+
+
+def natural(name: str) -> tuple:
+    return (0, int(name)) if name.isdigit() else (1, name)
+
+
+def choose_metric(jobs: list[Job], metric: str | None, mode: str | None) -> tuple[str, str]:
+    available = sorted({name for job in jobs for name in job.metrics})
+    if metric is None:
+        metric, default_mode = next(((m, d) for m, d in DEFAULT_METRICS if m in available), (None, None))
+        if metric is None:
+            raise UserError(f"no job has val/acc or val/mse_hole; choose --metric from: {', '.join(available) or 'none'}")
+        return metric, mode or default_mode
+    if metric not in available:
+        raise UserError(f"metric {metric!r} is in no job's metrics.json; available: {', '.join(available)}")
+    return metric, mode or ("min" if "loss" in metric or "mse" in metric else "max")
+
+
+def report(sweep_dir: str | Path, metric: str | None = None, mode: str | None = None) -> str:
+    """Write report.md, report.csv and report.png into the sweep folder; return the Markdown."""
+    sweep_dir = Path(sweep_dir)
+    jobs = read_jobs(sweep_dir)
+    metric, mode = choose_metric(jobs, metric, mode)
+    done = [job for job in jobs if job.error is None and math.isfinite(job.metrics.get(metric, math.nan))]
+    done.sort(key=lambda job: job.metrics[metric], reverse=mode == "max")
+    failed = [job for job in jobs if job not in done]
+    swept = [key for key in dict.fromkeys(k for job in jobs for k in job.overrides)
+             if len({job.overrides.get(key) for job in jobs}) > 1] or list(dict.fromkeys(k for j in jobs for k in j.overrides))
+    header = ["", "job", *swept, metric]
+    rows = [["★" if i == 0 else "", job.name, *(job.overrides.get(k, "") for k in swept), f"{job.metrics[metric]:.4f}"]
+            for i, job in enumerate(done)]
+    lines = [f"# Sweep {sweep_dir.name}: {len(done)} done, {len(failed)} failed; sorted by {metric} ({mode})", "",
+             "| " + " | ".join(header) + " |", "|" + " --- |" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+    if failed:
+        lines += ["", "## Failed jobs", "", *(f"- job {job.name} ({', '.join(f'{k}={v}' for k, v in job.overrides.items())}): {job.error}" for job in failed)]
+    markdown = "\n".join(lines) + "\n"
+    (sweep_dir / "report.md").write_text(markdown)
+    with open(sweep_dir / "report.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["job", *swept, metric, "error"])
+        writer.writerows([[j.name, *(j.overrides.get(k, "") for k in swept), j.metrics.get(metric, ""), j.error or ""] for j in jobs])
+    plot(done, swept, metric, sweep_dir / "report.png")
+    return markdown
+
+
+def plot(jobs: list[Job], swept: list[str], metric: str, path: Path) -> None:
+    """The metric against each swept hyperparameter, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no window
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, max(len(swept), 1), figsize=(4 * max(len(swept), 1), 3.2), squeeze=False)
+    for axis, key in zip(axes[0], swept):
+        values = [job.overrides.get(key, "") for job in jobs]
+        numeric = all(is_number(value) for value in values)
+        xs = [float(v) for v in values] if numeric else values
+        axis.scatter(xs, [job.metrics[metric] for job in jobs])
+        if numeric and len({x for x in xs if x > 0}) > 2 and min(xs) > 0 and max(xs) / min(xs) >= 100:
+            axis.set_xscale("log")
+        axis.set_xlabel(key)
+        axis.set_ylabel(metric)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="dlcourse-sweep-report", description="Compare the jobs of a sweep.")
+    parser.add_argument("sweep_dir", type=Path, help="outputs/multirun/<sweep>")
+    parser.add_argument("--metric", help="metrics.json key to sort by (default: val/acc, or val/mse_hole)")
+    parser.add_argument("--mode", choices=["max", "min"], help="which direction is better")
+    args = parser.parse_args(argv)
+    print(report(args.sweep_dir, args.metric, args.mode))
+    print(f"Wrote report.md, report.csv and report.png in {args.sweep_dir}")
+
+
+if __name__ == "__main__":
+    main()

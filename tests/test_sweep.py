@@ -1,0 +1,106 @@
+"""Sweeps: a failing job is recorded and the rest run, the report, parallel jobs and Optuna."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import quick_overrides
+from dlcourse.errors import UserError
+from dlcourse.sweep import report
+from test_cli import only_run_folder, run_command
+
+
+def test_a_failing_job_is_recorded_and_the_sweep_exits_non_zero(tiny_mnist, tmp_path):
+    command = ["dlcourse-train", "-m", "optimizer.lr=0.01,-1,0.05", *quick_overrides(tiny_mnist)]
+    result = run_command(command, tmp_path, tiny_mnist)
+    assert result.returncode == 1
+    assert "job 1 failed: optimizer.lr=-1 is impossible" in result.stderr
+    sweep = only_run_folder(tmp_path / "outputs" / "multirun")
+    assert (sweep / "0" / "metrics.json").is_file() and (sweep / "2" / "metrics.json").is_file()
+    failure = json.loads((sweep / "1" / "failed.json").read_text())
+    assert failure["type"] == "UserError" and "optimizer.lr=-1" in failure["error"]
+
+    reported = run_command(["dlcourse-sweep-report", str(sweep)], tmp_path)
+    assert reported.returncode == 0, reported.stderr
+    assert "2 done, 1 failed; sorted by val/acc (max)" in reported.stdout
+    assert (sweep / "report.png").stat().st_size > 1000
+
+
+def fake_sweep(root, jobs):
+    """Job folders as a sweep leaves them: overrides, then metrics.json or failed.json."""
+    for name, overrides, outcome in jobs:
+        job = root / name
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        file = "metrics.json" if "error" not in outcome else "failed.json"
+        (job / file).write_text(json.dumps(outcome))
+    return root
+
+
+def test_report_sorts_marks_the_best_and_lists_failures(tmp_path):
+    sweep = fake_sweep(tmp_path, [
+        ("0", ["model=linear", "optimizer.lr=0.01", "seed=1"], {"val/acc": 0.90, "val/loss": 0.3}),
+        ("1", ["model=linear", "optimizer.lr=0.1", "seed=1"], {"val/acc": 0.93, "val/loss": 0.2}),
+        ("2", ["model=mlp", "optimizer.lr=0.01", "seed=1"], {"val/acc": 0.97, "val/loss": 0.1}),
+        ("3", ["model=mlp", "optimizer.lr=0.1", "seed=1"], {"error": "the training loss became nan"}),
+    ])
+    markdown = report(sweep)
+    table = [line for line in markdown.splitlines() if line.startswith("| ")][2:]  # after header, rule
+    assert [line.split(" | ")[1] for line in table] == ["2", "1", "0"]  # best val/acc first
+    assert table[0].startswith("| ★ | 2 | mlp | 0.01 |")
+    assert "seed" not in markdown.splitlines()[2]  # a setting every job shares is no column
+    assert "- job 3 (model=mlp, optimizer.lr=0.1, seed=1): the training loss became nan" in markdown
+    rows = list(csv.DictReader(open(sweep / "report.csv")))
+    assert [row["job"] for row in rows] == ["0", "1", "2", "3"] and rows[3]["error"]
+    assert (sweep / "report.md").read_text() == markdown and (sweep / "report.png").is_file()
+
+    by_loss = report(sweep, metric="val/loss")
+    assert "sorted by val/loss (min)" in by_loss
+    with pytest.raises(UserError, match="metric 'val/accuracy' is in no job's metrics.json; available: val/acc, val/loss"):
+        report(sweep, metric="val/accuracy")
+
+
+def test_inpainting_sweeps_sort_by_hole_mse(tmp_path):
+    sweep = fake_sweep(tmp_path, [("0", ["optimizer.lr=0.1"], {"val/mse_hole": 0.05}),
+                                  ("1", ["optimizer.lr=0.01"], {"val/mse_hole": 0.04})])
+    assert "sorted by val/mse_hole (min)" in report(sweep) and "| ★ | 1 |" in report(sweep)
+
+
+def test_parallel_launcher_runs_jobs_in_their_own_processes_sharing_the_cores(tiny_mnist, tmp_path):
+    command = ["dlcourse-train", "-m", "launcher=parallel", "optimizer.lr=0.01,0.1", *quick_overrides(tiny_mnist)]
+    result = run_command(command, tmp_path, tiny_mnist)
+    assert result.returncode == 0, result.stderr
+    jobs = sorted(p for p in only_run_folder(tmp_path / "outputs" / "multirun").iterdir() if p.is_dir())
+    assert [job.name for job in jobs] == ["0", "1"]
+    pids = {next(job.glob("events.out.tfevents.*")).name.split(".")[-2] for job in jobs}
+    assert len(pids) == 2 and str(os.getpid()) not in pids
+    for job in jobs:
+        config = torch.load(job / "checkpoints" / "last.pt", weights_only=True)["config"]
+        assert config["trainer"]["num_threads"] == max(1, (os.cpu_count() or 1) // 2)
+
+
+def test_optuna_search_finds_a_best_trial(tiny_mnist, tmp_path):
+    command = ["dlcourse-train", "hparams_search=mnist_optuna", "hydra.sweeper.n_trials=3", *quick_overrides(tiny_mnist)]
+    result = run_command(command, tmp_path, tiny_mnist)
+    assert result.returncode == 0, result.stderr
+    sweep = only_run_folder(tmp_path / "outputs" / "multirun")
+    import yaml
+
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    values = [json.loads((sweep / str(i) / "metrics.json").read_text())["val/acc"] for i in range(3)]
+    assert results["best_value"] == pytest.approx(max(values))
+    # The batch size is searched too, unless the command line fixes it (as quick_overrides does).
+    assert set(results["best_params"]) == {"optimizer.lr", "optimizer.momentum", "model.hidden_sizes"}
+
+
+def test_optuna_with_a_wrong_metric_name_stops_with_the_available_names(tiny_mnist, tmp_path):
+    command = ["dlcourse-train", "hparams_search=mnist_optuna", "optimized_metric=val/accuracy", *quick_overrides(tiny_mnist)]
+    result = run_command(command, tmp_path, tiny_mnist)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "optimized_metric='val/accuracy' is not a metric of this run; choose one of: train/loss" in result.stderr
+    assert "val/acc" in result.stderr
