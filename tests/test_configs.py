@@ -14,7 +14,9 @@ from dlcourse.schema import validate_config
 from dlcourse.settings import TrainerSettings
 
 CONFIGS = Path(config_dir())
-COMPONENT_GROUPS = ["model", "dataset", "loss", "optimizer", "scheduler", "trainer", "paths", "experiment"]
+COMPONENT_GROUPS = [
+    "model", "dataset", "loss", "optimizer", "scheduler", "trainer", "paths", "experiment", "launcher", "hparams_search",
+]
 OPTIONS = [
     (group, path.stem)
     for group in COMPONENT_GROUPS

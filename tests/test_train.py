@@ -14,7 +14,7 @@ from dlcourse.evaluate import evaluate_checkpoint
 from dlcourse.train import train
 
 CHECKPOINT_KEYS = {
-    "format_version", "task", "model", "optimizer", "scheduler", "scaler", "epoch", "batch_in_epoch", "step",
+    "format_version", "task", "input_shape", "model", "optimizer", "scheduler", "scaler", "epoch", "batch_in_epoch", "step",
     "epoch_sums", "epoch_count", "nonfinite_steps", "train_seconds", "sampler", "rng", "metrics", "best", "config",
 }
 
@@ -84,7 +84,7 @@ def test_cuda_without_a_gpu_is_a_clear_error(tiny_mnist, tmp_path):
 
 
 def test_model_that_does_not_fit_the_data_is_refused_before_training(tiny_mnist, tmp_path):
-    with pytest.raises(UserError, match="AlexNet cannot take this dataset's inputs of shape"):
+    with pytest.raises(UserError, match=r"AlexNet with CrossEntropyLoss cannot take this dataset's batches \(inputs of shape \(1, 28, 28\)\)"):
         train(compose_config(["model=alexnet", *quick_overrides(tiny_mnist)]), tmp_path)
     assert not (tmp_path / "checkpoints").exists()
 

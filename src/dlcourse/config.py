@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,14 @@ def register_resolvers() -> None:
 
 
 def resumed_run_dir(resume: str | None, new_run_dir: str) -> str:
-    """The run folder of the checkpoint or folder in `resume`; `new_run_dir` when there is none."""
+    """The run folder of the checkpoint or folder in `resume`; `new_run_dir` when there is none.
+
+    Under torchrun only rank 0 names the folder (and tells the others, see `train`): the other
+    ranks would each pick their own timestamp, so Hydra gets a scratch folder from them instead.
+    """
+    rank = int(os.environ.get("RANK", "0"))
+    if rank > 0:
+        return str(Path(tempfile.gettempdir()) / f"dlcourse-rank{rank}-{os.getpid()}")
     if not resume or not Path(resume).exists():
         return new_run_dir  # a bad path is reported, clearly, once the run starts
     path = Path(resume).resolve()

@@ -28,11 +28,14 @@ def seed_everything(seed: int) -> None:
         pass
 
 
-def select_device(name: str) -> torch.device:
-    """'auto' → the GPU when there is one, else the CPU (said in one line); 'cpu'; 'cuda[:N]'."""
-    if name == "auto":
+def select_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' → the GPU when there is one, else the CPU (said in one line); 'cpu'; 'cuda[:N]'.
+
+    Under torchrun, 'auto' and 'cuda' mean this process's own GPU (its LOCAL_RANK).
+    """
+    if name == "auto" or (name == "cuda" and torch.cuda.is_available()):
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", local_rank)
         log.info("No CUDA GPU found: training on the CPU.")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

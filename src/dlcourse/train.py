@@ -13,7 +13,6 @@ thin Hydra wrapper around it, so tests call `train` with a composed config and a
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -25,11 +24,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from dlcourse.checkpoint import export_safetensors, find_checkpoint, load_checkpoint
+from dlcourse import distributed
+from dlcourse.checkpoint import find_checkpoint, load_checkpoint
 from dlcourse.config import build, config_dir, register_resolvers, to_plain_dict
 from dlcourse.errors import SweepError, UserError, exit_on_user_error
 from dlcourse.interrupt import StopSignal, TrainingInterrupted
-from dlcourse.loggers import TensorBoardLogger, flatten_hparams
+from dlcourse.distributed import unwrap
+from dlcourse.loggers import NullLogger, TensorBoardLogger, flatten_hparams
+from dlcourse.run_files import NullRunFiles, RunFiles
 from dlcourse.runtime import configure_determinism, seed_everything, select_device
 from dlcourse.schema import validate_config
 from dlcourse.settings import TrainerSettings
@@ -51,15 +53,19 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     settings = TrainerSettings(**config["trainer"])
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
+    processes = distributed.setup(settings.device)  # one process, or one of torchrun's
+    output_dir = Path(processes.broadcast(str(output_dir)))  # all ranks share rank 0's folder
     seed_everything(cfg.seed)
     configure_determinism(settings.deterministic)
-    device = select_device(settings.device)
+    device = select_device(settings.device, processes.local_rank)
 
     data = build(cfg, "dataset", device=device)
+    data.shard(processes.rank, processes.world_size)
     model = build(cfg, "model").to(device)
     loss_fn = build(cfg, "loss")
     metric_names = check_model_fits(model, loss_fn, data.task, next(iter(data.val)), device)
     check_optimized_metric(cfg.get("optimized_metric"), metric_names)
+    model = processes.wrap(model, device)  # DistributedDataParallel under torchrun
     optimizer = build(cfg, "optimizer", params=model.parameters())
     steps_per_epoch = min(len(data.train), settings.limit_train_batches or math.inf)
     scheduler = build(
@@ -68,11 +74,14 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     )
     checkpoint = load_checkpoint(find_checkpoint(cfg.resume)) if cfg.get("resume") else None
     # On resume, TensorBoard drops whatever the stopped run logged after its checkpoint.
-    logger = TensorBoardLogger(output_dir, purge_step=checkpoint["step"] + 1 if checkpoint else None)
+    # Rank 0 writes the run's files; other ranks get the no-op twins.
+    purge_step = checkpoint["step"] + 1 if checkpoint else None
+    logger = TensorBoardLogger(output_dir, purge_step) if processes.is_main else NullLogger()
+    files = RunFiles(output_dir) if processes.is_main else NullRunFiles(output_dir)
     with StopSignal() as stop_signal:
         trainer = Trainer(
             model, loss_fn, optimizer, scheduler, data, logger, settings, device,
-            output_dir=output_dir, config=config, stop_signal=stop_signal,
+            files=files, config=config, stop_signal=stop_signal, processes=processes,
         )
         if checkpoint:
             trainer.restore(checkpoint)
@@ -81,8 +90,8 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
             logger.log_hparams(flatten_hparams(config), [k for k in metrics if "/" in k])
         finally:
             logger.close()
-    export_safetensors(model, config["model"], output_dir / "model.safetensors")
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            processes.close()
+    files.write_results(metrics, unwrap(model), config["model"])
     log.info("Run folder: %s", output_dir)
     log.info("Look at it with: tensorboard --logdir %s", shortest_path(output_dir.parent))
     return metrics

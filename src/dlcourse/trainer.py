@@ -17,11 +17,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dlcourse.checkpoint import BEST, FORMAT_VERSION, LAST, load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from dlcourse.checkpoint import BEST, FORMAT_VERSION, LAST, load_checkpoint, rng_states, set_rng_states
 from dlcourse.data.batches import Batch, Batches, DataSplits
+from dlcourse.distributed import SingleProcess, unwrap
 from dlcourse.errors import UserError
 from dlcourse.interrupt import NoStopSignal, StopSignal, TrainingInterrupted
 from dlcourse.loggers import Logger
+from dlcourse.run_files import RunFiles
 from dlcourse.tasks import Task
 from dlcourse.runtime import autocast_dtype
 from dlcourse.schedulers import LRScheduler
@@ -41,15 +43,17 @@ class Trainer:
         logger: Logger,
         settings: TrainerSettings,
         device: torch.device,
-        output_dir: Path,
+        files: RunFiles,
         config: dict[str, Any],
         stop_signal: StopSignal | NoStopSignal = NoStopSignal(),
+        processes: SingleProcess = SingleProcess(),
     ) -> None:
-        self.model, self.loss_fn, self.data = model, loss_fn, data
+        """`model` may be wrapped in DistributedDataParallel; `processes` says which rank this is."""
+        self.model, self.raw_model, self.loss_fn, self.data = model, unwrap(model), loss_fn, data
         self.optimizer, self.scheduler = optimizer, scheduler
         self.logger, self.settings, self.device = logger, settings, device
-        self.output_dir, self.config, self.stop_signal = Path(output_dir), config, stop_signal
-        self.checkpoint_dir = self.output_dir / "checkpoints"
+        self.files, self.config, self.stop_signal, self.processes = files, config, stop_signal, processes
+        self.checkpoint_dir = files.checkpoint_dir
         # A fixed handful of test samples, pictured at every evaluation (when the task has pictures).
         self.picture_batch = tuple(t[:8].to(device) for t in next(iter(data.test)))
         self.dtype = autocast_dtype(str(settings.precision), device)
@@ -105,12 +109,15 @@ class Trainer:
                 self.epoch_count += len(outputs)
             if self.step % self.settings.log_every_n_steps == 0:
                 self.log_step(loss, bar)
-            if self.stop_signal.received:
-                self.stop(self.stop_signal.received)
+            # Every rank must stop at the same step: agree on whether any got a signal.
+            signal_number = self.processes.max_int(self.stop_signal.received or 0)
+            if signal_number:
+                self.stop(signal_number)
         seconds = time.perf_counter() - start
-        metrics = {f"train/{name}": value.item() / max(self.epoch_count, 1) for name, value in self.epoch_sums.items()}
+        sums, count = self.processes.all_reduce_sums(self.epoch_sums, self.epoch_count)
+        metrics = {f"train/{name}": value.item() / max(count, 1) for name, value in sums.items()}
         self.check_finite(metrics.get("train/loss", 0.0))
-        metrics |= {"time/epoch_seconds": seconds, "time/samples_per_second": samples / seconds}
+        metrics |= {"time/epoch_seconds": seconds, "time/samples_per_second": samples * self.processes.world_size / seconds}
         if self.settings.on_nonfinite == "skip":
             metrics["train/nonfinite_steps"] = self.nonfinite_steps
         self.logger.log_scalars({k: v for k, v in metrics.items() if k != "train/loss"}, self.step)
@@ -144,7 +151,8 @@ class Trainer:
         """
         limit = self.settings.limit_eval_batches or len(batches)
         batches = (batch for _, batch in zip(range(limit), batches))
-        metrics = evaluate(self.model, self.loss_fn, batches, self.data.task, self.device, self.dtype)
+        # The bare model: DDP's forward would sync buffers, and ranks may hold one batch more or less.
+        metrics = evaluate(self.raw_model, self.loss_fn, batches, self.data.task, self.device, self.dtype, self.processes)
         baseline_prefix = "" if split == "test" else f"{split}_"
         return {(baseline_prefix + name if "/" in name else f"{split}/{name}"): value for name, value in metrics.items()}
 
@@ -158,17 +166,17 @@ class Trainer:
 
     def log_pictures(self, save: bool = False) -> None:
         """The task's pictures of the fixed test samples, to TensorBoard (and as PNGs if `save`)."""
-        for name, image in self.data.task.pictures(self.model, self.picture_batch).items():
+        for name, image in self.data.task.pictures(self.raw_model, self.picture_batch).items():
             self.logger.log_image(f"pictures/{name}", image, self.step)
             if save:
-                from torchvision.utils import save_image  # imported here: torchvision is slow to import
-
-                save_image(image, self.output_dir / f"{name}.png")
+                self.files.save_image(name, image)
 
     def test_best(self) -> dict[str, float]:
         """Test once, with the weights that validated best (those saved in best.pt)."""
+        self.processes.barrier()  # rank 0 has finished writing best.pt
         best = load_checkpoint(self.checkpoint_dir / BEST, map_location=self.device)
-        self.model.load_state_dict(best["model"])
+        self.raw_model.load_state_dict(best["model"])
+        self.processes.check_in_sync(self.raw_model)
         test_metrics = self.evaluate(self.data.test, "test")
         self.logger.log_scalars(test_metrics, self.step)
         self.log_pictures(save=True)
@@ -177,7 +185,8 @@ class Trainer:
 
     def log_step(self, loss: torch.Tensor | None, bar: tqdm) -> None:
         # The only host synchronisation inside an epoch: reading the loss to log it.
-        running_loss = self.epoch_sums["loss"].item() / max(self.epoch_count, 1) if self.epoch_sums else 0.0
+        sums, count = self.processes.all_reduce_sums(self.epoch_sums, self.epoch_count)
+        running_loss = sums["loss"].item() / max(count, 1) if sums else 0.0
         self.check_finite(running_loss)
         loss_value = loss.item() if loss is not None else math.nan
         self.logger.log_scalars({"train/loss": loss_value, "lr": self.learning_rate}, self.step)
@@ -199,7 +208,7 @@ class Trainer:
         """Save where the run is, mid-epoch, and leave the loop."""
         path = self.checkpoint_dir / LAST
         self.save_checkpoint(LAST, {})
-        raise TrainingInterrupted(signal_number, str(path))
+        raise TrainingInterrupted(signal_number, str(path), self.step)
 
     @property
     def monitor(self) -> str:
@@ -214,19 +223,21 @@ class Trainer:
         return best is None or (value > best if self.data.task.mode == "max" else value < best)
 
     def save_checkpoint(self, name: str, metrics: dict[str, float]) -> None:
-        save_checkpoint({
+        # The epoch's partial sums over all ranks, so that any number of processes can resume.
+        epoch_sums, epoch_count = self.processes.all_reduce_sums(self.epoch_sums, self.epoch_count)
+        self.files.save_checkpoint(name, {
             "format_version": FORMAT_VERSION,
             "task": self.data.task.name,
             "input_shape": list(self.picture_batch[0].shape[1:]),  # one input's (C, H, W)
-            "model": self.model.state_dict(),
+            "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,  # the epoch to run next, or the one in progress
             "batch_in_epoch": self.batch_in_epoch,  # batches of it already done
             "step": self.step,
-            "epoch_sums": self.epoch_sums,
-            "epoch_count": self.epoch_count,
+            "epoch_sums": epoch_sums,
+            "epoch_count": epoch_count,
             "nonfinite_steps": self.nonfinite_steps,
             "train_seconds": self.seconds_before,
             "sampler": {"seed": getattr(self.data.train, "seed", None), "epoch": self.epoch},
@@ -234,18 +245,21 @@ class Trainer:
             "metrics": metrics,
             "best": self.best,
             "config": self.config,
-        }, self.checkpoint_dir / name)
+        })
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Continue from a checkpoint exactly where it was written."""
-        self.model.load_state_dict(checkpoint["model"])
+        self.raw_model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.epoch, self.batch_in_epoch = checkpoint["epoch"], checkpoint["batch_in_epoch"]
         self.step = self.checked_step = checkpoint["step"]
-        self.epoch_sums = {k: v.to(self.device) for k, v in checkpoint["epoch_sums"].items()}
-        self.epoch_count, self.nonfinite_steps = checkpoint["epoch_count"], checkpoint["nonfinite_steps"]
+        # The saved partial sums cover every rank: rank 0 carries them on, the others start at 0.
+        share = 1.0 if self.processes.is_main else 0.0
+        self.epoch_sums = {k: v.to(self.device) * share for k, v in checkpoint["epoch_sums"].items()}
+        self.epoch_count = checkpoint["epoch_count"] if self.processes.is_main else 0
+        self.nonfinite_steps = checkpoint["nonfinite_steps"]
         self.seconds_before, self.best = checkpoint["train_seconds"], checkpoint["best"]
         set_rng_states(checkpoint["rng"])
 
@@ -253,7 +267,7 @@ class Trainer:
 @torch.no_grad()
 def evaluate(
     model: nn.Module, loss_fn: nn.Module, batches: Iterable[Batch], task: Task,
-    device: torch.device, dtype: torch.dtype | None = None,
+    device: torch.device, dtype: torch.dtype | None = None, processes: SingleProcess = SingleProcess(),
 ) -> dict[str, float]:
     """Loss, task metrics and baselines over `batches`: summed over batches, divided once."""
     model.eval()
@@ -269,6 +283,7 @@ def evaluate(
             baseline_sums = task.batch_sums(prediction, targets, *context)
             accumulate(sums, {f"baseline_{name}/{key}": value for key, value in baseline_sums.items()})
         count += len(outputs)
+    sums, count = processes.all_reduce_sums(sums, count)  # each rank saw its own shard
     return {name: value.item() / count for name, value in sums.items()}
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from dlcourse.tasks import Task
 
@@ -24,6 +24,7 @@ class Batches(Protocol):
     def __iter__(self) -> Iterator[Batch]: ...
     def __len__(self) -> int: ...
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None: ...
+    def shard(self, rank: int, world_size: int) -> None: ...
 
 
 class TensorBatches:
@@ -41,24 +42,50 @@ class TensorBatches:
         self.epoch = 0
         self.start_batch = 0
         self.num_samples = tensors[0].shape[0]
+        self.rank, self.world_size = 0, 1
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
+    def shard(self, rank: int, world_size: int) -> None:
+        """Give this process every `world_size`-th sample of each epoch's order, from `rank` on.
+
+        Training shards are padded (with samples from the start of the order) to equal length,
+        so every rank takes the same number of steps; evaluation shards are exact.
+        """
+        self.rank, self.world_size = rank, world_size
+
     def __len__(self) -> int:
-        return -(-self.num_samples // self.batch_size)
+        return -(-self.shard_size() // self.batch_size)
+
+    def shard_size(self) -> int:
+        if self.world_size == 1:
+            return self.num_samples
+        if self.shuffle:
+            return -(-self.num_samples // self.world_size)
+        return len(range(self.rank, self.num_samples, self.world_size))
 
     def __iter__(self) -> Iterator[Batch]:
         first = self.start_batch * self.batch_size
-        if not self.shuffle:
+        if not self.shuffle and self.world_size == 1:  # slices are views: no copy at all
             for start in range(first, self.num_samples, self.batch_size):
                 yield tuple(t[start : start + self.batch_size] for t in self.tensors)
             return
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = torch.randperm(self.num_samples, generator=generator).to(self.tensors[0].device)
-        for start in range(first, self.num_samples, self.batch_size):
+        order = self.order()
+        for start in range(first, len(order), self.batch_size):
             indices = order[start : start + self.batch_size]
             yield tuple(t[indices] for t in self.tensors)
+
+    def order(self) -> torch.Tensor:
+        """This process's sample indices for the epoch, on the tensors' device."""
+        device = self.tensors[0].device
+        if not self.shuffle:
+            return torch.arange(self.rank, self.num_samples, self.world_size, device=device)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)  # the same on every rank
+        order = torch.randperm(self.num_samples, generator=generator)
+        padded = self.shard_size() * self.world_size
+        order = torch.cat([order, order[: padded - self.num_samples]])[self.rank :: self.world_size]
+        return order.to(device)
 
 
 class LoaderBatches:
@@ -67,17 +94,27 @@ class LoaderBatches:
     def __init__(
         self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0
     ) -> None:
-        self.seed = seed
-        self.start_batch = 0
+        self.seed, self.shuffle, self.start_batch = seed, shuffle, 0
         self.generator = torch.Generator().manual_seed(seed)
-        self.loader = DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, generator=self.generator,
-            num_workers=num_workers, pin_memory=torch.cuda.is_available(),
-        )
+        self.settings = {"batch_size": batch_size, "num_workers": num_workers, "pin_memory": torch.cuda.is_available()}
+        self.loader = DataLoader(dataset, shuffle=shuffle, generator=self.generator, **self.settings)
+        self.sampler: DistributedSampler | None = None
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.generator.manual_seed(self.seed + epoch)
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
         self.start_batch = start_batch
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Training: a `DistributedSampler` (padded shards, reshuffled by epoch); evaluation:
+        every `world_size`-th item from `rank` on (exact shards)."""
+        dataset = self.loader.dataset
+        if self.shuffle:
+            self.sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=self.seed)
+            self.loader = DataLoader(dataset, sampler=self.sampler, **self.settings)
+        else:
+            self.loader = DataLoader(Subset(dataset, range(rank, len(dataset), world_size)), **self.settings)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -95,3 +132,8 @@ class DataSplits:
     val: Batches
     test: Batches
     task: Task
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Each of `world_size` processes gets its own part of every split."""
+        for batches in (self.train, self.val, self.test):
+            batches.shard(rank, world_size)
