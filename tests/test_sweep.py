@@ -104,3 +104,18 @@ def test_optuna_with_a_wrong_metric_name_stops_with_the_available_names(tiny_mni
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "optimized_metric='val/accuracy' is not a metric of this run; choose one of: train/loss" in result.stderr
     assert "val/acc" in result.stderr
+
+
+def test_submitit_job_requeued_into_its_folder_resumes_from_its_checkpoint(tiny_mnist, tmp_path):
+    """What a SLURM requeue does (launcher=slurm sets resume=auto), with submitit's local executor:
+    the same job runs again in the same folder and continues from checkpoints/last.pt."""
+    common = ["-m", "hydra/launcher=submitit_local", "resume=auto", "hydra.sweep.dir=outputs/multirun/requeue",
+              *quick_overrides(tiny_mnist)]
+    first = run_command(["dlcourse-train", *common, "trainer.epochs=1"], tmp_path, tiny_mnist)
+    assert first.returncode == 0, first.stderr
+    job = tmp_path / "outputs" / "multirun" / "requeue" / "0"
+    assert json.loads((job / "metrics.json").read_text())["steps"] == 8
+    again = run_command(["dlcourse-train", *common, "trainer.epochs=2"], tmp_path, tiny_mnist)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((job / "metrics.json").read_text())["steps"] == 16  # epoch 2 only, not 1 again
+    assert list((tmp_path / "outputs" / "multirun" / "requeue" / ".submitit").iterdir())

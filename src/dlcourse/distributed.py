@@ -96,7 +96,12 @@ class ProcessGroup(SingleProcess):
 
 
 def setup(device_name: str) -> SingleProcess:
-    """A process group when started by torchrun with more than one process, else SingleProcess."""
+    """A process group when started by torchrun (or as SLURM tasks) with more than one process,
+    else SingleProcess."""
+    if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        from submitit.helpers import TorchDistributedEnvironment  # the sweep extra
+
+        TorchDistributedEnvironment().export()  # RANK, WORLD_SIZE, MASTER_ADDR, ... from SLURM's
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return SingleProcess()
     use_gpus = device_name != "cpu" and torch.cuda.is_available()

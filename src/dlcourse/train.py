@@ -155,9 +155,12 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
+    output_dir = HydraConfig.get().runtime.output_dir
+    if cfg.get("resume") == "auto":  # continue this folder's run if it has one (a requeued job)
+        last = Path(output_dir) / "checkpoints" / "last.pt"
+        cfg.resume = str(last) if last.is_file() else None
     if cfg.get("resume"):
         cfg = resume_config(cfg, list(HydraConfig.get().overrides.task))
-    output_dir = HydraConfig.get().runtime.output_dir
     try:
         metrics = train(cfg, output_dir)
     except TrainingInterrupted as stop:
