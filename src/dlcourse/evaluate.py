@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from dlcourse.checkpoint import load_checkpoint
 from dlcourse.config import build, config_dir
 from dlcourse.errors import exit_on_user_error
+from dlcourse.evaluation import evaluate
 from dlcourse.runtime import autocast_dtype, select_device
-from dlcourse.trainer import evaluate
 
 
 def evaluate_checkpoint(

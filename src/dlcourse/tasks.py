@@ -7,7 +7,6 @@ and the task's metrics after their usual arguments.
 
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
 import torch

@@ -51,13 +51,8 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     config = to_plain_dict(cfg)
     validate_config(config)  # before any data is loaded
     settings = TrainerSettings(**config["trainer"])
-    if settings.num_threads:
-        torch.set_num_threads(settings.num_threads)
-    processes = distributed.setup(settings.device)  # one process, or one of torchrun's
+    processes, device = setup_runtime(settings, cfg.seed)
     output_dir = Path(processes.broadcast(str(output_dir)))  # all ranks share rank 0's folder
-    seed_everything(cfg.seed)
-    configure_determinism(settings.deterministic)
-    device = select_device(settings.device, processes.local_rank)
 
     data = build(cfg, "dataset", device=device)
     data.shard(processes.rank, processes.world_size)
@@ -73,8 +68,10 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
         total_steps=steps_per_epoch * settings.epochs, steps_per_epoch=steps_per_epoch,
     )
     checkpoint = load_checkpoint(find_checkpoint(cfg.resume)) if cfg.get("resume") else None
-    # On resume, TensorBoard drops whatever the stopped run logged after its checkpoint.
-    # Rank 0 writes the run's files; other ranks get the no-op twins.
+    if checkpoint:
+        log.info("Resuming from %s (epoch %d, step %d).", cfg.resume, checkpoint["epoch"], checkpoint["step"])
+    # Rank 0 writes the run's files; other ranks get the no-op twins. On resume, TensorBoard
+    # drops whatever the stopped run logged after its checkpoint.
     purge_step = checkpoint["step"] + 1 if checkpoint else None
     logger = TensorBoardLogger(output_dir, purge_step) if processes.is_main else NullLogger()
     files = RunFiles(output_dir) if processes.is_main else NullRunFiles(output_dir)
@@ -95,6 +92,16 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     log.info("Run folder: %s", output_dir)
     log.info("Look at it with: tensorboard --logdir %s", shortest_path(output_dir.parent))
     return metrics
+
+
+def setup_runtime(settings: TrainerSettings, seed: int) -> tuple[distributed.SingleProcess, torch.device]:
+    """Threads, this process's place among torchrun's (if any), seeds, determinism, device."""
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    processes = distributed.setup(settings.device)
+    seed_everything(seed)
+    configure_determinism(settings.deterministic)
+    return processes, select_device(settings.device, processes.local_rank)
 
 
 def check_model_fits(

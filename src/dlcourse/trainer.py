@@ -9,8 +9,6 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,11 +18,11 @@ from tqdm import tqdm
 from dlcourse.checkpoint import BEST, FORMAT_VERSION, LAST, load_checkpoint, rng_states, set_rng_states
 from dlcourse.data.batches import Batch, Batches, DataSplits
 from dlcourse.distributed import SingleProcess, unwrap
+from dlcourse.evaluation import accumulate, batch_sums, evaluate
 from dlcourse.errors import UserError
 from dlcourse.interrupt import NoStopSignal, StopSignal, TrainingInterrupted
 from dlcourse.loggers import Logger
 from dlcourse.run_files import RunFiles
-from dlcourse.tasks import Task
 from dlcourse.runtime import autocast_dtype
 from dlcourse.schedulers import LRScheduler
 from dlcourse.settings import TrainerSettings
@@ -262,41 +260,6 @@ class Trainer:
         self.nonfinite_steps = checkpoint["nonfinite_steps"]
         self.seconds_before, self.best = checkpoint["train_seconds"], checkpoint["best"]
         set_rng_states(checkpoint["rng"])
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, loss_fn: nn.Module, batches: Iterable[Batch], task: Task,
-    device: torch.device, dtype: torch.dtype | None = None, processes: SingleProcess = SingleProcess(),
-) -> dict[str, float]:
-    """Loss, task metrics and baselines over `batches`: summed over batches, divided once."""
-    model.eval()
-    sums: dict[str, torch.Tensor] = {}
-    count = 0
-    for batch in batches:
-        inputs, targets, *context = batch = tuple(t.to(device, non_blocking=True) for t in batch)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            outputs = model(inputs, *context)
-            loss = loss_fn(outputs, targets, *context)
-        accumulate(sums, batch_sums(loss, outputs, batch, task))
-        for name, prediction in task.baselines(inputs, targets, *context).items():
-            baseline_sums = task.batch_sums(prediction, targets, *context)
-            accumulate(sums, {f"baseline_{name}/{key}": value for key, value in baseline_sums.items()})
-        count += len(outputs)
-    sums, count = processes.all_reduce_sums(sums, count)  # each rank saw its own shard
-    return {name: value.item() / count for name, value in sums.items()}
-
-
-def batch_sums(loss: torch.Tensor, outputs: torch.Tensor, batch: Batch, task: Task) -> dict[str, torch.Tensor]:
-    """One batch's loss and metrics as sums; the loss is a batch mean, so times the batch size."""
-    _, targets, *context = batch
-    sums = {"loss": loss.detach().float() * len(outputs)}
-    return sums | task.batch_sums(outputs.detach(), targets, *context)
-
-
-def accumulate(sums: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
-    for name, value in batch.items():
-        sums[name] = sums[name] + value if name in sums else value
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

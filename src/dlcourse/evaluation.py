@@ -1,0 +1,47 @@
+"""Evaluation shared by the trainer and dlcourse-eval: metrics as sums, divided once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from dlcourse.data.batches import Batch
+from dlcourse.distributed import SingleProcess
+from dlcourse.tasks import Task
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, loss_fn: nn.Module, batches: Iterable[Batch], task: Task,
+    device: torch.device, dtype: torch.dtype | None = None, processes: SingleProcess = SingleProcess(),
+) -> dict[str, float]:
+    """Loss, task metrics and baselines over `batches`: summed over batches, divided once."""
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    count = 0
+    for batch in batches:
+        inputs, targets, *context = batch = tuple(t.to(device, non_blocking=True) for t in batch)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            outputs = model(inputs, *context)
+            loss = loss_fn(outputs, targets, *context)
+        accumulate(sums, batch_sums(loss, outputs, batch, task))
+        for name, prediction in task.baselines(inputs, targets, *context).items():
+            baseline_sums = task.batch_sums(prediction, targets, *context)
+            accumulate(sums, {f"baseline_{name}/{key}": value for key, value in baseline_sums.items()})
+        count += len(outputs)
+    sums, count = processes.all_reduce_sums(sums, count)  # each rank saw its own shard
+    return {name: value.item() / count for name, value in sums.items()}
+
+
+def batch_sums(loss: torch.Tensor, outputs: torch.Tensor, batch: Batch, task: Task) -> dict[str, torch.Tensor]:
+    """One batch's loss and metrics as sums; the loss is a batch mean, so times the batch size."""
+    _, targets, *context = batch
+    sums = {"loss": loss.detach().float() * len(outputs)}
+    return sums | task.batch_sums(outputs.detach(), targets, *context)
+
+
+def accumulate(sums: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
+    for name, value in batch.items():
+        sums[name] = sums[name] + value if name in sums else value
