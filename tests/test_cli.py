@@ -100,8 +100,11 @@ def test_eval_of_a_file_that_is_no_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_help_lists_the_config_groups(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "dlcourse.train", "--help"], capture_output=True, text=True, cwd=tmp_path)
+    command = [sys.executable, "-X", "importtime", "-m", "dlcourse.train", "--help"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "torch" not in imported and "dlcourse.config" in imported  # --help answers without torch
     for line in ("model: alexnet, cnn, conv_inpaint, linear, mlp, mlp_inpaint", "optimizer: adam, adamw, sgd",
                  "scheduler: cosine, none, onecycle, step", "dataset: inpainting, inpainting_folder, mnist",
                  "experiment: cnn_mnist, conv_inpainting, linear_mnist, mlp_inpainting, mlp_mnist"):

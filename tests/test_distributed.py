@@ -15,7 +15,7 @@ import torch
 from conftest import compose_config, quick_overrides
 from dlcourse.checkpoint import load_checkpoint
 from dlcourse.data import TensorBatches
-from dlcourse.train import train
+from dlcourse.run import train
 from test_cli import BIN, only_run_folder, run_command
 
 

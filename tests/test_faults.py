@@ -17,7 +17,7 @@ import torch
 from conftest import compose_config, quick_overrides
 from dlcourse.checkpoint import load_checkpoint
 from dlcourse.errors import UserError
-from dlcourse.train import train
+from dlcourse.run import train
 from dlcourse.trainer import Trainer
 from test_cli import BIN, only_run_folder, run_command
 

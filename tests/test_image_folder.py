@@ -70,7 +70,7 @@ def test_missing_folders_are_clear_errors(tmp_path):
 
 def test_training_on_a_folder(tiny_pairs, tmp_path):
     from conftest import compose_config, quick_overrides
-    from dlcourse.train import train
+    from dlcourse.run import train
 
     overrides = ["dataset=inpainting_folder", f"dataset.data_dir={tiny_pairs}", "model=conv_inpaint",
                  "model.widths=[8,16]", "loss=pixel_mse", "optimizer=adam"]

@@ -181,7 +181,7 @@ def test_inpainting_run_writes_grid_png_and_baseline_metrics(preset, tiny_mnist,
 
 
 def test_classification_model_on_inpainting_data_is_refused(tiny_mnist, tmp_path):
-    from dlcourse.train import train
+    from dlcourse.run import train
 
     with pytest.raises(UserError, match="Pick a model and loss made for this dataset"):
         train(compose_config(["dataset=inpainting", "model=linear", *quick_overrides(tiny_mnist)]), tmp_path)

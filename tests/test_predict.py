@@ -11,7 +11,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from conftest import compose_config, quick_overrides, tiny_digits
 from dlcourse.predict import main, read_digit
-from dlcourse.train import train
+from dlcourse.run import train
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from dlcourse import checkpoint as checkpoint_module
 from dlcourse.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from dlcourse.errors import UserError
 from dlcourse.interrupt import TrainingInterrupted
-from dlcourse.train import resume_config, train
+from dlcourse.run import resume_config, train
 from dlcourse.trainer import Trainer
 
 STEPS_PER_EPOCH = 8  # 250 tiny training images in batches of 32

@@ -11,7 +11,7 @@ import torch
 from conftest import compose_config, quick_overrides
 from dlcourse.errors import UserError
 from dlcourse.evaluate import evaluate_checkpoint
-from dlcourse.train import train
+from dlcourse.run import train
 
 CHECKPOINT_KEYS = {
     "format_version", "task", "input_shape", "model", "optimizer", "scheduler", "scaler", "epoch", "batch_in_epoch", "step",

@@ -1,0 +1,147 @@
+"""One training run, built from a composed config: `train(cfg, output_dir)`.
+
+    from dlcourse.run import train
+    metrics = train(cfg, "outputs/runs/my_run")   # cfg: configs/train.yaml, composed by Hydra
+
+`dlcourse-train` (dlcourse/train.py) is the thin Hydra wrapper around it; tests call `train`
+with a composed config and a tmp_path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dlcourse import distributed
+from dlcourse.checkpoint import find_checkpoint, load_checkpoint
+from dlcourse.config import build, to_plain_dict
+from dlcourse.errors import SweepError, UserError
+from dlcourse.interrupt import StopSignal
+from dlcourse.distributed import unwrap
+from dlcourse.loggers import NullLogger, TensorBoardLogger, flatten_hparams
+from dlcourse.run_files import NullRunFiles, RunFiles
+from dlcourse.runtime import configure_determinism, seed_everything, select_device
+from dlcourse.schema import validate_config
+from dlcourse.settings import TrainerSettings
+from dlcourse.tasks import Task
+from dlcourse.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
+    """Data → model → loss → optimizer → scheduler → logger → trainer; fit; write the results.
+
+    With `cfg.resume` set (a checkpoint or run folder), the run continues from that checkpoint.
+    """
+    output_dir = Path(output_dir)
+    config = to_plain_dict(cfg)
+    validate_config(config)  # before any data is loaded
+    settings = TrainerSettings(**config["trainer"])
+    processes, device = setup_runtime(settings, cfg.seed)
+    output_dir = Path(processes.broadcast(str(output_dir)))  # all ranks share rank 0's folder
+
+    data = build(cfg, "dataset", device=device)
+    data.shard(processes.rank, processes.world_size)
+    model = build(cfg, "model").to(device)
+    loss_fn = build(cfg, "loss")
+    metric_names = check_model_fits(model, loss_fn, data.task, next(iter(data.val)), device)
+    check_optimized_metric(cfg.get("optimized_metric"), metric_names)
+    model = processes.wrap(model, device)  # DistributedDataParallel under torchrun
+    optimizer = build(cfg, "optimizer", params=model.parameters())
+    steps_per_epoch = min(len(data.train), settings.limit_train_batches or math.inf)
+    scheduler = build(
+        cfg, "scheduler", optimizer=optimizer,
+        total_steps=steps_per_epoch * settings.epochs, steps_per_epoch=steps_per_epoch,
+    )
+    checkpoint = load_checkpoint(find_checkpoint(cfg.resume)) if cfg.get("resume") else None
+    if checkpoint:
+        log.info("Resuming from %s (epoch %d, step %d).", cfg.resume, checkpoint["epoch"], checkpoint["step"])
+    # Rank 0 writes the run's files; other ranks get the no-op twins. On resume, TensorBoard
+    # drops whatever the stopped run logged after its checkpoint.
+    purge_step = checkpoint["step"] + 1 if checkpoint else None
+    logger = TensorBoardLogger(output_dir, purge_step) if processes.is_main else NullLogger()
+    files = RunFiles(output_dir) if processes.is_main else NullRunFiles(output_dir)
+    with StopSignal() as stop_signal:
+        trainer = Trainer(
+            model, loss_fn, optimizer, scheduler, data, logger, settings, device,
+            files=files, config=config, stop_signal=stop_signal, processes=processes,
+        )
+        if checkpoint:
+            trainer.restore(checkpoint)
+        try:
+            metrics = trainer.fit()
+            logger.log_hparams(flatten_hparams(config), [k for k in metrics if "/" in k])
+        finally:
+            logger.close()
+            processes.close()
+    files.write_results(metrics, unwrap(model), config["model"])
+    log.info("Run folder: %s", output_dir)
+    log.info("Look at it with: tensorboard --logdir %s", shortest_path(output_dir.parent))
+    return metrics
+
+
+def setup_runtime(settings: TrainerSettings, seed: int) -> tuple[distributed.SingleProcess, torch.device]:
+    """Threads, this process's place among torchrun's (if any), seeds, determinism, device."""
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+    processes = distributed.setup(settings.device)
+    seed_everything(seed)
+    configure_determinism(settings.deterministic)
+    return processes, select_device(settings.device, processes.local_rank)
+
+
+def check_model_fits(
+    model: torch.nn.Module, loss_fn: torch.nn.Module, task: Task, batch: tuple[torch.Tensor, ...], device: torch.device
+) -> list[str]:
+    """Fail before training, in one sentence, when the model or loss cannot take the dataset's
+    batches; return the names of the metrics the run will report (val/acc, test/mse_hole, ...)."""
+    inputs, targets, *context = (t[:2].to(device) for t in batch)
+    model.eval()
+    try:
+        with torch.no_grad():
+            outputs = model(inputs, *context)
+            loss_fn(outputs, targets, *context)
+            names = ["loss", *task.batch_sums(outputs, targets, *context)]
+    except (RuntimeError, TypeError, ValueError, IndexError) as error:
+        raise UserError(
+            f"{type(model).__name__} with {type(loss_fn).__name__} cannot take this dataset's batches "
+            f"(inputs of shape {tuple(inputs.shape[1:])}): {str(error).splitlines()[0]}. "
+            "Pick a model and loss made for this dataset (e.g. model=cnn loss=cross_entropy for MNIST, "
+            "model=conv_inpaint loss=pixel_mse for inpainting)"
+        ) from None
+    finally:
+        model.train()
+    return [f"{split}/{name}" for split in ("train", "val", "test") for name in names]
+
+
+def check_optimized_metric(name: str | None, available: list[str]) -> None:
+    """A sweeper optimises `optimized_metric`: refuse a name the run will not report."""
+    if name and name not in available:
+        raise SweepError(f"optimized_metric={name!r} is not a metric of this run; choose one of: {', '.join(available)}")
+
+
+def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """The stopped run's own config, with this command line's `key=value` overrides on top."""
+    checkpoint_path = find_checkpoint(cfg.resume)
+    stored = OmegaConf.create(load_checkpoint(checkpoint_path)["config"])
+    updates = [o.lstrip("+") for o in overrides if not o.startswith("resume=")]
+    for update in updates:
+        if "." not in update.split("=", 1)[0]:
+            raise UserError(
+                f"'{update}' cannot change a resumed run's components; on resume, only overrides of "
+                "single settings apply (e.g. trainer.epochs=10 trainer.device=cpu)"
+            )
+    resumed = OmegaConf.merge(stored, OmegaConf.from_dotlist(updates))
+    resumed.resume = str(checkpoint_path)
+    return resumed
+
+
+def shortest_path(path: Path) -> str:
+    """`path` relative to the current folder when it lies inside it (what a user would type)."""
+    path = path.resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
