@@ -98,3 +98,12 @@ def test_linear_preset_reaches_90_percent_after_one_epoch_on_real_mnist(shared_m
     cfg = compose_config(["experiment=linear_mnist", f"paths.data_dir={shared_mnist}", "trainer.epochs=1", "trainer.device=cpu"])
     metrics = train(cfg, tmp_path)
     assert metrics["test/acc"] >= 0.90, metrics
+
+
+def test_channels_last_and_compile_switches_run_on_the_cpu(tiny_mnist, tmp_path):
+    overrides = ["model=cnn", "model.channels=[4,8]", "trainer.channels_last=true", "trainer.compile=true",
+                 "trainer.epochs=1", "trainer.limit_train_batches=3"]
+    metrics = train(compose_config([*quick_overrides(tiny_mnist), *overrides]), tmp_path)
+    assert math.isfinite(metrics["test/loss"])
+    state = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert not any(key.startswith("_orig_mod") for key in state)  # saved without the compile wrapper

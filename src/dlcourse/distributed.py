@@ -113,5 +113,6 @@ def setup(device_name: str) -> SingleProcess:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model itself, inside a DDP wrapper or not (what checkpoints store)."""
+    """The model itself, out of torch.compile's and DDP's wrappers (what checkpoints store)."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -52,6 +52,10 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     metric_names = check_model_fits(model, loss_fn, data.task, next(iter(data.val)), device)
     check_optimized_metric(cfg.get("optimized_metric"), metric_names)
     model = processes.wrap(model, device)  # DistributedDataParallel under torchrun
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if settings.compile:
+        model = torch.compile(model)
     optimizer = build(cfg, "optimizer", params=model.parameters())
     steps_per_epoch = min(len(data.train), settings.limit_train_batches or math.inf)
     scheduler = build(

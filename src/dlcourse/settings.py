@@ -21,3 +21,5 @@ class TrainerSettings:
     on_nonfinite: Literal["stop", "skip"] = "stop"  # what a nan / inf loss does
     deterministic: bool = False  # deterministic algorithms (slower on GPUs)
     num_threads: int | None = None  # CPU threads for torch; None: torch's default (all cores)
+    channels_last: bool = False  # NHWC memory layout for image models (faster convolutions on GPUs)
+    compile: bool = False  # torch.compile the model (slow to start; pays off on long GPU runs)

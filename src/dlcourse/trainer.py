@@ -98,7 +98,7 @@ class Trainer:
                    leave=False, disable=not self.show_progress)
         start, samples = time.perf_counter(), 0
         for _, batch in zip(range(total), bar):
-            batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
+            batch = self.to_device(batch)
             loss, outputs = self.train_step(batch)
             self.step, self.batch_in_epoch = self.step + 1, self.batch_in_epoch + 1
             samples += len(outputs)
@@ -120,6 +120,13 @@ class Trainer:
             metrics["train/nonfinite_steps"] = self.nonfinite_steps
         self.logger.log_scalars({k: v for k, v in metrics.items() if k != "train/loss"}, self.step)
         return metrics
+
+    def to_device(self, batch: Batch) -> Batch:
+        """Copy a batch to the device (asynchronously from pinned memory; a no-op when it is
+        there already), in the model's memory layout."""
+        layout = torch.channels_last if self.settings.channels_last else torch.preserve_format
+        return tuple(t.to(self.device, non_blocking=True, memory_format=layout) if t.dim() == 4
+                     else t.to(self.device, non_blocking=True) for t in batch)
 
     def train_step(self, batch: Batch) -> tuple[torch.Tensor | None, torch.Tensor]:
         """One optimizer step on one batch; returns the (device) loss and the model's outputs."""

@@ -1,0 +1,160 @@
+"""Side-by-side speed benchmarks: dlcourse against a bare PyTorch loop on the same tensors.
+
+    DLCOURSE_DATA_DIR=../shared/data python scripts/bench.py [--repeats 5] [--only overhead data logging]
+
+Variants run in one process, interleaved (A B A B ...), each repeated; the table gives min and
+median seconds per epoch and the ratio of the minima. Not a test: timings on shared machines
+are noisy, so only ratios measured side by side mean anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dlcourse.data.mnist import mnist
+from dlcourse.loggers import NullLogger, TensorBoardLogger
+from dlcourse.models import MLP, LinearClassifier
+from dlcourse.run_files import NullRunFiles
+from dlcourse.schedulers import constant
+from dlcourse.settings import TrainerSettings
+from dlcourse.trainer import Trainer
+
+DATA_DIR = os.environ.get("DLCOURSE_DATA_DIR", "data")
+
+
+def time_it(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def compare(variants: dict, repeats: int) -> dict[str, list[float]]:
+    """Run each variant once per round, round after round (interleaved); return the timings."""
+    for run in variants.values():
+        run()  # warm-up: allocator, kernels, lazy imports
+    timings: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            timings[name].append(time_it(run))
+    return timings
+
+
+def report(title: str, timings: dict[str, list[float]], baseline: str) -> list[str]:
+    lines = [f"### {title}", "", "| variant | min s | median s | ratio (min / baseline min) |", "| --- | --- | --- | --- |"]
+    base = min(timings[baseline])
+    for name, values in timings.items():
+        lines.append(f"| {name} | {min(values):.4f} | {statistics.median(values):.4f} | {min(values) / base:.3f} |")
+    print("\n".join(lines) + "\n", flush=True)
+    return lines + [""]
+
+
+def make_trainer(model: nn.Module, data, logger, log_dir: Path) -> Trainer:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    steps = len(data.train)
+    settings = TrainerSettings(epochs=1, device="cpu", progress_bar=False)
+    return Trainer(model, nn.CrossEntropyLoss(), optimizer, constant(optimizer, steps, steps), data, logger,
+                   settings, torch.device("cpu"), files=NullRunFiles(log_dir), config={})
+
+
+def bare_loop(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int):
+    """The minimal hand-written epoch: shuffle, slice, forward, backward, step."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def epoch() -> None:
+        model.train()
+        order = torch.randperm(len(images))
+        for start in range(0, len(images), batch_size):
+            indices = order[start : start + batch_size]
+            loss = F.cross_entropy(model(images[indices]), labels[indices])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    return epoch
+
+
+def trainer_overhead(repeats: int) -> list[str]:
+    data = mnist(DATA_DIR, batch_size=128, seed=0)
+    images, labels = data.train.tensors
+    lines = []
+    log_dir = Path(tempfile.mkdtemp(prefix="dlcourse-bench-"))
+    for name, build in (("MLP 784-800-10", lambda: MLP(hidden_sizes=[800])), ("linear 784-10", LinearClassifier)):
+        trainer = make_trainer(build(), data, TensorBoardLogger(log_dir / name), log_dir)
+        epochs = iter(range(1, 10_000))
+        timings = compare({
+            "bare PyTorch loop": bare_loop(build(), images, labels, 128),
+            "dlcourse Trainer.train_one_epoch (TensorBoard on)": lambda: trainer.train_one_epoch(next(epochs)),
+        }, repeats)
+        lines += report(f"Trainer overhead: {name}, batch 128, SGD, {torch.get_num_threads()} threads", timings, "bare PyTorch loop")
+    return lines
+
+
+def data_path(repeats: int) -> list[str]:
+    data = mnist(DATA_DIR, batch_size=128, seed=0)
+    loader = mnist(DATA_DIR, batch_size=128, seed=0, loader="dataloader")
+    images, labels = data.train.tensors
+    epochs = iter(range(1, 10_000))
+
+    def bare() -> None:
+        order = torch.randperm(len(images))
+        for start in range(0, len(images), 128):
+            indices = order[start : start + 128]
+            images[indices], labels[indices]
+
+    def ours() -> None:
+        data.train.set_epoch(next(epochs))
+        for _ in data.train:
+            pass
+
+    def dataloader() -> None:
+        loader.train.set_epoch(1)
+        for _ in loader.train:
+            pass
+
+    timings = compare({"bare randperm indexing": bare, "dlcourse TensorBatches": ours}, repeats)
+    lines = report("Data path: one epoch of batches of 128, no model", timings, "bare randperm indexing")
+    slow = compare({"bare randperm indexing": bare, "DataLoader + ToTensor + Normalize": dataloader}, 1)
+    return lines + report("Data path against torchvision's per-item DataLoader (1 round)", slow, "bare randperm indexing")
+
+
+def logging_cost(repeats: int) -> list[str]:
+    data = mnist(DATA_DIR, batch_size=128, seed=0)
+    log_dir = Path(tempfile.mkdtemp(prefix="dlcourse-bench-"))
+    on = make_trainer(MLP(hidden_sizes=[800]), data, TensorBoardLogger(log_dir / "on"), log_dir)
+    off = make_trainer(MLP(hidden_sizes=[800]), data, NullLogger(), log_dir)
+    epochs = iter(range(1, 10_000))
+    timings = compare({
+        "TensorBoard off (NullLogger)": lambda: off.train_one_epoch(next(epochs)),
+        "TensorBoard on (every 50 steps)": lambda: on.train_one_epoch(next(epochs)),
+    }, repeats)
+    return report("Logging: an MLP epoch with TensorBoard on / off", timings, "TensorBoard off (NullLogger)")
+
+
+BENCHMARKS = {"overhead": trainer_overhead, "data": data_path, "logging": logging_cost}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    args = parser.parse_args()
+    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, Python {platform.python_version()}\n")
+    for name in args.only:
+        BENCHMARKS[name](args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
