@@ -31,6 +31,8 @@ from dlcourse.settings import TrainerSettings
 from dlcourse.trainer import Trainer
 
 DATA_DIR = os.environ.get("DLCOURSE_DATA_DIR", "data")
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
 def time_it(function) -> float:
@@ -149,11 +151,25 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
     args = parser.parse_args()
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, Python {platform.python_version()}\n")
+    machine = (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+               f"{torch.get_num_threads()} threads, Python {platform.python_version()}; {args.repeats} interleaved rounds.")
+    print(machine + "\n")
+    lines = [BEGIN, machine, f"Command: `DLCOURSE_DATA_DIR=../shared/data python scripts/bench.py --repeats {args.repeats}`", ""]
     for name in args.only:
-        BENCHMARKS[name](args.repeats)
+        lines += BENCHMARKS[name](args.repeats)
+    write_section(lines + [END])
     return 0
+
+
+def write_section(lines: list[str]) -> None:
+    text = DOC.read_text()
+    section = "\n".join(lines)
+    if BEGIN in text:
+        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    else:
+        text += f"\n## Speed, side by side (issue #6)\n\n{section}\n"
+    DOC.write_text(text)
+    print(f"Wrote {DOC}")
 
 
 if __name__ == "__main__":

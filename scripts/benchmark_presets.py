@@ -70,6 +70,10 @@ TABLES = {
 }
 
 
+def order(preset: str) -> int:
+    return [*CLASSIFICATION, *INPAINTING].index(preset)
+
+
 def write_table(name: str, rows: list[str], device: str) -> None:
     title, _, header = TABLES[name]
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
@@ -84,6 +88,11 @@ def write_table(name: str, rows: list[str], device: str) -> None:
         end,
     ])
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
+    if begin in text:  # keep the rows of presets that were not run this time
+        run = {row.split("`")[1] for row in rows}
+        old_rows = [line for line in text[text.index(begin): text.index(end)].splitlines() if line.startswith("| `")]
+        rows = sorted([*rows, *(r for r in old_rows if r.split("`")[1] not in run)], key=lambda r: order(r.split("`")[1]))
+        section = section.split(header)[0] + header + "\n|" + " --- |" * (header.count("|") - 1) + "\n" + "\n".join(rows) + "\n" + end
     if begin in text:
         text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
     else:

@@ -76,7 +76,7 @@ class Trainer:
             train_metrics = self.train_one_epoch(epoch)
             val_metrics = self.validate_if_due(epoch)
             self.seconds_before = time.perf_counter() - start
-            self.epoch, self.batch_in_epoch = epoch + 1, 0  # this epoch is done
+            self.epoch = epoch + 1  # this epoch is done
             if val_metrics and self.is_improvement(val_metrics):
                 self.best = {"value": val_metrics[self.monitor], "epoch": epoch, "metrics": val_metrics}
                 self.save_checkpoint(BEST, {**train_metrics, **val_metrics})
@@ -112,6 +112,7 @@ class Trainer:
             if signal_number:
                 self.stop(signal_number)
         seconds = time.perf_counter() - start
+        self.batch_in_epoch = 0  # the epoch's batches are done
         sums, count = self.processes.all_reduce_sums(self.epoch_sums, self.epoch_count)
         metrics = {f"train/{name}": value.item() / max(count, 1) for name, value in sums.items()}
         self.check_finite(metrics.get("train/loss", 0.0))
