@@ -32,7 +32,6 @@ from dlcourse.trainer import Trainer
 
 DATA_DIR = os.environ.get("DLCOURSE_DATA_DIR", "data")
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
 def time_it(function) -> float:
@@ -146,28 +145,34 @@ def logging_cost(repeats: int) -> list[str]:
 BENCHMARKS = {"overhead": trainer_overhead, "data": data_path, "logging": logging_cost}
 
 
+def machine_line(repeats: int) -> str:
+    return (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, Python {platform.python_version()}; {repeats} interleaved rounds.")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
     args = parser.parse_args()
-    machine = (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-               f"{torch.get_num_threads()} threads, Python {platform.python_version()}; {args.repeats} interleaved rounds.")
+    machine = machine_line(args.repeats)
     print(machine + "\n")
-    lines = [BEGIN, machine, f"Command: `DLCOURSE_DATA_DIR=../shared/data python scripts/bench.py --repeats {args.repeats}`", ""]
+    lines = [machine, f"Command: `DLCOURSE_DATA_DIR=../shared/data python scripts/bench.py --repeats {args.repeats}`", ""]
     for name in args.only:
         lines += BENCHMARKS[name](args.repeats)
-    write_section(lines + [END])
+    write_section("bench", lines)
     return 0
 
 
-def write_section(lines: list[str]) -> None:
+def write_section(name: str, lines: list[str]) -> None:
+    """Replace the doc's text between `<!-- name:begin -->` and `<!-- name:end -->` (or append it)."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     text = DOC.read_text()
-    section = "\n".join(lines)
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
+    section = "\n".join([begin, *lines, end])
+    if begin in text:
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
     else:
-        text += f"\n## Speed, side by side (issue #6)\n\n{section}\n"
+        text += f"\n{section}\n"
     DOC.write_text(text)
     print(f"Wrote {DOC}")
 

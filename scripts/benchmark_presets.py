@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import sys
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def run_preset(preset: str, device: str, output_root: Path) -> dict[str, float]:
     register_resolvers()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={preset}", f"trainer.device={device}"])
+    shutil.rmtree(output_root / preset, ignore_errors=True)  # a fresh run: no older events or checkpoints
     return train(cfg, output_root / preset)
 
 

@@ -65,3 +65,11 @@ def test_every_yaml_opens_with_a_comment_giving_its_command():
     for path in CONFIGS.rglob("*.yaml"):
         lines = [line for line in path.read_text().splitlines() if not line.startswith("# @package")]
         assert lines[0].startswith("# "), f"{path} should open with a comment line"
+
+
+@pytest.mark.parametrize("name", ["gradcheck", "summary"])
+def test_tool_configs_compose_with_any_model(name):
+    for model in ("linear", "cnn", "conv_inpaint"):
+        cfg = compose_config([f"model={model}"], config_name=name)
+        assert isinstance(build(cfg, "model"), torch.nn.Module)
+        assert list(cfg.input_shape) == [1, 28, 28]

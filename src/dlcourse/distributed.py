@@ -18,6 +18,8 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+SIGNAL_EVERY_N_STEPS = 10  # how often processes agree on a stop signal (SIGINT / SIGTERM)
+
 
 class SingleProcess:
     rank, world_size, local_rank = 0, 1, 0
@@ -26,8 +28,9 @@ class SingleProcess:
     def all_reduce_sums(self, sums: dict[str, torch.Tensor], count: int) -> tuple[dict[str, torch.Tensor], int]:
         return sums, count
 
-    def max_int(self, value: int) -> int:
-        return value
+    def agree_on_signal(self, received: int, step: int) -> int:
+        """The stop signal any process received (0: none), the same on every process."""
+        return received
 
     def broadcast(self, value: str) -> str:
         return value
@@ -63,8 +66,13 @@ class ProcessGroup(SingleProcess):
         dist.all_reduce(stacked)
         return {name: stacked[i] for i, name in enumerate(names)}, int(stacked[-1].item())
 
-    def max_int(self, value: int) -> int:
-        tensor = torch.tensor(value, device=self.device)
+    def agree_on_signal(self, received: int, step: int) -> int:
+        """Asked every step, but answered every `SIGNAL_EVERY_N_STEPS`: reading the agreed value
+        waits for the device, and a wait per step would stall the GPU's queue of work. Every
+        process is at the same step, so they all join the same collectives."""
+        if step % SIGNAL_EVERY_N_STEPS:
+            return 0
+        tensor = torch.tensor(received, device=self.device)
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return int(tensor.item())
 

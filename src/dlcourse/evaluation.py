@@ -43,5 +43,9 @@ def batch_sums(loss: torch.Tensor, outputs: torch.Tensor, batch: Batch, task: Ta
 
 
 def accumulate(sums: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> None:
+    """Add a batch's sums into the running ones, in place (no new tensor per step)."""
     for name, value in batch.items():
-        sums[name] = sums[name] + value if name in sums else value
+        if name in sums:
+            sums[name].add_(value)
+        else:
+            sums[name] = value.clone()  # owned: a batch's tensor may be a view of something else

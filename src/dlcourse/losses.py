@@ -38,7 +38,7 @@ class PixelLoss(nn.Module):
         self.kind, self.hole_weight, self.kept_weight, self.reduction = kind, hole_weight, kept_weight, reduction
 
     def forward(self, outputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        difference = outputs.float() - targets
+        difference = outputs.to(targets.dtype) - targets  # float32 under autocast, float64 in gradcheck
         error = 0.5 * difference.square() if self.kind == "mse" else difference.abs()  # (B, C, H, W)
         weight = self.kept_weight + (self.hole_weight - self.kept_weight) * mask  # (B, 1, H, W)
         per_image = (weight * error).flatten(start_dim=1).sum(dim=1)  # (B,)

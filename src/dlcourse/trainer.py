@@ -9,6 +9,8 @@ import logging
 import math
 import sys
 import time
+from contextlib import nullcontext
+from functools import partial
 from typing import Any
 
 import torch
@@ -57,6 +59,8 @@ class Trainer:
         self.dtype = autocast_dtype(str(settings.precision), device)
         # float16 gradients underflow without loss scaling; with bf16 or float32 it stays off.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        # In float32, a no-op context: cheaper per step than a disabled torch.autocast.
+        self.autocast = partial(torch.autocast, device.type, dtype=self.dtype) if self.dtype else nullcontext
         self.show_progress = sys.stderr.isatty() if settings.progress_bar is None else settings.progress_bar
         # Where the run is; all of it goes into checkpoints so that a resumed run continues exactly.
         self.epoch, self.batch_in_epoch, self.step = 1, 0, 0
@@ -108,7 +112,7 @@ class Trainer:
             if self.step % self.settings.log_every_n_steps == 0:
                 self.log_step(loss, bar)
             # Every rank must stop at the same step: agree on whether any got a signal.
-            signal_number = self.processes.max_int(self.stop_signal.received or 0)
+            signal_number = self.processes.agree_on_signal(self.stop_signal.received or 0, self.step)
             if signal_number:
                 self.stop(signal_number)
         seconds = time.perf_counter() - start
@@ -132,7 +136,7 @@ class Trainer:
     def train_step(self, batch: Batch) -> tuple[torch.Tensor | None, torch.Tensor]:
         """One optimizer step on one batch; returns the (device) loss and the model's outputs."""
         inputs, targets, *context = batch  # context: e.g. an inpainting mask
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+        with self.autocast():
             outputs = self.model(inputs, *context)
             loss = self.loss_fn(outputs, targets, *context)
         if self.settings.on_nonfinite == "skip" and not torch.isfinite(loss):  # syncs: only in this mode

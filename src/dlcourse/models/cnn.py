@@ -50,7 +50,10 @@ class CNN(nn.Module):
         batch_norm: bool = False,
         hidden_sizes: Sequence[int] = (128,),
         dropout: float = 0.5,
+        feature_dropout: float | None = None,
     ) -> None:
+        """`dropout` follows each hidden layer; `feature_dropout` the flattened conv features
+        (None: the same as `dropout`)."""
         super().__init__()
         num_stages = len(channels)
         stage_settings = zip(
@@ -65,7 +68,8 @@ class CNN(nn.Module):
         with torch.no_grad():
             dummy = torch.zeros(1, in_channels, image_size, image_size)
             flat_size = self.features(dummy).numel()
-        layers: list[nn.Module] = [nn.Flatten(), nn.Dropout(dropout)]
+        feature_dropout = dropout if feature_dropout is None else feature_dropout
+        layers: list[nn.Module] = [nn.Flatten(), nn.Dropout(feature_dropout)]
         in_features = flat_size
         for hidden_size in hidden_sizes:
             layers += [nn.Linear(in_features, hidden_size), nn.ReLU(), nn.Dropout(dropout)]

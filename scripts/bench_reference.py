@@ -1,0 +1,122 @@
+"""pytorch/examples' MNIST recipe: dlcourse's trainer against a loop written like the reference.
+
+    DLCOURSE_DATA_DIR=../shared/data python scripts/bench_reference.py [--epochs 2] [--repeats 2]
+
+The reference (github.com/pytorch/examples, mnist/main.py): conv 32 → conv 64 → max-pool →
+dropout → fc 128 → dropout → fc 10, batch 64, Adadelta lr 1.0, StepLR gamma 0.7, a torchvision
+DataLoader with ToTensor + Normalize, and a test pass after every epoch. Ours is
+`experiment=examples_mnist` through the usual composition function. Both run in this process,
+interleaved, with the same thread count; seconds per epoch count training and each epoch's
+evaluation (ours: validation every epoch and the test once; theirs: the test every epoch), not
+the process start or reading the data. Not a test: it trains for minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+from hydra import compose, initialize_config_dir
+from torch import nn
+from torch.nn import functional as F
+
+from bench import DATA_DIR  # scripts/bench.py, beside this file, machine_line, write_section
+from dlcourse.config import config_dir, register_resolvers
+from dlcourse.run import train
+
+
+class Net(nn.Module):
+    """The reference network, as written there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, 1)
+        self.conv2 = nn.Conv2d(32, 64, 3, 1)
+        self.dropout1 = nn.Dropout(0.25)
+        self.dropout2 = nn.Dropout(0.5)
+        self.fc1 = nn.Linear(9216, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv2(F.relu(self.conv1(x))))
+        x = self.dropout1(F.max_pool2d(x, 2))
+        x = self.dropout2(F.relu(self.fc1(torch.flatten(x, 1))))
+        return F.log_softmax(self.fc2(x), dim=1)
+
+
+def reference_run(epochs: int) -> tuple[float, float]:
+    """The reference's main(): returns (seconds per epoch, final test accuracy)."""
+    from torchvision import datasets, transforms
+
+    torch.manual_seed(1)
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    train_loader = torch.utils.data.DataLoader(
+        datasets.MNIST(DATA_DIR, train=True, transform=transform), batch_size=64, shuffle=True)
+    test_loader = torch.utils.data.DataLoader(datasets.MNIST(DATA_DIR, train=False, transform=transform), batch_size=1000)
+    model = Net()
+    optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        for batch_idx, (data, target) in enumerate(train_loader):
+            optimizer.zero_grad()
+            loss = F.nll_loss(model(data), target)
+            loss.backward()
+            optimizer.step()
+            if batch_idx % 10 == 0:  # the reference's log_interval
+                loss.item()
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for data, target in test_loader:
+                correct += model(data).argmax(dim=1).eq(target).sum().item()
+        scheduler.step()
+    return (time.perf_counter() - start) / epochs, correct / len(test_loader.dataset)
+
+
+def dlcourse_run(epochs: int, overrides: list[str]) -> tuple[float, float]:
+    """experiment=examples_mnist through `train`: returns (seconds per epoch, test accuracy)."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=examples_mnist", f"trainer.epochs={epochs}",
+                                          "trainer.progress_bar=false", f"paths.data_dir={DATA_DIR}", *overrides])
+    metrics = train(cfg, tempfile.mkdtemp(prefix="dlcourse-reference-"))
+    return metrics["train_seconds"] / epochs, metrics["test/acc"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--overrides", nargs="*", default=[], help="for our run, e.g. trainer.channels_last=true")
+    args = parser.parse_args()
+    register_resolvers()
+    ours_name = "dlcourse `experiment=examples_mnist`" + "".join(f" `{o}`" for o in args.overrides)
+    runs = {"pytorch/examples loop (DataLoader)": lambda: reference_run(args.epochs),
+            ours_name: lambda: dlcourse_run(args.epochs, args.overrides)}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    for _ in range(args.repeats):  # interleaved: theirs, ours, theirs, ours
+        for name, run in runs.items():
+            results[name].append(run())
+            print(name, results[name][-1], flush=True)
+    lines = [machine_line(args.repeats),
+             f"Command: `DLCOURSE_DATA_DIR=../shared/data python scripts/bench_reference.py --epochs {args.epochs} "
+             f"--repeats {args.repeats}" + "".join(f" --overrides {o}" for o in args.overrides) + "`", "",
+             f"| variant | min s / epoch | median s / epoch | ratio (min / reference min) | test/acc after {args.epochs} epochs (each run) |",
+             "| --- | --- | --- | --- | --- |"]
+    base = min(seconds for seconds, _ in results["pytorch/examples loop (DataLoader)"])
+    for name, values in results.items():
+        seconds = [s for s, _ in values]
+        accuracies = ", ".join(f"{a:.2%}" for _, a in values)
+        lines.append(f"| {name} | {min(seconds):.2f} | {statistics.median(seconds):.2f} | {min(seconds) / base:.3f} | {accuracies} |")
+    print("\n".join(lines))
+    write_section("reference", lines + [""])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

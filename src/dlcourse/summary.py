@@ -1,0 +1,90 @@
+"""A model's layers, in the order data flows through them: output shape, parameters, neurons.
+
+    dlcourse-summary model=cnn
+    dlcourse-summary model=alexnet input_shape=[3,224,224]   # ~62 million parameters, ~650,000 neurons
+    dlcourse-summary model=conv_inpaint
+
+Neurons are the outputs of the layers that have weights (convolution and fully-connected units),
+counted for one input — the figure papers such as AlexNet's quote; ReLU, pooling and
+normalisation outputs are listed but not counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from dlcourse.config import build, config_dir
+from dlcourse.errors import UserError, exit_on_user_error
+from dlcourse.gradcheck import example_batch
+
+
+@dataclass
+class Layer:
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]  # for one input (no batch dimension)
+    parameters: int  # counted at the layer's first call only (AlexNet reuses its ReLU and pool)
+    neurons: int
+
+
+def summarize(model: nn.Module, input_shape: Sequence[int]) -> list[Layer]:
+    """Run one example input through `model` and record every leaf module it calls."""
+    layers: list[Layer] = []
+    seen: set[str] = set()
+
+    def record(name: str, module: nn.Module, output: object) -> None:
+        if not isinstance(output, torch.Tensor):
+            return
+        own = sum(p.numel() for p in module.parameters(recurse=False)) if name not in seen else 0
+        seen.add(name)
+        neurons = output[0].numel() if getattr(module, "weight", None) is not None and not is_normalization(module) else 0
+        layers.append(Layer(name, type(module).__name__, tuple(output.shape[1:]), own, neurons))
+
+    leaves = [(name, module) for name, module in model.named_modules() if not list(module.children())]
+    handles = [module.register_forward_hook(lambda m, _, out, name=name: record(name, m, out)) for name, module in leaves]
+    inputs, _, *context = example_batch(model, input_shape, batch_size=1)
+    model.eval()  # batch norm with a batch of one
+    try:
+        with torch.no_grad():
+            model(inputs, *context)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise UserError(f"{type(model).__name__} cannot take an input of shape {tuple(input_shape)}: "
+                        f"{str(error).splitlines()[0]}. Set input_shape=[C,H,W] (AlexNet: [3,224,224])") from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return layers
+
+
+def is_normalization(module: nn.Module) -> bool:
+    return isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm))
+
+
+def print_summary(model: nn.Module, layers: list[Layer], input_shape: Sequence[int]) -> None:
+    width = max(len(layer.name) for layer in layers)
+    print(f"{type(model).__name__} for inputs of shape {tuple(input_shape)}")
+    print(f"{'layer':<{width}}  {'type':<18} {'output shape':<18} {'parameters':>12} {'neurons':>10}")
+    for layer in layers:
+        print(f"{layer.name:<{width}}  {layer.kind:<18} {str(layer.output_shape):<18} "
+              f"{layer.parameters:>12,} {layer.neurons:>10,}")
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"Total parameters: {total:,} ({trainable:,} trainable)")
+    print(f"Total neurons (outputs of conv and linear layers, per input): {sum(layer.neurons for layer in layers):,}")
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="summary")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    model = build(cfg, "model")
+    print_summary(model, summarize(model, cfg.input_shape), cfg.input_shape)
+
+
+if __name__ == "__main__":
+    main()

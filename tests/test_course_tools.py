@@ -1,0 +1,172 @@
+"""Course tools: backprop by hand, gradient checking and model summaries."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import compose_config
+from dlcourse.autograd import Linear, Multiply, ReLU, relu_network, sigmoid_neuron
+from dlcourse.config import build, config_dir
+from dlcourse.gradcheck import example_batch, gradient_check, report
+from dlcourse.summary import summarize
+
+BIN = Path(sys.executable).parent
+
+
+def test_functions_pass_torch_gradcheck():
+    generator = torch.Generator().manual_seed(0)
+
+    def double(*shape):
+        return torch.randn(*shape, dtype=torch.float64, generator=generator, requires_grad=True)
+
+    assert torch.autograd.gradcheck(Multiply.apply, (double(3, 4), double(3, 4)))
+    # Away from 0, where ReLU has no derivative.
+    x = double(5, 3)
+    with torch.no_grad():
+        x += x.sign() * 0.1
+    assert torch.autograd.gradcheck(ReLU.apply, (x,))
+    assert torch.autograd.gradcheck(Linear.apply, (double(6, 4), double(3, 4), double(3)))
+
+
+def test_linear_function_matches_torch():
+    x, weight, bias = torch.randn(5, 4), torch.randn(3, 4), torch.randn(3)
+    torch.testing.assert_close(Linear.apply(x, weight, bias), nn.functional.linear(x, weight, bias))
+
+
+def test_relu_network_gives_the_lectures_numbers():
+    values = relu_network(x=5, w1=1, w2=2, y=2)  # ŷ − y = 10 − 2 = 8
+    assert values["y_hat"] - 2 == 8
+    assert values["dL/dy_hat"] == 8 and values["dL/dg"] == 16 and values["dL/df"] == 16
+    assert values["dL/dw1"] == 80
+    assert values["dL/dw2"] == 8 * values["g"] == 40
+    assert values["autograd dL/dw1"] == pytest.approx(80) and values["autograd dL/dw2"] == pytest.approx(40)
+
+
+def test_relu_network_with_a_shut_gate_passes_no_gradient():
+    values = relu_network(x=5, w1=-1, w2=2, y=2)  # f = −5: ReLU gives 0
+    assert values["dL/df"] == 0 and values["dL/dw1"] == 0 and values["autograd dL/dw1"] == 0
+
+
+def test_sigmoid_neuron_stage_by_stage_matches_autograd():
+    values = sigmoid_neuron(w0=-3, w1=2, x1=-1, w2=-3, x2=-2)
+    assert values["f"] == pytest.approx(0.7311, abs=1e-4)
+    f = values["f"]
+    assert values["df/ds"] == pytest.approx(f * (1 - f))  # the sigmoid's derivative, from its stages
+    expected = {"w0": 0.1966, "w1": -0.1966, "x1": 0.3932, "w2": -0.3932, "x2": -0.5898}
+    for name, gradient in expected.items():
+        assert values[f"df/d{name}"] == pytest.approx(gradient, abs=1e-4)
+        assert values[f"autograd df/d{name}"] == pytest.approx(values[f"df/d{name}"])
+
+
+SMALL = {  # each model config, made small enough to check in seconds
+    "linear": ["loss=cross_entropy"],
+    "mlp": ["model.hidden_sizes=[16]", "loss=mse"],
+    "cnn": ["model.channels=[4,8]", "model.hidden_sizes=[16]", "model.batch_norm=true"],
+    "examples_cnn": ["model.channels=[4,8]", "model.hidden_sizes=[16]"],
+    "mlp_inpaint": ["model.hidden_sizes=[16]", "loss=pixel_mse"],
+    "conv_inpaint": ["model.widths=[4,8]", "loss=pixel_l1"],
+}
+
+
+def test_every_model_config_is_checked():
+    configs = {path.stem for path in (Path(config_dir()) / "model").glob("*.yaml")}
+    # AlexNet (62M parameters) takes minutes in float64; test_models checks its forward and backward.
+    assert configs - {"alexnet"} == set(SMALL)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_gradients_of_every_model_match_central_differences(name):
+    cfg = compose_config([f"model={name}", *SMALL[name]], config_name="gradcheck")
+    model, loss_fn = build(cfg, "model"), build(cfg, "loss")
+    checks = gradient_check(model, loss_fn, example_batch(model, (1, 28, 28), batch_size=3), elements_per_parameter=3)
+    assert [check.name for check in checks] == [name for name, _ in model.named_parameters()]
+    assert all(check.relative_error < 1e-5 for check in checks), checks
+
+
+class WrongBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, upstream):
+        return 2 * upstream  # a bug: the identity's gradient is 1
+
+
+class Buggy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(784, 10)
+
+    def forward(self, images):
+        return WrongBackward.apply(self.fc(images.flatten(1)))
+
+
+def test_a_wrong_backward_fails(capsys):
+    model = Buggy()
+    checks = gradient_check(model, nn.CrossEntropyLoss(), example_batch(model, (1, 28, 28)), elements_per_parameter=3)
+    assert all(check.relative_error == pytest.approx(1 / 3, rel=1e-4) for check in checks)  # |2g − g| / (2g + g)
+    assert report(checks, tolerance=1e-5) is False
+    assert "FAIL: fc.weight, fc.bias" in capsys.readouterr().out
+
+
+def run(command: list[str], tmp_path: Path, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
+    env = {"PATH": str(BIN), "PYTHONPATH": str(pythonpath or tmp_path), "HOME": str(tmp_path)}
+    return subprocess.run([str(BIN / command[0]), *command[1:]], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_gradcheck_cli_passes_fails_and_explains(tmp_path):
+    (tmp_path / "user_models.py").write_text(
+        "from torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(784, 10)\n"
+        "    def forward(self, x):\n        return self.fc(x.flatten(1))\n"
+    )
+    good = run(["dlcourse-gradcheck", "~model", "+model._target_=user_models.Net", "elements_per_parameter=3"], tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert "2 of 2 parameters PASS" in good.stdout
+    wrong_loss = run(["dlcourse-gradcheck", "model=conv_inpaint", "model.widths=[4,8]"], tmp_path)
+    assert wrong_loss.returncode == 2
+    assert "loss=pixel_mse" in wrong_loss.stderr and "Traceback" not in wrong_loss.stderr
+
+
+def test_gradcheck_cli_exits_1_on_fail(tmp_path):
+    (tmp_path / "buggy.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "class Twice(torch.autograd.Function):\n"
+        "    @staticmethod\n    def forward(ctx, x):\n        return x.clone()\n"
+        "    @staticmethod\n    def backward(ctx, g):\n        return 2 * g\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(784, 10)\n"
+        "    def forward(self, x):\n        return Twice.apply(self.fc(x.flatten(1)))\n"
+    )
+    result = run(["dlcourse-gradcheck", "~model", "+model._target_=buggy.Net", "elements_per_parameter=2"], tmp_path)
+    assert result.returncode == 1
+    assert "FAIL" in result.stdout
+
+
+def test_alexnet_summary_matches_the_lecture():
+    model = build(compose_config(["model=alexnet"], config_name="summary"), "model")
+    layers = summarize(model, (3, 224, 224))
+    shapes = {layer.name: layer.output_shape for layer in layers if layer.name.startswith(("conv", "fc"))}
+    assert shapes == {"conv1": (96, 55, 55), "conv2": (256, 27, 27), "conv3": (384, 13, 13), "conv4": (384, 13, 13),
+                      "conv5": (256, 13, 13), "fc6": (4096,), "fc7": (4096,), "fc8": (1000,)}
+    assert sum(layer.parameters for layer in layers) == sum(p.numel() for p in model.parameters()) == 62_378_344
+    # Neurons: the outputs of the conv and fully-connected layers, computed by hand from the shapes above.
+    by_hand = 96 * 55 * 55 + 256 * 27 * 27 + 2 * 384 * 13 * 13 + 256 * 13 * 13 + 4096 + 4096 + 1000
+    assert sum(layer.neurons for layer in layers) == by_hand == 659_272  # "about 650,000"
+
+
+def test_summary_cli_prints_the_table(tmp_path):
+    result = run(["dlcourse-summary", "model=cnn"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "(64, 7, 7)" in result.stdout and "Total parameters:" in result.stdout
+    wrong = run(["dlcourse-summary", "model=alexnet"], tmp_path)  # 28×28 is too small for AlexNet
+    assert wrong.returncode == 2 and "(AlexNet: [3,224,224])" in wrong.stderr
