@@ -55,6 +55,8 @@ def gradient_check(
     elements_per_parameter: int = 20, epsilon: float = 1e-6, seed: int = 0,
 ) -> list[ParameterCheck]:
     """Autograd against central differences for a sample of each parameter's elements, in float64."""
+    if not any(p.requires_grad for p in model.parameters()):
+        raise UserError(f"{type(model).__name__} has no trainable parameters: there is no gradient to check")
     model, loss_fn = model.double(), loss_fn.double()
     inputs, targets, *context = (t.double() if t.is_floating_point() else t for t in batch)
     model.train()

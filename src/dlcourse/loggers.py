@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from torch import nn
 
 HParamValue = int | float | str | bool
 
@@ -14,6 +15,7 @@ HParamValue = int | float | str | bool
 class Logger(Protocol):
     def log_scalars(self, metrics: Mapping[str, float], step: int) -> None: ...
     def log_image(self, tag: str, image: torch.Tensor, step: int) -> None: ...
+    def log_histograms(self, model: nn.Module, step: int) -> None: ...
     def log_hparams(self, hparams: Mapping[str, HParamValue], metric_names: Iterable[str]) -> None: ...
     def close(self) -> None: ...
 
@@ -25,6 +27,9 @@ class NullLogger:
         pass
 
     def log_image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        pass
+
+    def log_histograms(self, model: nn.Module, step: int) -> None:
         pass
 
     def log_hparams(self, hparams: Mapping[str, HParamValue], metric_names: Iterable[str]) -> None:
@@ -51,6 +56,13 @@ class TensorBoardLogger:
     def log_image(self, tag: str, image: torch.Tensor, step: int) -> None:
         """`image`: (3, H, W) with values in [0, 1]."""
         self.writer.add_image(tag, image, step)
+
+    def log_histograms(self, model: nn.Module, step: int) -> None:
+        """Each parameter's values and, after a backward pass, its gradient."""
+        for name, parameter in model.named_parameters():
+            self.writer.add_histogram(f"weights/{name}", parameter.detach().float().cpu(), step)
+            if parameter.grad is not None:
+                self.writer.add_histogram(f"gradients/{name}", parameter.grad.float().cpu(), step)
 
     def log_hparams(self, hparams: Mapping[str, HParamValue], metric_names: Iterable[str]) -> None:
         """Register the run's hyperparameters and the names of scalars it already logged.

@@ -25,6 +25,7 @@ from dlcourse.distributed import unwrap
 from dlcourse.loggers import NullLogger, TensorBoardLogger, flatten_hparams
 from dlcourse.run_files import NullRunFiles, RunFiles
 from dlcourse.runtime import configure_determinism, seed_everything, select_device
+from dlcourse.schedulers import LRScheduler
 from dlcourse.schema import validate_config
 from dlcourse.settings import TrainerSettings
 from dlcourse.tasks import Task
@@ -51,17 +52,11 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     loss_fn = build(cfg, "loss")
     metric_names = check_model_fits(model, loss_fn, data.task, next(iter(data.val)), device)
     check_optimized_metric(cfg.get("optimized_metric"), metric_names)
-    model = processes.wrap(model, device)  # DistributedDataParallel under torchrun
-    if settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if settings.compile:
-        model = torch.compile(model)
-    optimizer = build(cfg, "optimizer", params=model.parameters())
-    steps_per_epoch = min(len(data.train), settings.limit_train_batches or math.inf)
-    scheduler = build(
-        cfg, "scheduler", optimizer=optimizer,
-        total_steps=steps_per_epoch * settings.epochs, steps_per_epoch=steps_per_epoch,
-    )
+    trainable = any(p.requires_grad for p in model.parameters())  # else a classical method
+    if not trainable and processes.world_size > 1:
+        raise UserError(f"{type(model).__name__} learns without gradients and runs in one process: start it without torchrun")
+    model = prepare_model(model, settings, processes, device) if trainable else model
+    optimizer, scheduler = build_optimization(cfg, model, len(data.train), settings) if trainable else (None, None)
     checkpoint = load_checkpoint(find_checkpoint(cfg.resume)) if cfg.get("resume") else None
     if checkpoint:
         log.info("Resuming from %s (epoch %d, step %d).", cfg.resume, checkpoint["epoch"], checkpoint["step"])
@@ -78,7 +73,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
         if checkpoint:
             trainer.restore(checkpoint)
         try:
-            metrics = trainer.fit()
+            metrics = trainer.fit() if trainable else trainer.fit_without_gradients()
             logger.log_hparams(flatten_hparams(config), [k for k in metrics if "/" in k])
         finally:
             logger.close()
@@ -87,6 +82,31 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     log.info("Run folder: %s", output_dir)
     log.info("Look at it with: tensorboard --logdir %s", shortest_path(output_dir.parent))
     return metrics
+
+
+def prepare_model(
+    model: torch.nn.Module, settings: TrainerSettings, processes: distributed.SingleProcess, device: torch.device
+) -> torch.nn.Module:
+    """DistributedDataParallel under torchrun, then the memory layout and compilation switches."""
+    model = processes.wrap(model, device)
+    if settings.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if settings.compile:
+        model = torch.compile(model)
+    return model
+
+
+def build_optimization(
+    cfg: DictConfig, model: torch.nn.Module, batches_per_epoch: int, settings: TrainerSettings
+) -> tuple[torch.optim.Optimizer, LRScheduler]:
+    """The optimizer over the model's parameters, and a scheduler that knows the run's length."""
+    optimizer = build(cfg, "optimizer", params=model.parameters())
+    steps_per_epoch = min(batches_per_epoch, settings.limit_train_batches or math.inf)
+    scheduler = build(
+        cfg, "scheduler", optimizer=optimizer,
+        total_steps=steps_per_epoch * settings.epochs, steps_per_epoch=steps_per_epoch,
+    )
+    return optimizer, scheduler
 
 
 def setup_runtime(settings: TrainerSettings, seed: int) -> tuple[distributed.SingleProcess, torch.device]:

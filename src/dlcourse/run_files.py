@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from dlcourse.checkpoint import export_safetensors, save_checkpoint
+from dlcourse.pictures import save_png
 
 
 class RunFiles:
@@ -22,9 +23,7 @@ class RunFiles:
         save_checkpoint(checkpoint, self.checkpoint_dir / name)
 
     def save_image(self, name: str, image: torch.Tensor) -> None:
-        from torchvision.utils import save_image  # imported here: torchvision is slow to import
-
-        save_image(image, self.output_dir / f"{name}.png")
+        save_png(image, self.output_dir / f"{name}.png")
 
     def write_results(self, metrics: dict[str, float], model: nn.Module, model_config: dict[str, Any]) -> None:
         """metrics.json, and the weights as model.safetensors (no pickle; config in the metadata)."""

@@ -32,6 +32,7 @@ LIMITS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("dataset.val_size", lambda value: value >= 1, "at least 1"),
     ("trainer.epochs", lambda value: value >= 1, "at least 1"),
     ("trainer.log_every_n_steps", lambda value: value >= 1, "at least 1"),
+    ("trainer.histogram_every_n_steps", lambda value: value >= 0, "0 (never) or more"),
     ("trainer.eval_every_n_epochs", lambda value: value >= 1, "at least 1"),
     ("trainer.grad_clip", lambda value: value >= 0, "0 (off) or more"),
 ]

@@ -16,6 +16,7 @@ class TrainerSettings:
     limit_train_batches: int | None = None
     limit_eval_batches: int | None = None
     log_every_n_steps: int = 50
+    histogram_every_n_steps: int | None = None  # weight / gradient histograms; None: at each evaluation; 0: never
     eval_every_n_epochs: int = 1
     progress_bar: bool | None = None  # None: only when stderr is a terminal
     on_nonfinite: Literal["stop", "skip"] = "stop"  # what a nan / inf loss does

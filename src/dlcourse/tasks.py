@@ -12,6 +12,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from dlcourse.pictures import confusion_matrix, confusion_matrix_image, grid, labelled_grid
+
 
 class Task(Protocol):
     name: str  # stored in checkpoints, so tools such as dlcourse-predict know what a model does
@@ -41,8 +43,23 @@ class ClassificationTask:
     def baselines(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
 
+    @torch.no_grad()
     def pictures(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-        return {}
+        """A confusion matrix of the fixed test batch, and the images in it the model got wrong."""
+        images, labels = batch
+        was_training = model.training
+        model.eval()
+        outputs = model(images)
+        model.train(was_training)
+        predictions, num_classes = outputs.argmax(dim=1), outputs.shape[1]
+        counts = confusion_matrix(predictions, labels, num_classes).cpu()
+        pictures = {"confusion_matrix": confusion_matrix_image(counts)}
+        wrong = (predictions != labels).nonzero().flatten()
+        if len(wrong):
+            captions = [f"{p} / {t}" for p, t in zip(predictions[wrong[:32]].tolist(), labels[wrong[:32]].tolist())]
+            title = f"predicted / true: {len(wrong)} of {len(labels)} fixed test images wrong"
+            pictures["misclassified"] = labelled_grid(images[wrong[:32]], captions, title=title)
+        return pictures
 
 
 def psnr(mse: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
@@ -77,15 +94,11 @@ class InpaintingTask:
     @torch.no_grad()
     def pictures(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         """One row per sample: masked input | prediction | ground truth | mask."""
-        from torchvision.utils import make_grid  # imported here: torchvision is slow to import
-
-        masked, targets, mask = batch
+        masked, targets, mask = (t[:8] for t in batch)
         was_training = model.training
         model.eval()
         prediction = model(masked, mask).float().clamp(0, 1)
         model.train(was_training)
         columns = [masked, prediction, targets, mask.expand_as(targets)]
         tiles = torch.stack(columns, dim=1).flatten(0, 1)  # (B * 4, C, H, W), row by row
-        if tiles.shape[1] == 1:
-            tiles = tiles.expand(-1, 3, -1, -1)
-        return {"inpainting": make_grid(tiles.cpu(), nrow=len(columns), padding=2, pad_value=0.5)}
+        return {"inpainting": grid(tiles, columns=len(columns))}

@@ -24,6 +24,7 @@ from dlcourse.evaluation import accumulate, batch_sums, evaluate
 from dlcourse.errors import UserError
 from dlcourse.interrupt import NoStopSignal, StopSignal, TrainingInterrupted
 from dlcourse.loggers import Logger
+from dlcourse.pictures import model_pictures
 from dlcourse.run_files import RunFiles
 from dlcourse.runtime import autocast_dtype
 from dlcourse.schedulers import LRScheduler
@@ -37,8 +38,8 @@ class Trainer:
         self,
         model: nn.Module,
         loss_fn: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler: LRScheduler,
+        optimizer: torch.optim.Optimizer | None,
+        scheduler: LRScheduler | None,
         data: DataSplits,
         logger: Logger,
         settings: TrainerSettings,
@@ -48,14 +49,15 @@ class Trainer:
         stop_signal: StopSignal | NoStopSignal = NoStopSignal(),
         processes: SingleProcess = SingleProcess(),
     ) -> None:
-        """`model` may be wrapped in DistributedDataParallel; `processes` says which rank this is."""
+        """`model` may be wrapped in DistributedDataParallel; `processes` says which rank this is.
+        No optimizer and scheduler: a model without trainable parameters, for `fit_without_gradients`."""
         self.model, self.raw_model, self.loss_fn, self.data = model, unwrap(model), loss_fn, data
         self.optimizer, self.scheduler = optimizer, scheduler
         self.logger, self.settings, self.device = logger, settings, device
         self.files, self.config, self.stop_signal, self.processes = files, config, stop_signal, processes
         self.checkpoint_dir = files.checkpoint_dir
-        # A fixed handful of test samples, pictured at every evaluation (when the task has pictures).
-        self.picture_batch = tuple(t[:8].to(device) for t in next(iter(data.test)))
+        # The first test batch, fixed: pictured at every evaluation (confusion matrix, mistakes, ...).
+        self.picture_batch = tuple(t.to(device) for t in next(iter(data.test)))
         self.dtype = autocast_dtype(str(settings.precision), device)
         # float16 gradients underflow without loss scaling; with bf16 or float32 it stays off.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
@@ -92,6 +94,18 @@ class Trainer:
                 "best_epoch": self.best["epoch"], "epochs": self.settings.epochs, "steps": self.step,
                 "nonfinite_steps": self.nonfinite_steps, "train_seconds": time.perf_counter() - start}
 
+    def fit_without_gradients(self) -> dict[str, float]:
+        """Classical methods (template matching, nearest neighbours): one pass over the training
+        data fits them, with no gradient step; then they are validated and tested like any model."""
+        start = time.perf_counter()
+        self.raw_model.fit(self.data.train)
+        val_metrics = self.validate_if_due(self.settings.epochs)
+        self.best = {"value": val_metrics[self.monitor], "epoch": 0, "metrics": val_metrics}
+        self.save_checkpoint(BEST, val_metrics)
+        log.info("fitted in one pass, without gradients  %s", format_metrics(val_metrics))
+        return {**val_metrics, **self.test_best(), "best_epoch": 0, "epochs": 0, "steps": 0,
+                "train_seconds": time.perf_counter() - start}
+
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
         if self.batch_in_epoch == 0:  # a fresh epoch (not one resumed part-way)
@@ -111,6 +125,8 @@ class Trainer:
                 self.epoch_count += len(outputs)
             if self.step % self.settings.log_every_n_steps == 0:
                 self.log_step(loss, bar)
+            if self.settings.histogram_every_n_steps and self.step % self.settings.histogram_every_n_steps == 0:
+                self.logger.log_histograms(self.raw_model, self.step)  # the gradients of this step
             # Every rank must stop at the same step: agree on whether any got a signal.
             signal_number = self.processes.agree_on_signal(self.stop_signal.received or 0, self.step)
             if signal_number:
@@ -172,11 +188,16 @@ class Trainer:
         val_metrics = self.evaluate(self.data.val, "val")
         self.logger.log_scalars(val_metrics, self.step)
         self.log_pictures()
+        if self.settings.histogram_every_n_steps is None:
+            self.logger.log_histograms(self.raw_model, self.step)  # with the epoch's last gradients
         return val_metrics
 
     def log_pictures(self, save: bool = False) -> None:
-        """The task's pictures of the fixed test samples, to TensorBoard (and as PNGs if `save`)."""
-        for name, image in self.data.task.pictures(self.raw_model, self.picture_batch).items():
+        """What the first layer learned and what the model does with the fixed test batch, to
+        TensorBoard (and as PNGs if `save`)."""
+        inputs, _, *context = self.picture_batch
+        pictures = model_pictures(self.raw_model, inputs, *context) | self.data.task.pictures(self.raw_model, self.picture_batch)
+        for name, image in pictures.items():
             self.logger.log_image(f"pictures/{name}", image, self.step)
             if save:
                 self.files.save_image(name, image)
@@ -226,7 +247,7 @@ class Trainer:
 
     @property
     def learning_rate(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+        return self.optimizer.param_groups[0]["lr"] if self.optimizer else 0.0
 
     def is_improvement(self, val_metrics: dict[str, float]) -> bool:
         value, best = val_metrics[self.monitor], self.best["value"]
@@ -240,8 +261,8 @@ class Trainer:
             "task": self.data.task.name,
             "input_shape": list(self.picture_batch[0].shape[1:]),  # one input's (C, H, W)
             "model": self.raw_model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer else {},  # none: a classical method
+            "scheduler": self.scheduler.state_dict() if self.scheduler else {},
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,  # the epoch to run next, or the one in progress
             "batch_in_epoch": self.batch_in_epoch,  # batches of it already done

@@ -51,6 +51,7 @@ def inpainting(
     batch_size: int = 128,
     eval_batch_size: int = 1000,
     val_size: int = 5000,
+    train_subset: int | None = None,
     mask: dict[str, Any] | None = None,
     fill_value: float = 0.0,
     download_missing: bool = True,
@@ -60,7 +61,7 @@ def inpainting(
     """MNIST digits with holes to fill; the same train / val / test images as `mnist`."""
     mask = dict(mask or DEFAULT_MASK)
     device = torch.device(device)
-    files = open_mnist(data_dir, val_size, download_missing, seed)
+    files = open_mnist(data_dir, val_size, download_missing, seed, train_subset)
     images = files.train.data.to(device).unsqueeze(1).float().div_(255)  # (60000, 1, 28, 28)
     train_images, val_images = images[files.train_indices], images[files.val_indices]
     test_images = files.test.data.to(device).unsqueeze(1).float().div_(255)

@@ -90,8 +90,11 @@ class MnistFiles:
     val_indices: torch.Tensor
 
 
-def open_mnist(data_dir: str, val_size: int, download_missing: bool, seed: int) -> MnistFiles:
-    """Find (or download) the IDX files, check `val_size`, decode both splits, carve out val."""
+def open_mnist(
+    data_dir: str, val_size: int, download_missing: bool, seed: int, train_subset: int | None = None
+) -> MnistFiles:
+    """Find (or download) the IDX files, check `val_size`, decode both splits, carve out val;
+    `train_subset` keeps that many training images (a random subset fixed by the seed)."""
     root = Path(data_dir).expanduser()
     if missing_files(root):
         if not download_missing:
@@ -101,10 +104,14 @@ def open_mnist(data_dir: str, val_size: int, download_missing: bool, seed: int) 
     num_train = count_training_images(root)
     if not 0 < val_size < num_train:
         raise UserError(f"dataset.val_size={val_size} must be between 1 and {num_train - 1}")
+    if train_subset is not None and not 0 < train_subset <= num_train - val_size:
+        raise UserError(f"dataset.train_subset={train_subset} must be between 1 and {num_train - val_size} "
+                        f"(the training images left beside val_size={val_size}), or null for all of them")
     train_set, test_set = load_split(root, train=True), load_split(root, train=False)
     # The validation images are fixed by the seed alone, so every run with that seed shares them.
     order = torch.randperm(num_train, generator=torch.Generator().manual_seed(seed))
-    return MnistFiles(root, train_set, test_set, train_indices=order[val_size:], val_indices=order[:val_size])
+    train_indices = order[val_size:][:train_subset]  # [:None] keeps all
+    return MnistFiles(root, train_set, test_set, train_indices=train_indices, val_indices=order[:val_size])
 
 
 def mnist(
@@ -112,14 +119,16 @@ def mnist(
     batch_size: int = 128,
     eval_batch_size: int = 1000,
     val_size: int = 5000,
+    train_subset: int | None = None,
     download_missing: bool = True,
     loader: Literal["tensor", "dataloader"] = "tensor",
     num_workers: int = 0,
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> DataSplits:
-    """MNIST as train (60,000 − val_size), val (val_size, carved by `seed`) and test (10,000)."""
-    files = open_mnist(data_dir, val_size, download_missing, seed)
+    """MNIST as train (60,000 − val_size, or `train_subset` of them), val (val_size, carved by
+    `seed`) and test (10,000)."""
+    files = open_mnist(data_dir, val_size, download_missing, seed, train_subset)
     if loader == "tensor":
         device = torch.device(device)
         images, labels = normalize(files.train.data, device), files.train.targets.to(device)

@@ -1,9 +1,10 @@
 """Models, each a plain `nn.Module` whose constructor takes typed arguments (named by `_target_`)."""
 
 from dlcourse.models.alexnet import AlexNet
+from dlcourse.models.classical import NearestNeighbor, TemplateNCC
 from dlcourse.models.cnn import CNN
 from dlcourse.models.inpainting import ConvInpaint, MLPInpaint
 from dlcourse.models.linear import LinearClassifier
 from dlcourse.models.mlp import MLP
 
-__all__ = ["AlexNet", "CNN", "ConvInpaint", "LinearClassifier", "MLP", "MLPInpaint"]
+__all__ = ["AlexNet", "CNN", "ConvInpaint", "LinearClassifier", "MLP", "MLPInpaint", "NearestNeighbor", "TemplateNCC"]

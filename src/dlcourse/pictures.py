@@ -1,0 +1,135 @@
+"""Pictures of what a model learned and does: templates, filters, activation maps, confusion
+matrices and mistakes. Each is an image (3, H, W) in [0, 1], for TensorBoard and PNG files.
+
+Drawn with torch and PIL alone: torchvision and matplotlib cost seconds to import, and these
+run at every evaluation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch import nn
+from torch.nn import functional as F
+
+MAX_TEMPLATES = 100  # hidden units shown for a wide first layer
+
+
+def stretch(tiles: torch.Tensor) -> torch.Tensor:
+    """Each tile's values mapped to [0, 1] on its own (weights and activations have any scale)."""
+    flat = tiles.flatten(start_dim=1)
+    low, high = flat.min(dim=1).values, flat.max(dim=1).values
+    scale = (high - low).clamp_min(1e-12)
+    return ((flat - low[:, None]) / scale[:, None]).view_as(tiles)
+
+
+def grid(tiles: torch.Tensor, columns: int, min_size: int = 28, padding: int = 2) -> torch.Tensor:
+    """(N, C, h, w) tiles in [0, 1] → one (3, H, W) image, `columns` tiles a row, on grey.
+
+    Tiles smaller than `min_size` are enlarged (nearest neighbour, so a 5×5 filter shows 5×5 cells)."""
+    tiles = tiles.detach().float().cpu()
+    if tiles.shape[1] == 1:
+        tiles = tiles.expand(-1, 3, -1, -1)
+    factor = max(1, -(-min_size // tiles.shape[-1]))
+    tiles = F.interpolate(tiles, scale_factor=factor, mode="nearest") if factor > 1 else tiles
+    count, _, height, width = tiles.shape
+    rows, columns = -(-count // columns), min(columns, count)
+    image = torch.full((3, rows * (height + padding) + padding, columns * (width + padding) + padding), 0.5)
+    for index, tile in enumerate(tiles):
+        top, left = padding + (index // columns) * (height + padding), padding + (index % columns) * (width + padding)
+        image[:, top : top + height, left : left + width] = tile
+    return image
+
+
+def first_layer(model: nn.Module) -> nn.Module | None:
+    """The first fully-connected or convolutional layer: where the input meets learned weights."""
+    return next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+
+
+@torch.no_grad()
+def model_pictures(model: nn.Module, inputs: torch.Tensor, *context: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What the first layer learned, for the linear classifier, MLPs, CNNs and template matching:
+
+    - weights that see the whole image (a linear or MLP first layer, class templates): each
+      unit's weights reshaped to the image — the learned templates;
+    - convolution filters, and the maps they produce on four fixed images (one row per image).
+    """
+    image_shape = inputs.shape[1:]
+    templates = getattr(model, "templates", None)
+    layer = first_layer(model)
+    if templates is None and isinstance(layer, nn.Linear) and layer.in_features >= image_shape.numel():
+        templates = layer.weight  # (units, in_features)
+    if isinstance(templates, torch.Tensor):
+        # Inputs beyond the image (an inpainting mask channel, say) are left out of the picture.
+        images = templates[:MAX_TEMPLATES, : image_shape.numel()].reshape(-1, *image_shape)
+        return {"templates": grid(stretch(images[:, :3]), columns=10)}
+    if not isinstance(layer, nn.Conv2d):
+        return {}
+    filters = layer.weight[:, :3] if layer.in_channels >= 3 else layer.weight[:, :1]  # RGB filters in colour
+    maps: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda module, args, output: maps.append(output))
+    was_training = model.training
+    model.eval()
+    try:
+        model(inputs[:4], *(c[:4] for c in context))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    activations = maps[0][:, :16]  # (4, ≤16, H, W): the first 16 maps of each image
+    return {"filters": grid(stretch(filters), columns=16, min_size=24),
+            "activations": grid(stretch(activations.flatten(0, 1)[:, None]), columns=activations.shape[1])}
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) in [0, 1] → a PIL image."""
+    array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def from_pil(picture: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(picture.convert("RGB")).copy()).permute(2, 0, 1).float() / 255
+
+
+def save_png(image: torch.Tensor, path) -> None:
+    to_pil(image).save(path)
+
+
+def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """counts[t, p]: how many images of class t were predicted as p."""
+    return torch.bincount(labels * num_classes + predictions, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def confusion_matrix_image(counts: torch.Tensor, cell: int = 26) -> torch.Tensor:
+    """Rows: true class; columns: predicted class; shade: the row's fraction; each cell's count."""
+    num_classes = counts.shape[0]
+    fractions = counts.float() / counts.sum(dim=1, keepdim=True).clamp_min(1)
+    margin = cell
+    picture = Image.new("RGB", (margin + num_classes * cell, margin + num_classes * cell), "white")
+    draw = ImageDraw.Draw(picture)
+    draw.text((2, 6), "t\\p", fill="grey")  # true down the side, predicted along the top
+    for index in range(num_classes):
+        draw.text((margin + index * cell + cell // 3, 6), str(index), fill="black")
+        draw.text((8, margin + index * cell + cell // 3), str(index), fill="black")
+    for true in range(num_classes):
+        for predicted in range(num_classes):
+            shade = int(255 * (1 - fractions[true, predicted].item()))
+            box = (margin + predicted * cell, margin + true * cell, margin + (predicted + 1) * cell, margin + (true + 1) * cell)
+            draw.rectangle(box, fill=(shade, shade, 255), outline=(200, 200, 200))
+            draw.text((box[0] + 3, box[1] + 7), str(int(counts[true, predicted])), fill="black" if shade > 120 else "white")
+    return from_pil(picture)
+
+
+def labelled_grid(images: torch.Tensor, labels: list[str], columns: int = 8, title: str = "") -> torch.Tensor:
+    """Images (N, C, h, w) each with a caption below it, and a title line on top."""
+    tiles = F.interpolate(stretch(images.float().cpu()), scale_factor=2, mode="nearest")
+    body = to_pil(grid(tiles, columns=columns, padding=14))
+    picture = Image.new("RGB", (body.width, body.height + 14), "white")
+    picture.paste(body, (0, 14))
+    draw = ImageDraw.Draw(picture)
+    draw.text((2, 1), title, fill="black")
+    height, width = tiles.shape[-2:]
+    for index, label in enumerate(labels):
+        top, left = 14 + 14 + (index // columns) * (height + 14), 14 + (index % columns) * (width + 14)
+        draw.text((left, top + height), label, fill="black")
+    return from_pil(picture)

@@ -1,0 +1,146 @@
+"""What a run shows (templates, filters, confusion matrices, histograms), the classical baselines,
+and training on a subset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import compose_config, quick_overrides
+from dlcourse.data.mnist import mnist
+from dlcourse.errors import UserError
+from dlcourse.evaluate import evaluate_checkpoint
+from dlcourse.models import CNN, MLP, LinearClassifier, NearestNeighbor, TemplateNCC
+from dlcourse.pictures import confusion_matrix, grid, model_pictures
+from dlcourse.run import train
+from dlcourse.tasks import ClassificationTask
+
+IMAGES = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+
+
+def test_grid_places_each_tile_in_its_cell():
+    tiles = torch.arange(5.0).view(5, 1, 1, 1).expand(5, 1, 28, 28) / 4  # tile i is all i / 4
+    image = grid(tiles, columns=3, padding=2)
+    assert image.shape == (3, 2 + 2 * 30, 2 + 3 * 30)
+    for index in range(5):
+        top, left = 2 + (index // 3) * 30, 2 + (index % 3) * 30
+        assert torch.all(image[:, top : top + 28, left : left + 28] == index / 4)
+    assert torch.all(image[:, 32:60, 62:90] == 0.5)  # the sixth cell is empty: background
+
+
+def test_linear_templates_are_the_rows_of_w():
+    model = LinearClassifier()
+    pictures = model_pictures(model, IMAGES)
+    assert set(pictures) == {"templates"}
+    first = pictures["templates"][0, 2:30, 2:30]  # the first tile: row 0 of W, stretched to [0, 1]
+    row = model.linear.weight[0].view(28, 28)
+    torch.testing.assert_close(first, (row - row.min()) / (row.max() - row.min()))
+
+
+def test_mlp_shows_up_to_100_hidden_units_and_the_cnn_its_filters_and_maps():
+    assert model_pictures(MLP(hidden_sizes=[32]), IMAGES)["templates"].shape == (3, 2 + 4 * 30, 2 + 10 * 30)
+    assert model_pictures(MLP(hidden_sizes=[300]), IMAGES)["templates"].shape == (3, 2 + 10 * 30, 2 + 10 * 30)
+    pictures = model_pictures(CNN(channels=[8, 16], kernel_sizes=5), IMAGES)
+    assert set(pictures) == {"filters", "activations"}
+    assert pictures["filters"].shape == (3, 2 + 27, 2 + 8 * 27)  # 8 filters of 5×5, enlarged to 25×25
+    assert pictures["activations"].shape == (3, 2 + 4 * 30, 2 + 8 * 30)  # 4 images × 8 maps of 28×28
+
+
+def test_confusion_matrix_counts_by_hand():
+    labels = torch.tensor([0, 0, 1, 2, 2, 2])
+    predictions = torch.tensor([0, 1, 1, 2, 0, 2])
+    expected = torch.tensor([[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+    assert torch.equal(confusion_matrix(predictions, labels, 3), expected)
+
+
+class Fixed(nn.Module):
+    """Predicts class (first pixel > 0) for every image."""
+
+    def forward(self, images):
+        positive = (images[:, 0, 0, 0] > 0).long()
+        return nn.functional.one_hot(positive, 10).float()
+
+
+def test_classification_pictures_show_mistakes_only_when_there_are_some():
+    labels = (IMAGES[:, 0, 0, 0] > 0).long()
+    pictures = ClassificationTask().pictures(Fixed(), (IMAGES, labels))
+    assert set(pictures) == {"confusion_matrix"}
+    pictures = ClassificationTask().pictures(Fixed(), (IMAGES, 1 - labels))
+    assert set(pictures) == {"confusion_matrix", "misclassified"}
+    for image in pictures.values():
+        assert image.shape[0] == 3 and 0 <= image.min() and image.max() <= 1
+
+
+def test_a_run_writes_pictures_and_histograms(tiny_mnist, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = compose_config(["model=cnn", "model.channels=[4,8]", "trainer.histogram_every_n_steps=4",
+                          *quick_overrides(tiny_mnist)])
+    train(cfg, tmp_path)
+    for name in ("filters", "activations", "confusion_matrix"):
+        assert (tmp_path / f"{name}.png").is_file()
+    events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0, "images": 0})
+    events.Reload()
+    assert {"weights/features.0.0.weight", "gradients/features.0.0.weight"} <= set(events.Tags()["histograms"])
+    steps = [event.step for event in events.Histograms("gradients/classifier.5.bias")]
+    assert steps == [4, 8, 12, 16]  # 2 epochs of 8 steps
+    assert {"pictures/filters", "pictures/confusion_matrix"} <= set(events.Tags()["images"])
+
+
+def test_template_ncc_is_the_correlation_with_each_class_mean():
+    generator = torch.Generator().manual_seed(0)
+    images, labels = torch.rand(40, 1, 4, 4, generator=generator), torch.arange(40) % 3
+    model = TemplateNCC(num_classes=3, input_size=16)
+    model.fit([(images[:25], labels[:25]), (images[25:], labels[25:])])  # two batches
+    for c in range(3):
+        torch.testing.assert_close(model.templates[c], images[labels == c].flatten(1).mean(dim=0))
+    scores = model(images[:2])
+    for i in range(2):
+        for c in range(3):
+            pearson = torch.corrcoef(torch.stack([images[i].flatten(), model.templates[c]]))[0, 1]
+            assert scores[i, c].item() == pytest.approx(pearson.item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_nearest_neighbor_matches_brute_force_in_any_chunking(metric):
+    generator = torch.Generator().manual_seed(1)
+    stored, labels = torch.randn(50, 1, 3, 3, generator=generator), torch.randint(0, 4, (50,), generator=generator)
+    queries = torch.randn(7, 1, 3, 3, generator=generator)
+    if metric == "l2":
+        nearest = torch.cdist(queries.flatten(1), stored.flatten(1)).argmin(dim=1)
+    else:
+        nearest = (nn.functional.normalize(queries.flatten(1), dim=1) @ nn.functional.normalize(stored.flatten(1), dim=1).T).argmax(dim=1)
+    for chunk_size in (7, 1000):
+        model = NearestNeighbor(num_classes=4, metric=metric, chunk_size=chunk_size)
+        model.fit([(stored, labels)])
+        assert torch.equal(model(queries).argmax(dim=1), labels[nearest])
+
+
+def test_k_nearest_vote_and_a_saved_model_loads_into_a_fresh_one():
+    stored = torch.tensor([[0.0], [1.0], [1.1], [5.0]]).view(4, 1, 1, 1)
+    model = NearestNeighbor(num_classes=3, k=3)
+    model.fit([(stored, torch.tensor([2, 1, 1, 0]))])
+    # Neighbours of 0.2: 0.0 (class 2), 1.0 and 1.1 (class 1): class 1 wins the vote 2 to 1.
+    assert model(torch.tensor([[[[0.2]]]])).argmax().item() == 1
+    fresh = NearestNeighbor(num_classes=3, k=3)
+    fresh.load_state_dict(model.state_dict())
+    assert torch.equal(fresh.memory, model.memory)
+
+
+@pytest.mark.parametrize("name", ["template_ncc", "nearest_neighbor"])
+def test_classical_baselines_fit_without_gradient_steps_and_evaluate(name, tiny_mnist, tmp_path):
+    metrics = train(compose_config([f"model={name}", *quick_overrides(tiny_mnist)]), tmp_path)
+    assert metrics["steps"] == 0 and metrics["epochs"] == 0
+    assert metrics["test/acc"] > 0.9  # each tiny class is a bright band: templates and neighbours find it
+    evaluated = evaluate_checkpoint(tmp_path / "checkpoints" / "best.pt", device="cpu")
+    assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"])
+
+
+def test_train_subset_keeps_that_many_images(tiny_mnist):
+    data = mnist(str(tiny_mnist), batch_size=10, val_size=50, train_subset=30)
+    assert sum(len(batch[0]) for batch in data.train) == 30
+    again = mnist(str(tiny_mnist), batch_size=10, val_size=50, train_subset=30)
+    assert torch.equal(data.train.tensors[1], again.train.tensors[1])  # the subset is fixed by the seed
+    with pytest.raises(UserError, match="train_subset=251 must be between 1 and 250"):
+        mnist(str(tiny_mnist), val_size=50, train_subset=251)
