@@ -10,9 +10,11 @@ are noisy, so only ratios measured side by side mean anything.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -142,7 +144,29 @@ def logging_cost(repeats: int) -> list[str]:
     return report("Logging: an MLP epoch with TensorBoard on / off", timings, "TensorBoard off (NullLogger)")
 
 
-BENCHMARKS = {"overhead": trainer_overhead, "data": data_path, "logging": logging_cost}
+def startup(repeats: int) -> list[str]:
+    """Seconds from command start: to `--help`, and to the end of a one-step run minus its fit."""
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "DLCOURSE_DATA_DIR": DATA_DIR}
+    rows: dict[str, list[float]] = {"python -c 'import torch' (the floor)": [], "dlcourse-train --help": [],
+                                    "one-step run, outside fit (start-up + writing results)": []}
+    one_step = ["experiment=fast_linear_mnist", "trainer.epochs=1", "trainer.limit_train_batches=1",
+                "trainer.limit_eval_batches=1", "trainer.device=cpu"]
+    for _ in range(repeats):
+        rows["python -c 'import torch' (the floor)"].append(time_it(
+            lambda: subprocess.run([sys.executable, "-c", "import torch"], check=True)))
+        rows["dlcourse-train --help"].append(time_it(
+            lambda: subprocess.run([str(bin_dir / "dlcourse-train"), "--help"], check=True, capture_output=True)))
+        with tempfile.TemporaryDirectory() as folder:
+            wall = time_it(lambda: subprocess.run([str(bin_dir / "dlcourse-train"), *one_step, f"hydra.run.dir={folder}"],
+                                                  check=True, capture_output=True, env=env))
+            fit = json.loads((Path(folder) / "metrics.json").read_text())["train_seconds"]
+        rows["one-step run, outside fit (start-up + writing results)"].append(wall - fit)
+    return report("Start-up: seconds from command start (fast_linear_mnist, data on local disk)", rows,
+                  "python -c 'import torch' (the floor)")
+
+
+BENCHMARKS = {"overhead": trainer_overhead, "data": data_path, "logging": logging_cost, "startup": startup}
 
 
 def machine_line(repeats: int) -> str:

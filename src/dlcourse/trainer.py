@@ -32,6 +32,8 @@ from dlcourse.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
+METRIC_WINDOW = 8  # steps whose training metrics are summed together (see sum_pending_metrics)
+
 
 class Trainer:
     def __init__(
@@ -68,6 +70,7 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step = 1, 0, 0
         self.epoch_sums: dict[str, torch.Tensor] = {}
         self.epoch_count = 0
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, Batch]] = []  # (loss, outputs, batch) not yet summed
         self.checked_step = 0  # the last step whose loss was seen to be finite
         self.nonfinite_steps = 0
         self.seconds_before = 0.0  # training time spent before a resume
@@ -121,8 +124,9 @@ class Trainer:
             self.step, self.batch_in_epoch = self.step + 1, self.batch_in_epoch + 1
             samples += len(outputs)
             if loss is not None:  # None: a non-finite loss skipped with on_nonfinite=skip
-                accumulate(self.epoch_sums, batch_sums(loss, outputs, batch, self.data.task))
-                self.epoch_count += len(outputs)
+                self.pending.append((loss, outputs, batch))
+            if len(self.pending) == METRIC_WINDOW:
+                self.sum_pending_metrics()
             if self.step % self.settings.log_every_n_steps == 0:
                 self.log_step(loss, bar)
             if self.settings.histogram_every_n_steps and self.step % self.settings.histogram_every_n_steps == 0:
@@ -131,6 +135,7 @@ class Trainer:
             signal_number = self.processes.agree_on_signal(self.stop_signal.received or 0, self.step)
             if signal_number:
                 self.stop(signal_number)
+        self.sum_pending_metrics()
         seconds = time.perf_counter() - start
         self.batch_in_epoch = 0  # the epoch's batches are done
         sums, count = self.processes.all_reduce_sums(self.epoch_sums, self.epoch_count)
@@ -141,6 +146,19 @@ class Trainer:
             metrics["train/nonfinite_steps"] = self.nonfinite_steps
         self.logger.log_scalars({k: v for k, v in metrics.items() if k != "train/loss"}, self.step)
         return metrics
+
+    def sum_pending_metrics(self) -> None:
+        """Add the queued steps' loss and metrics to the epoch's sums, step by step, in order.
+
+        Why queue: on a small model, a step's few metric ops cost about 50 µs right after the
+        optimizer step but half that run back to back (measured on a 2-core CPU). Each step is
+        still summed on its own, in order, so the totals do not depend on when this runs: a
+        resumed run matches an uninterrupted one exactly.
+        """
+        for loss, outputs, batch in self.pending:
+            accumulate(self.epoch_sums, batch_sums(loss, outputs, batch, self.data.task))
+            self.epoch_count += len(outputs)
+        self.pending.clear()
 
     def to_device(self, batch: Batch) -> Batch:
         """Copy a batch to the device (asynchronously from pinned memory; a no-op when it is
@@ -216,6 +234,7 @@ class Trainer:
 
     def log_step(self, loss: torch.Tensor | None, bar: tqdm) -> None:
         # The only host synchronisation inside an epoch: reading the loss to log it.
+        self.sum_pending_metrics()
         sums, count = self.processes.all_reduce_sums(self.epoch_sums, self.epoch_count)
         running_loss = sums["loss"].item() / max(count, 1) if sums else 0.0
         self.check_finite(running_loss)
@@ -255,6 +274,7 @@ class Trainer:
 
     def save_checkpoint(self, name: str, metrics: dict[str, float]) -> None:
         # The epoch's partial sums over all ranks, so that any number of processes can resume.
+        self.sum_pending_metrics()
         epoch_sums, epoch_count = self.processes.all_reduce_sums(self.epoch_sums, self.epoch_count)
         self.files.save_checkpoint(name, {
             "format_version": FORMAT_VERSION,
