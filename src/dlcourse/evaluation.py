@@ -49,3 +49,11 @@ def accumulate(sums: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) ->
             sums[name].add_(value)
         else:
             sums[name] = value.clone()  # owned: a batch's tensor may be a view of something else
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """One readable log line: losses and metrics, then the epoch's speed when it is there."""
+    text = "  ".join(f"{name}={value:.4f}" for name, value in metrics.items() if not name.startswith("time/"))
+    if "time/epoch_seconds" in metrics:
+        text += f"  ({metrics['time/epoch_seconds']:.1f}s, {metrics['time/samples_per_second']:.0f} samples/s)"
+    return text

@@ -63,6 +63,8 @@ def configure_determinism(deterministic: bool) -> None:
     if deterministic:
         # cuBLAS needs a fixed workspace to be deterministic (PyTorch's reproducibility notes).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
+    if deterministic != torch.are_deterministic_algorithms_enabled():
+        # Only when it changes something: the call imports torch._inductor (about a second).
+        torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = False

@@ -18,6 +18,7 @@ class TrainerSettings:
     log_every_n_steps: int = 50
     histogram_every_n_steps: int | None = None  # weight / gradient histograms; None: at each evaluation; 0: never
     eval_every_n_epochs: int = 1
+    test_curve: bool = False  # also measure the test split at every evaluation (test_curve/acc, ...)
     progress_bar: bool | None = None  # None: only when stderr is a terminal
     on_nonfinite: Literal["stop", "skip"] = "stop"  # what a nan / inf loss does
     deterministic: bool = False  # deterministic algorithms (slower on GPUs)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from dlcourse.checkpoint import BEST, FORMAT_VERSION, LAST, load_checkpoint, rng_states, set_rng_states
 from dlcourse.data.batches import Batch, Batches, DataSplits
 from dlcourse.distributed import SingleProcess, unwrap
-from dlcourse.evaluation import accumulate, batch_sums, evaluate
+from dlcourse.evaluation import accumulate, batch_sums, evaluate, format_metrics
 from dlcourse.errors import UserError
 from dlcourse.interrupt import NoStopSignal, StopSignal, TrainingInterrupted
 from dlcourse.loggers import Logger
@@ -148,12 +148,11 @@ class Trainer:
         return metrics
 
     def sum_pending_metrics(self) -> None:
-        """Add the queued steps' loss and metrics to the epoch's sums, step by step, in order.
+        """Add the queued steps' loss and metrics to the epoch's sums, one step after another.
 
-        Why queue: on a small model, a step's few metric ops cost about 50 µs right after the
-        optimizer step but half that run back to back (measured on a 2-core CPU). Each step is
-        still summed on its own, in order, so the totals do not depend on when this runs: a
-        resumed run matches an uninterrupted one exactly.
+        Why queue: a step's few metric ops cost ~50 µs right after the optimizer step but half that
+        back to back (small model, 2-core CPU). Each step is still summed on its own, in order, so
+        the totals do not depend on when this runs (resumed runs match uninterrupted ones exactly).
         """
         for loss, outputs, batch in self.pending:
             accumulate(self.epoch_sums, batch_sums(loss, outputs, batch, self.data.task))
@@ -205,6 +204,10 @@ class Trainer:
             return {}
         val_metrics = self.evaluate(self.data.val, "val")
         self.logger.log_scalars(val_metrics, self.step)
+        if self.settings.test_curve:  # for plots only: test/* still come once, from the best checkpoint
+            test_metrics = self.evaluate(self.data.test, "test")
+            curve = {k.replace("test/", "test_curve/"): v for k, v in test_metrics.items() if k.startswith("test/")}
+            self.logger.log_scalars(curve, self.step)
         self.log_pictures()
         if self.settings.histogram_every_n_steps is None:
             self.logger.log_histograms(self.raw_model, self.step)  # with the epoch's last gradients
@@ -314,10 +317,3 @@ class Trainer:
         self.seconds_before, self.best = checkpoint["train_seconds"], checkpoint["best"]
         set_rng_states(checkpoint["rng"])
 
-
-def format_metrics(metrics: dict[str, float]) -> str:
-    """One readable log line: losses and metrics, then the epoch's speed when it is there."""
-    text = "  ".join(f"{name}={value:.4f}" for name, value in metrics.items() if not name.startswith("time/"))
-    if "time/epoch_seconds" in metrics:
-        text += f"  ({metrics['time/epoch_seconds']:.1f}s, {metrics['time/samples_per_second']:.0f} samples/s)"
-    return text

@@ -1,16 +1,19 @@
-"""MNIST digits from the four IDX files, through `torchvision.datasets.MNIST`.
+"""MNIST digits from the four IDX files.
 
-The fast path (`loader: tensor`) decodes each split once into one uint8 tensor, normalises it
-once on the training device and slices shuffled batches from it; `loader: dataloader` is the
-classic per-item `DataLoader` + transforms path, kept for comparison.
+The fast path (`loader: tensor`) decodes each split once into one uint8 tensor (the IDX format
+is a header and raw bytes: read directly, since importing torchvision costs over a second),
+normalises it once on the training device and slices shuffled batches from it;
+`loader: dataloader` is the classic `torchvision.datasets.MNIST` + `DataLoader` + transforms
+path, kept for comparison. Downloading also goes through torchvision.
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
@@ -67,6 +70,37 @@ def load_split(root: Path, train: bool, transform=None):
         raise UserError(missing_data_message(root, f"could not read it: {error}")) from None
 
 
+@dataclass
+class Split:
+    """One decoded split, shaped like torchvision's MNIST dataset."""
+
+    data: torch.Tensor  # (N, 28, 28) uint8
+    targets: torch.Tensor  # (N,) int64
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """An IDX file: bytes 0 0 0x08 (unsigned bytes) and the number of dimensions, one big-endian
+    uint32 size per dimension, then the data."""
+    raw = path.read_bytes()
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
+        raise ValueError(f"{path.name} is not an IDX file of unsigned bytes")
+    sizes = struct.unpack(f">{raw[3]}I", raw[4 : 4 + 4 * raw[3]])
+    data = torch.frombuffer(bytearray(raw[4 + 4 * raw[3] :]), dtype=torch.uint8)
+    if data.numel() != torch.Size(sizes).numel():
+        raise ValueError(f"{path.name} holds {data.numel()} bytes of data, its header promises {torch.Size(sizes).numel()}")
+    return data.view(*sizes)
+
+
+def read_split(root: Path, train: bool) -> Split:
+    prefix = "train" if train else "t10k"
+    raw = root / "MNIST" / "raw"
+    try:
+        images, labels = read_idx(raw / f"{prefix}-images-idx3-ubyte"), read_idx(raw / f"{prefix}-labels-idx1-ubyte")
+    except (ValueError, struct.error, OSError) as error:
+        raise UserError(missing_data_message(root, f"could not read it: {error}")) from None
+    return Split(images, labels.long())
+
+
 def count_training_images(root: Path) -> int:
     """The size of the training split, from its label file's 8-byte header (no data read)."""
     with open(root / "MNIST" / "raw" / "train-labels-idx1-ubyte", "rb") as file:
@@ -84,8 +118,8 @@ class MnistFiles:
     """The decoded splits (whole uint8 / int64 tensors on the CPU) and the validation carve-up."""
 
     root: Path
-    train: Any  # torchvision.datasets.MNIST: .data (60000, 28, 28) uint8, .targets (60000,)
-    test: Any
+    train: Split  # .data (60000, 28, 28) uint8, .targets (60000,)
+    test: Split
     train_indices: torch.Tensor
     val_indices: torch.Tensor
 
@@ -107,7 +141,7 @@ def open_mnist(
     if train_subset is not None and not 0 < train_subset <= num_train - val_size:
         raise UserError(f"dataset.train_subset={train_subset} must be between 1 and {num_train - val_size} "
                         f"(the training images left beside val_size={val_size}), or null for all of them")
-    train_set, test_set = load_split(root, train=True), load_split(root, train=False)
+    train_set, test_set = read_split(root, train=True), read_split(root, train=False)
     # The validation images are fixed by the seed alone, so every run with that seed shares them.
     order = torch.randperm(num_train, generator=torch.Generator().manual_seed(seed))
     train_indices = order[val_size:][:train_subset]  # [:None] keeps all
