@@ -144,3 +144,16 @@ def test_train_subset_keeps_that_many_images(tiny_mnist):
     assert torch.equal(data.train.tensors[1], again.train.tensors[1])  # the subset is fixed by the seed
     with pytest.raises(UserError, match="train_subset=251 must be between 1 and 250"):
         mnist(str(tiny_mnist), val_size=50, train_subset=251)
+
+
+def test_test_curve_logs_the_test_split_at_every_evaluation(tiny_mnist, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = compose_config(["model=linear", "trainer.test_curve=true", *quick_overrides(tiny_mnist)])
+    metrics = train(cfg, tmp_path)
+    events = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [event.step for event in events.Scalars("test_curve/acc")] == [8, 16]  # after each of 2 epochs
+    assert "test_curve/acc" not in metrics  # the reported test/* come once, from the best checkpoint
+    final = events.Scalars("test_curve/acc")[metrics["best_epoch"] - 1].value
+    assert final == pytest.approx(metrics["test/acc"])
