@@ -157,3 +157,9 @@ def test_test_curve_logs_the_test_split_at_every_evaluation(tiny_mnist, tmp_path
     assert "test_curve/acc" not in metrics  # the reported test/* come once, from the best checkpoint
     final = events.Scalars("test_curve/acc")[metrics["best_epoch"] - 1].value
     assert final == pytest.approx(metrics["test/acc"])
+
+
+def test_resuming_a_classical_fit_is_a_clear_error(tiny_mnist, tmp_path):
+    train(compose_config(["model=template_ncc", *quick_overrides(tiny_mnist)]), tmp_path)
+    with pytest.raises(UserError, match="nothing to resume"):
+        train(compose_config(["model=template_ncc", f"resume={tmp_path / 'checkpoints' / 'best.pt'}", *quick_overrides(tiny_mnist)]), tmp_path)

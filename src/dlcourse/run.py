@@ -58,6 +58,8 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     model = prepare_model(model, settings, processes, device) if trainable else model
     optimizer, scheduler = build_optimization(cfg, model, len(data.train), settings) if trainable else (None, None)
     checkpoint = load_checkpoint(find_checkpoint(cfg.resume)) if cfg.get("resume") else None
+    if checkpoint and not trainable:
+        raise UserError(f"{type(model).__name__} is fitted in one pass, so there is nothing to resume: run it again without resume=")
     if checkpoint:
         log.info("Resuming from %s (epoch %d, step %d).", cfg.resume, checkpoint["epoch"], checkpoint["step"])
     # Rank 0 writes the run's files; other ranks get the no-op twins. On resume, TensorBoard
