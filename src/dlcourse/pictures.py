@@ -7,6 +7,8 @@ run at every evaluation.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
@@ -91,7 +93,7 @@ def from_pil(picture: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(picture.convert("RGB")).copy()).permute(2, 0, 1).float() / 255
 
 
-def save_png(image: torch.Tensor, path) -> None:
+def save_png(image: torch.Tensor, path: str | Path) -> None:
     to_pil(image).save(path)
 
 
