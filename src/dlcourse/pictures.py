@@ -7,6 +7,8 @@ run at every evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,18 @@ def grid(tiles: torch.Tensor, columns: int, min_size: int = 28, padding: int = 2
     return image
 
 
+@contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Evaluation mode (no dropout, batch norm's running statistics) for a picture's forward
+    pass, then back to whatever mode the model was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def first_layer(model: nn.Module) -> nn.Module | None:
     """The first fully-connected or convolutional layer: where the input meets learned weights."""
     return next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
@@ -71,13 +85,11 @@ def model_pictures(model: nn.Module, inputs: torch.Tensor, *context: torch.Tenso
     filters = layer.weight[:, :3] if layer.in_channels >= 3 else layer.weight[:, :1]  # RGB filters in colour
     maps: list[torch.Tensor] = []
     handle = layer.register_forward_hook(lambda module, args, output: maps.append(output))
-    was_training = model.training
-    model.eval()
     try:
-        model(inputs[:4], *(c[:4] for c in context))
+        with evaluation_mode(model):
+            model(inputs[:4], *(c[:4] for c in context))
     finally:
         handle.remove()
-        model.train(was_training)
     activations = maps[0][:, :16]  # (4, ≤16, H, W): the first 16 maps of each image
     return {"filters": grid(stretch(filters), columns=16, min_size=24),
             "activations": grid(stretch(activations.flatten(0, 1)[:, None]), columns=activations.shape[1])}

@@ -12,7 +12,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from dlcourse.pictures import confusion_matrix, confusion_matrix_image, grid, labelled_grid
+from dlcourse.pictures import confusion_matrix, confusion_matrix_image, evaluation_mode, grid, labelled_grid
 
 
 class Task(Protocol):
@@ -47,10 +47,8 @@ class ClassificationTask:
     def pictures(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         """A confusion matrix of the fixed test batch, and the images in it the model got wrong."""
         images, labels = batch
-        was_training = model.training
-        model.eval()
-        outputs = model(images)
-        model.train(was_training)
+        with evaluation_mode(model):
+            outputs = model(images)
         predictions, num_classes = outputs.argmax(dim=1), outputs.shape[1]
         counts = confusion_matrix(predictions, labels, num_classes).cpu()
         pictures = {"confusion_matrix": confusion_matrix_image(counts)}
@@ -95,10 +93,8 @@ class InpaintingTask:
     def pictures(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         """One row per sample: masked input | prediction | ground truth | mask."""
         masked, targets, mask = (t[:8] for t in batch)
-        was_training = model.training
-        model.eval()
-        prediction = model(masked, mask).float().clamp(0, 1)
-        model.train(was_training)
+        with evaluation_mode(model):
+            prediction = model(masked, mask).float().clamp(0, 1)
         columns = [masked, prediction, targets, mask.expand_as(targets)]
         tiles = torch.stack(columns, dim=1).flatten(0, 1)  # (B * 4, C, H, W), row by row
         return {"inpainting": grid(tiles, columns=len(columns))}
