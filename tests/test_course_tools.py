@@ -84,13 +84,16 @@ def test_every_model_config_is_checked():
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_gradients_of_every_model_match_central_differences(name):
     cfg = compose_config([f"model={name}", *SMALL[name]], config_name="gradcheck")
+    torch.manual_seed(0)  # as dlcourse-gradcheck does: the same weights, so the same sampled entries, every run
     model, loss_fn = build(cfg, "model"), build(cfg, "loss")
     checks = gradient_check(model, loss_fn, example_batch(model, (1, 28, 28), batch_size=3), elements_per_parameter=3)
     assert [check.name for check in checks] == [name for name, _ in model.named_parameters()]
     assert all(check.passed for check in checks), checks
-    # Biases right before batch norm have no gradient at all (it subtracts the mean): only the
-    # absolute error can be judged there.
-    assert all(check.relative_error < 1e-5 for check in checks if check.largest_gradient > 1e-6), checks
+    # Passing must not lean on the kink rule or the float64 noise floor: away from kinks, each
+    # parameter with a real gradient matches to 1e-5 relative (or to 1e-8 absolute where one sampled
+    # entry is tiny). Biases right before batch norm have no gradient at all (it subtracts the mean).
+    judged = [check for check in checks if check.kinks == 0 and check.largest_gradient > 1e-6]
+    assert all(check.relative_error < 1e-5 or check.absolute_error < 1e-8 for check in judged), checks
 
 
 class WrongBackward(torch.autograd.Function):
