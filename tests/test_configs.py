@@ -47,7 +47,7 @@ def test_config_composes_and_instantiates(group, option, tiny_mnist, tiny_pairs)
     optimizer = build(cfg, "optimizer", params=params)
     assert isinstance(optimizer, torch.optim.Optimizer)
     scheduler = build(cfg, "scheduler", optimizer=optimizer, total_steps=20, steps_per_epoch=10)
-    assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
+    assert callable(scheduler.step) and isinstance(scheduler.state_dict(), dict)
     assert isinstance(build(cfg, "dataset", device="cpu"), DataSplits)
     validate_config(to_plain_dict(cfg))
     assert TrainerSettings(**to_plain_dict(cfg)["trainer"]).epochs == 2

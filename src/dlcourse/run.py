@@ -25,7 +25,7 @@ from dlcourse.distributed import unwrap
 from dlcourse.loggers import NullLogger, TensorBoardLogger, flatten_hparams
 from dlcourse.run_files import NullRunFiles, RunFiles
 from dlcourse.runtime import configure_determinism, seed_everything, select_device
-from dlcourse.schedulers import LRScheduler
+from dlcourse.schedulers import Scheduler
 from dlcourse.schema import validate_config
 from dlcourse.settings import TrainerSettings
 from dlcourse.tasks import Task
@@ -100,7 +100,7 @@ def prepare_model(
 
 def build_optimization(
     cfg: DictConfig, model: torch.nn.Module, batches_per_epoch: int, settings: TrainerSettings
-) -> tuple[torch.optim.Optimizer, LRScheduler]:
+) -> tuple[torch.optim.Optimizer, Scheduler]:
     """The optimizer over the model's parameters, and a scheduler that knows the run's length."""
     optimizer = build(cfg, "optimizer", params=model.parameters())
     steps_per_epoch = min(batches_per_epoch, settings.limit_train_batches or math.inf)

@@ -6,21 +6,46 @@ composition function passes them), then its own settings from `configs/scheduler
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler
 
-LRScheduler = lr_scheduler.LRScheduler
+class Constant:
+    """No schedule: the optimizer's learning rate, unchanged, behind a scheduler's interface.
+
+    Why not torch's `ConstantLR`: stepping it, and the call counter it wraps around
+    `optimizer.step`, costs ~10 µs a step, 2 % of a linear model's step on a 2-core CPU.
+    """
+
+    def __init__(self, optimizer: Optimizer) -> None:
+        self.optimizer = optimizer
+
+    def step(self) -> None:
+        pass
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
 
 
-def constant(optimizer: Optimizer, total_steps: int, steps_per_epoch: int) -> LRScheduler:
-    """Keep the optimizer's learning rate (a real scheduler, so checkpoints look the same)."""
-    return lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+Scheduler = lr_scheduler.LRScheduler | Constant  # what the trainer steps
+
+
+def constant(optimizer: Optimizer, total_steps: int, steps_per_epoch: int) -> Constant:
+    """Keep the optimizer's learning rate."""
+    return Constant(optimizer)
 
 
 def step(
     optimizer: Optimizer, total_steps: int, steps_per_epoch: int,
     step_epochs: float = 1.0, gamma: float = 0.7,
-) -> LRScheduler:
+) -> lr_scheduler.LRScheduler:
     """Multiply the learning rate by `gamma` every `step_epochs` epochs."""
     step_size = max(1, round(step_epochs * steps_per_epoch))
     return lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
@@ -28,7 +53,7 @@ def step(
 
 def cosine(
     optimizer: Optimizer, total_steps: int, steps_per_epoch: int, min_lr: float = 0.0
-) -> LRScheduler:
+) -> lr_scheduler.LRScheduler:
     """Anneal from the optimizer's learning rate to `min_lr` along half a cosine over the run."""
     return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=min_lr)
 
@@ -36,7 +61,7 @@ def cosine(
 def onecycle(
     optimizer: Optimizer, total_steps: int, steps_per_epoch: int,
     max_lr: float = 0.1, pct_start: float = 0.25,
-) -> LRScheduler:
+) -> lr_scheduler.LRScheduler:
     """Warm up to `max_lr` over the first `pct_start` of the run, then anneal to near zero."""
     return lr_scheduler.OneCycleLR(
         optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start
