@@ -107,3 +107,34 @@ def test_channels_last_and_compile_switches_run_on_the_cpu(tiny_mnist, tmp_path)
     assert math.isfinite(metrics["test/loss"])
     state = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)["model"]
     assert not any(key.startswith("_orig_mod") for key in state)  # saved without the compile wrapper
+
+
+def test_training_metrics_equal_the_loss_and_accuracy_of_every_batch(tmp_path):
+    """Training metrics are queued and summed a window of steps at a time: with a learning rate of
+    0 (the weights stay put) they must equal the model's loss and accuracy over the training set,
+    across a full window and a partial one."""
+    from dlcourse.data.batches import DataSplits, TensorBatches
+    from dlcourse.loggers import NullLogger
+    from dlcourse.models import LinearClassifier
+    from dlcourse.run_files import NullRunFiles
+    from dlcourse.schedulers import constant
+    from dlcourse.settings import TrainerSettings
+    from dlcourse.tasks import ClassificationTask
+    from dlcourse.trainer import METRIC_WINDOW, Trainer
+
+    torch.manual_seed(0)
+    images, labels = torch.randn(203, 1, 28, 28), torch.randint(0, 10, (203,))
+    batches = TensorBatches((images, labels), batch_size=10, shuffle=True, seed=0)
+    assert METRIC_WINDOW < len(batches) < 2 * METRIC_WINDOW  # 21 steps: one full window, one partial
+    data = DataSplits(batches, batches, batches, ClassificationTask())
+    model, loss_fn = LinearClassifier(), torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    settings = TrainerSettings(epochs=1, device="cpu", progress_bar=False, log_every_n_steps=7)
+    trainer = Trainer(model, loss_fn, optimizer, constant(optimizer, 21, 21), data, NullLogger(), settings,
+                      torch.device("cpu"), files=NullRunFiles(tmp_path), config={})
+    metrics = trainer.train_one_epoch(1)
+
+    with torch.no_grad():
+        outputs = model(images)
+    assert metrics["train/loss"] == pytest.approx(torch.nn.functional.cross_entropy(outputs, labels).item(), rel=1e-6)
+    assert metrics["train/acc"] == (outputs.argmax(dim=1) == labels).sum().item() / len(labels)
