@@ -19,6 +19,13 @@ SHARED_MNIST = Path(os.environ.get("DLCOURSE_DATA_DIR", REPO_ROOT.parent / "shar
 NUM_TINY_TRAIN, NUM_TINY_TEST = 300, 100
 
 
+@pytest.fixture(autouse=True)
+def same_random_state_in_every_test():
+    """Each test starts from the same random state whatever ran before it, so a result cannot hang
+    on the order tests ran in. DLCOURSE_TEST_SEED=N tries another state (to look for fragile tests)."""
+    torch.manual_seed(int(os.environ.get("DLCOURSE_TEST_SEED", "0")))
+
+
 def write_idx(path: Path, array: torch.Tensor) -> None:
     """An IDX file as the MNIST release has it: magic (0, 0, type 0x08 = ubyte, ndim), sizes, bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
