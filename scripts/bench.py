@@ -70,19 +70,26 @@ def make_trainer(model: nn.Module, data, logger, log_dir: Path) -> Trainer:
                    settings, torch.device("cpu"), files=NullRunFiles(log_dir), config={})
 
 
-def bare_loop(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int):
-    """The minimal hand-written epoch: shuffle, slice, forward, backward, step."""
+def bare_loop(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, metrics: bool = False):
+    """The minimal hand-written epoch: shuffle, slice, forward, backward, step; with `metrics`,
+    the training loss and accuracy summed at every step, as a hand-written loop would."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def epoch() -> None:
         model.train()
+        loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
         order = torch.randperm(len(images))
         for start in range(0, len(images), batch_size):
             indices = order[start : start + batch_size]
-            loss = F.cross_entropy(model(images[indices]), labels[indices])
+            targets = labels[indices]
+            outputs = model(images[indices])
+            loss = F.cross_entropy(outputs, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if metrics:
+                loss_sum += loss.detach() * len(targets)
+                correct += (outputs.detach().argmax(dim=1) == targets).sum()
 
     return epoch
 
@@ -97,6 +104,7 @@ def trainer_overhead(repeats: int) -> list[str]:
         epochs = iter(range(1, 10_000))
         timings = compare({
             "bare PyTorch loop": bare_loop(build(), images, labels, 128),
+            "bare loop + loss and accuracy summed every step": bare_loop(build(), images, labels, 128, metrics=True),
             "dlcourse Trainer.train_one_epoch (TensorBoard on)": lambda: trainer.train_one_epoch(next(epochs)),
         }, repeats)
         lines += report(f"Trainer overhead: {name}, batch 128, SGD, {torch.get_num_threads()} threads", timings, "bare PyTorch loop")

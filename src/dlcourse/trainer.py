@@ -148,14 +148,13 @@ class Trainer:
         return metrics
 
     def sum_pending_metrics(self) -> None:
-        """Add the queued steps' loss and task metrics to the epoch's sums.
+        """Add the queued steps' losses (one by one, in order: a resumed run sums them exactly as an
+        uninterrupted one) and their task metrics (over all their outputs at once) to the epoch's sums.
 
-        Why queue: each small tensor op costs 5-15 µs right after an optimizer step (small model,
-        2-core CPU), several times more than back to back. Losses are added one step after another,
-        in order, so their sum does not depend on when this runs (a resumed run matches an
-        uninterrupted one exactly); task metrics are summed over the queued steps' outputs at once:
-        integer counts such as accuracy are exact in any grouping (float ones, such as inpainting's
-        MSE, may differ in the last bits after a resume part-way through an epoch).
+        Why queue: summing loss and accuracy right after each optimizer step costs a bare loop over
+        a linear model 8-18 % on a 2-core CPU (scripts/bench.py); in windows of 8 to 32 steps, 4-6 %
+        (measured side by side once). Counts such as accuracy are exact in any grouping; float sums
+        such as inpainting's MSE may differ in the last bits after a resume mid-epoch.
         """
         if not self.pending:
             return
