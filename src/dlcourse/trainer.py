@@ -20,7 +20,7 @@ from tqdm import tqdm
 from dlcourse.checkpoint import BEST, FORMAT_VERSION, LAST, load_checkpoint, rng_states, set_rng_states
 from dlcourse.data.batches import Batch, Batches, DataSplits
 from dlcourse.distributed import SingleProcess, unwrap
-from dlcourse.evaluation import accumulate, evaluate, format_metrics
+from dlcourse.evaluation import add_steps, evaluate, format_metrics
 from dlcourse.errors import UserError
 from dlcourse.interrupt import NoStopSignal, StopSignal, TrainingInterrupted
 from dlcourse.loggers import Logger
@@ -32,7 +32,7 @@ from dlcourse.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
-METRIC_WINDOW = 16  # steps whose training metrics are summed together (see sum_pending_metrics)
+METRIC_WINDOW = 16  # steps whose training metrics are summed together (see evaluation.add_steps)
 
 
 class Trainer:
@@ -148,26 +148,10 @@ class Trainer:
         return metrics
 
     def sum_pending_metrics(self) -> None:
-        """Add the queued steps' losses (one by one, in order: a resumed run sums them exactly as an
-        uninterrupted one) and their task metrics (over all their outputs at once) to the epoch's sums.
-
-        Why queue: summing loss and accuracy right after each optimizer step costs a bare loop over
-        a linear model 8-18 % on a 2-core CPU (scripts/bench.py); in windows of 8 to 32 steps, 4-6 %
-        (measured side by side once). Counts such as accuracy are exact in any grouping; float sums
-        such as inpainting's MSE may differ in the last bits after a resume mid-epoch.
-        """
-        if not self.pending:
-            return
-        losses, outputs, labels = zip(*self.pending)
-        if "loss" not in self.epoch_sums:  # a fresh epoch
-            self.epoch_sums["loss"] = torch.zeros((), device=self.device)
-        for loss, batch_outputs in zip(losses, outputs):
-            self.epoch_sums["loss"].add_(loss, alpha=len(batch_outputs))  # the batch mean times its size
-        targets_and_context = [torch.cat(column) for column in zip(*labels)]
-        window_sums = self.data.task.batch_sums(torch.cat(outputs), *targets_and_context)
-        accumulate(self.epoch_sums, window_sums)
-        self.epoch_count += sum(len(batch_outputs) for batch_outputs in outputs)
-        self.pending.clear()
+        """Add the steps queued since the last call to the epoch's sums (see `add_steps`: why queue)."""
+        if self.pending:
+            self.epoch_count += add_steps(self.epoch_sums, self.pending, self.data.task)
+            self.pending.clear()
 
     def to_device(self, batch: Batch) -> Batch:
         """Copy a batch to the device (asynchronously from pinned memory; a no-op when it is
