@@ -9,9 +9,17 @@ import pytest
 import torch
 
 from conftest import compose_config, quick_overrides
+from dlcourse.data.batches import DataSplits, TensorBatches
 from dlcourse.errors import UserError
 from dlcourse.evaluate import evaluate_checkpoint
+from dlcourse.loggers import NullLogger
+from dlcourse.models import LinearClassifier
 from dlcourse.run import train
+from dlcourse.run_files import NullRunFiles
+from dlcourse.schedulers import constant
+from dlcourse.settings import TrainerSettings
+from dlcourse.tasks import ClassificationTask
+from dlcourse.trainer import METRIC_WINDOW, Trainer
 
 CHECKPOINT_KEYS = {
     "format_version", "task", "input_shape", "model", "optimizer", "scheduler", "scaler", "epoch", "batch_in_epoch", "step",
@@ -113,15 +121,6 @@ def test_training_metrics_equal_the_loss_and_accuracy_of_every_batch(tmp_path):
     """Training metrics are queued and summed a window of steps at a time: with a learning rate of
     0 (the weights stay put) they must equal the model's loss and accuracy over the training set,
     across a full window and a partial one."""
-    from dlcourse.data.batches import DataSplits, TensorBatches
-    from dlcourse.loggers import NullLogger
-    from dlcourse.models import LinearClassifier
-    from dlcourse.run_files import NullRunFiles
-    from dlcourse.schedulers import constant
-    from dlcourse.settings import TrainerSettings
-    from dlcourse.tasks import ClassificationTask
-    from dlcourse.trainer import METRIC_WINDOW, Trainer
-
     torch.manual_seed(0)
     images, labels = torch.randn(203, 1, 28, 28), torch.randint(0, 10, (203,))
     batches = TensorBatches((images, labels), batch_size=10, shuffle=True, seed=0)

@@ -11,6 +11,7 @@ from typing import Any
 from torch.optim import Optimizer
 from torch.optim import lr_scheduler
 
+
 class Constant:
     """No schedule: the optimizer's learning rate, unchanged, behind a scheduler's interface.
 
