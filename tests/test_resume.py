@@ -15,15 +15,16 @@ from dlcourse import checkpoint as checkpoint_module
 from dlcourse.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from dlcourse.errors import UserError
 from dlcourse.interrupt import TrainingInterrupted
-from dlcourse.run import resume_config, train
+from dlcourse.resume import resume_config
+from dlcourse.run import train
 from dlcourse.trainer import Trainer
 
 STEPS_PER_EPOCH = 8  # 250 tiny training images in batches of 32
 
 
-def run_config(tiny_mnist):
+def run_config(tiny_mnist, scheduler="onecycle"):
     # An MLP with dropout, so that resuming must restore the random number generators too.
-    overrides = ["model=mlp", "model.hidden_sizes=[32]", "model.dropout=0.3", "scheduler=onecycle",
+    overrides = ["model=mlp", "model.hidden_sizes=[32]", "model.dropout=0.3", f"scheduler={scheduler}",
                  "optimizer=adam", "trainer.epochs=3"]
     return compose_config([*quick_overrides(tiny_mnist), *overrides])
 
@@ -105,7 +106,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, mo
 
 
 def test_resume_applies_setting_overrides_but_refuses_new_components(tiny_mnist, tmp_path):
-    cfg = run_config(tiny_mnist)
+    cfg = run_config(tiny_mnist, scheduler="step")
     train(cfg, tmp_path)
     cfg.resume = str(tmp_path)
     resumed = resume_config(cfg, [f"resume={tmp_path}", "trainer.epochs=5"])

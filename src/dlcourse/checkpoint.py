@@ -8,6 +8,7 @@ resolved config as plain dicts.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -16,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
+from torch import nn
 
+from dlcourse.config import build, stored_config
 from dlcourse.errors import UserError
 
 FORMAT_VERSION = 1
@@ -32,15 +36,47 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as file:
-        torch.save(checkpoint, file)
-        file.flush()
-        os.fsync(file.fileno())
+    try:
+        with open(temporary, "wb") as file:
+            writer = ErrorKeepingWriter(file)
+            torch.save(checkpoint, writer)
+            file.flush()
+            os.fsync(file.fileno())
+    except (OSError, RuntimeError) as error:
+        temporary.unlink(missing_ok=True)
+        cause = writer.error if isinstance(error, RuntimeError) and writer.error else error
+        if getattr(cause, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        previous = f"{path}, as it was before" if path.is_file() else "none yet"
+        raise UserError(f"no space left on the device to write {path}; the last good checkpoint is {previous}. "
+                        "Free some space, then resume the run") from None
     os.replace(temporary, path)
 
 
+class ErrorKeepingWriter:
+    """A file for torch.save that keeps the OSError of a failed write: torch reports it only as
+    "unexpected pos", and a full disk deserves to be named."""
+
+    def __init__(self, file: Any) -> None:
+        self.file, self.error = file, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with `weights_only=True`: tensors and plain containers, never code."""
+    """Load a checkpoint with `weights_only=True`: tensors and plain containers, never code.
+
+    Its weights must be a mapping of finite tensors: NaN or infinite weights are refused, never
+    used. Its config is checked where something is built from it (`config.stored_config`).
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; pass a checkpoints/*.pt file or a run folder")
@@ -54,12 +90,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 f"({refused[0]}). Nothing in it was run. Load only checkpoints written by dlcourse-train"
             ) from None
         raise UserError(damaged_message(path, "not a PyTorch checkpoint")) from None
+    except MemoryError:
+        raise UserError(damaged_message(path, "it claims more memory than this machine has")) from None
     except Exception as error:  # damaged bytes surface as many types: EOFError, KeyError, RuntimeError...
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(damaged_message(path, reason)) from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise UserError(f"{path} is not a dlcourse checkpoint (it has no model and config)")
+    check_weights(checkpoint["model"], path)
     return checkpoint
+
+
+def check_weights(weights: Any, path: Path) -> None:
+    if not isinstance(weights, dict) or not all(
+        isinstance(name, str) and isinstance(tensor, torch.Tensor) for name, tensor in weights.items()
+    ):
+        raise UserError(f"{path} is not a dlcourse checkpoint: its model is not a mapping of names to tensors")
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise UserError(f"{path} holds NaN or infinite weights ({name}); a model with them predicts "
+                            "nothing meaningful. Use a checkpoint from before the loss diverged")
 
 
 def damaged_message(path: Path, reason: str) -> str:
@@ -67,14 +117,35 @@ def damaged_message(path: Path, reason: str) -> str:
             "checkpoint. Use another checkpoints/*.pt file written by dlcourse-train")
 
 
-def find_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file as given, or a run folder's latest one (checkpoints/last.pt).
+# What a checkpoint must hold, and of which type, to continue training from it.
+RESUME_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "epoch": int, "batch_in_epoch": int, "step": int, "epoch_count": int, "nonfinite_steps": int,
+    "train_seconds": (int, float), "optimizer": dict, "scheduler": dict, "scaler": dict,
+    "epoch_sums": dict, "rng": dict, "best": dict,
+}
+
+
+def check_resumable(checkpoint: dict[str, Any], path: Path) -> None:
+    """Refuse, in one line, a checkpoint that lacks part of the training state."""
+    for name, kind in RESUME_FIELDS.items():
+        value = checkpoint.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool) or (isinstance(value, int) and value < 0):
+            raise UserError(f"{path} cannot be resumed: its {name!r} is missing or not what dlcourse-train "
+                            "writes. Resume from a checkpoints/last.pt written by dlcourse-train")
+    if checkpoint["epoch"] < 1:
+        raise UserError(f"{path} cannot be resumed: its epoch is {checkpoint['epoch']}")
+
+
+def find_checkpoint(path: str | Path, prefer: str = LAST) -> Path:
+    """A checkpoint file as given, or a run folder's checkpoint: `prefer` (last.pt to resume,
+    best.pt to evaluate or predict), else the other one.
 
     Temporary files of an interrupted save (.last.pt.tmp) are never picked.
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        candidates = [path / "checkpoints" / LAST, path / LAST]
+        names = (prefer, BEST if prefer == LAST else LAST)
+        candidates = [folder / name for name in names for folder in (path / "checkpoints", path)]
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
@@ -82,6 +153,46 @@ def find_checkpoint(path: str | Path) -> Path:
     if not path.is_file():
         raise UserError(f"{path} is neither a checkpoint file nor a run folder")
     return path
+
+
+TASKS = ("classification", "inpainting")
+
+
+def open_checkpoint(path: str | Path, prefer: str = BEST) -> tuple[Path, dict[str, Any], DictConfig]:
+    """A checkpoint file, or a run folder's `prefer` checkpoint, loaded and checked for use:
+    its weights (`load_checkpoint`), its config (`stored_config`), its task and input shape."""
+    checkpoint_path = find_checkpoint(path, prefer)
+    checkpoint = load_checkpoint(checkpoint_path)
+    cfg = stored_config(checkpoint["config"], checkpoint_path)
+    if checkpoint.get("task", "classification") not in TASKS:
+        raise UserError(f"{checkpoint_path} names task {checkpoint.get('task')!r}; dlcourse knows {', '.join(TASKS)}")
+    shape = checkpoint.get("input_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(type(n) is int and 1 <= n <= 16384 for n in shape)):
+        raise UserError(f"{checkpoint_path} has no valid input_shape (one input's [C, H, W]); "
+                        "use a checkpoint written by dlcourse-train")
+    return checkpoint_path, checkpoint, cfg
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], cfg: DictConfig, path: Path) -> nn.Module:
+    """The checkpoint's model, built from its (checked) config, with its weights.
+
+    It is built on the meta device first, which allocates nothing: a config whose layers do not
+    match the stored weights (another model's weights, or sizes no machine could hold) is refused
+    before any memory is spent on it.
+    """
+    with torch.device("meta"):
+        skeleton = build(cfg, "model").state_dict()
+    stored = checkpoint["model"]
+    different = sorted(set(skeleton).symmetric_difference(stored)) + [
+        name for name in skeleton  # an empty tensor is sized by what is loaded (nearest neighbours)
+        if name in stored and skeleton[name].numel() and skeleton[name].shape != stored[name].shape
+    ]
+    if different:
+        raise UserError(f"{path} holds weights that do not fit the model its config describes "
+                        f"({cfg.model._target_}; first difference: {different[0]})")
+    model = build(cfg, "model")
+    model.load_state_dict(checkpoint["model"])
+    return model
 
 
 def run_folder_of(checkpoint_path: Path) -> Path:

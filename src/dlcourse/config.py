@@ -1,7 +1,9 @@
-"""Where the YAML configs live, and the small helpers that turn configs into plain values."""
+"""Where the YAML configs live, the helpers that turn configs into plain values, and the check
+that a config read from a file (a checkpoint someone handed you) is data, not code."""
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import tempfile
@@ -9,10 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dlcourse.errors import UserError
+
+# The groups whose `_target_` names code that `build` instantiates.
+COMPONENTS = ("model", "dataset", "loss", "optimizer", "scheduler")
+# Keys through which Hydra's `instantiate` calls or configures code.
+INSTANTIATE_KEYS = {"_target_", "_args_", "_partial_", "_recursive_", "_convert_"}
 
 
 def config_dir() -> str:
@@ -39,18 +47,51 @@ def register_resolvers() -> None:
 def resumed_run_dir(resume: str | None, new_run_dir: str) -> str:
     """The run folder of the checkpoint or folder in `resume`; `new_run_dir` when there is none.
 
-    Under torchrun only rank 0 names the folder (and tells the others, see `train`): the other
-    ranks would each pick their own timestamp, so Hydra gets a scratch folder from them instead.
+    Only a folder that holds a dlcourse run (checkpoints/last.pt) is ever reused: `resume=/etc`
+    or `resume=<run>/metrics.json` get a new folder (and a clear refusal once the run starts), so
+    a mistyped path never has files written into it. A checkpoint outside a run folder continues
+    in a new one. Under torchrun only rank 0 names the folder (and tells the others, see `train`):
+    the other ranks get a scratch folder that `dlcourse-train` removes at once.
     """
     rank = int(os.environ.get("RANK", "0"))
     if rank > 0:
         return str(Path(tempfile.gettempdir()) / f"dlcourse-rank{rank}-{os.getpid()}")
-    if not resume or not Path(resume).exists():
-        return new_run_dir  # a bad path is reported, clearly, once the run starts
-    path = Path(resume).resolve()
-    if path.is_dir():
-        return str(path)
-    return str(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
+    folder = run_folder_of_resume(resume)
+    return str(folder) if folder else new_run_dir
+
+
+def run_folder_of_resume(resume: str | None) -> Path | None:
+    """The dlcourse run folder that `resume` names (the folder, or a checkpoint in its
+    checkpoints/), or None when it names none."""
+    if not resume or resume == "auto":
+        return None
+    path = Path(resume).expanduser().resolve()
+    if path.is_file() and path.suffix == ".pt" and path.parent.name == "checkpoints":
+        path = path.parent.parent
+    return path if (path / "checkpoints" / "last.pt").is_file() else None
+
+
+class CheckOutputFolder(Callback):
+    """Hydra callback (configs/hydra/default.yaml): make sure the run's (or sweep's) folder can
+    be created before Hydra creates it, so that `paths.output_dir=<a file>` or a name longer than
+    the file system allows is one line and exit status 2, not a traceback from deep in Hydra."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_folder(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_folder(config.hydra.sweep.dir)
+
+
+def check_folder(path: str) -> None:
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        import sys
+
+        print(f"error: cannot make the output folder {str(path)[:120]}: {error.strerror or error}. Choose another "
+              "paths.output_dir (or hydra.run.dir / hydra.sweep.dir)", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 def to_plain_dict(cfg: DictConfig) -> dict[str, Any]:
@@ -70,8 +111,75 @@ def build(cfg: DictConfig, key: str, **runtime: Any) -> Any:
     try:
         return instantiate(cfg[key], **runtime, _convert_="all")
     except InstantiationException as error:
-        if isinstance(error.__cause__, UserError):
-            raise error.__cause__ from None
-        if isinstance(error.__cause__, (TypeError, ValueError)):
-            raise UserError(f"cannot build {key} from its config: {error.__cause__}") from None
+        cause = error.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        # Out of memory included: a size that no machine can hold (model.hidden_sizes=[10**12]).
+        if isinstance(cause, (TypeError, ValueError, OverflowError, RuntimeError, MemoryError)):
+            reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            raise UserError(f"cannot build {key} from its config: {reason}") from None
         raise
+
+
+@functools.cache
+def shipped_targets() -> dict[str, frozenset[str]]:
+    """Per component group, the `_target_` of every option in dlcourse's own configs/."""
+    root = Path(config_dir())
+    return {group: frozenset(str(OmegaConf.load(path).get("_target_")) for path in (root / group).glob("*.yaml"))
+            for group in COMPONENTS}
+
+
+def stored_config(config: Any, source: str | Path) -> DictConfig:
+    """A config read from a file you did not write (a checkpoint's), checked before anything is
+    built from it: plain data only, and code named only where dlcourse's own configs name it.
+
+    Every value must be a plain number, string, list or mapping (no interpolation such as
+    `${oc.env:...}`); `_target_` may appear only as a component's own (model, dataset, ...) and
+    must be one that configs/<group>/ ships; Hydra's other instantiation keys (`_args_`,
+    `_partial_`, ...) never. Then the same type checks as a command line's config. A file that
+    breaks any rule is refused in one line, and nothing in it has been run.
+    """
+    if not isinstance(config, dict):
+        refuse(source, f"its config is a {type(config).__name__}, not a mapping")
+    check_plain_data(config, source, "config")
+    for group in COMPONENTS:
+        node = config.get(group)
+        if not isinstance(node, dict) or not isinstance(node.get("_target_"), str):
+            refuse(source, f"its config has no {group} with a _target_")
+        if node["_target_"] not in shipped_targets()[group]:
+            refuse(source, f"{group}._target_={node['_target_']!r} is not a {group} that dlcourse's configs define")
+    for key, kind in (("trainer", dict), ("seed", int)):
+        if not isinstance(config.get(key), kind):
+            refuse(source, f"its config's {key} is missing or not a {kind.__name__}")
+    from dlcourse.schema import validate_config  # imports each component's module
+
+    try:
+        validate_config(config)
+    except UserError as error:
+        refuse(source, f"its config is invalid: {error}")
+    return OmegaConf.create(config)
+
+
+def check_plain_data(value: Any, source: str | Path, where: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                refuse(source, f"{where} has a key {key!r} that is not a string")
+            if key in INSTANTIATE_KEYS and not (key == "_target_" and where in (f"config.{g}" for g in COMPONENTS)):
+                refuse(source, f"{where}.{key} would make Hydra build or call {str(item)[:60]!r}")
+            check_plain_data(item, source, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_plain_data(item, source, f"{where}[{index}]")
+    elif isinstance(value, str):
+        if "${" in value:
+            refuse(source, f"{where}={value[:60]!r} is an interpolation, which would be resolved")
+    elif value is not None and not isinstance(value, (bool, int, float)):
+        refuse(source, f"{where} holds a {type(value).__name__}, not plain data")
+
+
+def refuse(source: str | Path, problem: str) -> None:
+    raise UserError(
+        f"refused {source}: {problem}. Nothing in it was run: files you did not write are data, and "
+        "only components that dlcourse's own configs define are built from them"
+    )

@@ -103,6 +103,12 @@ class ProcessGroup(SingleProcess):
         dist.destroy_process_group()
 
 
+def launched_rank() -> int:
+    """This process's rank as its launcher set it (torchrun's RANK, SLURM's SLURM_PROCID), known
+    before any process group exists; 0 for a single process."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+
+
 def setup(device_name: str) -> SingleProcess:
     """A process group when started by torchrun (or as SLURM tasks) with more than one process,
     else SingleProcess."""

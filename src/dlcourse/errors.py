@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
+from pathlib import Path
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -19,7 +21,8 @@ class SweepError(UserError):
 
 
 def exit_on_user_error(function: Callable[..., T]) -> Callable[..., T]:
-    """Turn a `UserError` raised by an entry point into one line on stderr and exit status 2."""
+    """Turn a `UserError` raised by an entry point into one line on stderr and exit status 2;
+    a full disk likewise (status 1), and Ctrl-C before training starts into a quiet 130."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
@@ -28,5 +31,27 @@ def exit_on_user_error(function: Callable[..., T]) -> Callable[..., T]:
         except UserError as error:
             print(f"error: {error}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            print(f"error: no space left on the device ({error.filename or error}); free some and run "
+                  "again (checkpoints already written are intact)", file=sys.stderr, flush=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            print("\nInterrupted before anything needed saving.", file=sys.stderr, flush=True)
+            sys.exit(130)
 
     return wrapper
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a small text file, turning the ways that can fail (no such folder, a folder in the
+    way, no permission) into one `UserError` naming the path."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from None

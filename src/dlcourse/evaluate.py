@@ -1,10 +1,12 @@
 """Evaluate a saved checkpoint on the test split, with the config stored inside it.
 
+    dlcourse-eval ckpt_path=outputs/runs/<run>             # the run's best.pt (else last.pt)
     dlcourse-eval ckpt_path=outputs/runs/<run>/checkpoints/best.pt
     dlcourse-eval ckpt_path=best.pt output_path=results.json data_dir=/data device=cpu
 
 Prints the metrics and writes them as JSON next to the checkpoint (best.pt → best.test.json)
-or to `output_path`.
+or to `output_path`. The data folder is `data_dir`, else $DLCOURSE_DATA_DIR, else the one the
+checkpoint names (read only: nothing is downloaded into a folder that only a file chose).
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dlcourse.checkpoint import load_checkpoint
+from dlcourse.checkpoint import BEST, model_from_checkpoint, open_checkpoint
 from dlcourse.config import build, config_dir
-from dlcourse.errors import exit_on_user_error
+from dlcourse.errors import UserError, exit_on_user_error, write_text
 from dlcourse.evaluation import evaluate
 from dlcourse.runtime import autocast_dtype, select_device
 
@@ -26,25 +28,29 @@ def evaluate_checkpoint(
     ckpt_path: str | Path, output_path: str | Path | None = None,
     data_dir: str | None = None, device: str = "auto",
 ) -> dict[str, float]:
-    """Rebuild the run's dataset and model from the checkpoint, and measure the test split."""
-    ckpt_path = Path(ckpt_path)
-    checkpoint = load_checkpoint(ckpt_path)
-    cfg = OmegaConf.create(checkpoint["config"])
+    """Rebuild the run's dataset and model from the checkpoint (a file, or a run folder's best.pt),
+    and measure the test split."""
+    ckpt_path, checkpoint, cfg = open_checkpoint(ckpt_path, prefer=BEST)
+    output_path = Path(output_path) if output_path else ckpt_path.with_suffix(".test.json")
+    if output_path.is_dir():
+        raise UserError(f"output_path={output_path} is a folder; name a file, e.g. output_path={output_path / 'test.json'}")
     if data_dir is not None:
         cfg.dataset.data_dir = data_dir
+    elif "download_missing" in cfg.dataset:
+        cfg.dataset.download_missing = False  # never write into a folder that only the file named
     device = select_device(device)
 
     data = build(cfg, "dataset", device=device)
-    model = build(cfg, "model").to(device)
-    model.load_state_dict(checkpoint["model"])
+    model = model_from_checkpoint(checkpoint, cfg, ckpt_path).to(device)
     loss_fn = build(cfg, "loss")
     dtype = autocast_dtype(str(cfg.trainer.precision), device)
-    metrics = evaluate(model, loss_fn, data.test, data.task, device, dtype)
+    try:
+        metrics = evaluate(model, loss_fn, data.test, data.task, device, dtype)
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        raise UserError(f"the model in {ckpt_path} cannot take its dataset's batches: {str(error).splitlines()[0][:200]}") from None
     metrics = {(name if "/" in name else f"test/{name}"): value for name, value in metrics.items()}
 
-    output_path = Path(output_path) if output_path else ckpt_path.with_suffix(".test.json")
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    output_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_text(output_path, json.dumps(metrics, indent=2) + "\n")
     for name, value in metrics.items():
         print(f"{name}: {value:.4f}")
     print(f"Wrote {output_path}")
@@ -54,6 +60,8 @@ def evaluate_checkpoint(
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise UserError("dlcourse-eval needs a checkpoint: dlcourse-eval ckpt_path=outputs/runs/<run> (or a .pt file)")
     evaluate_checkpoint(cfg.ckpt_path, cfg.output_path, cfg.data_dir, cfg.device)
 
 

@@ -24,10 +24,18 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from dlcourse.config import build, config_dir
+from dlcourse.config import build, config_dir, to_plain_dict
 from dlcourse.errors import UserError, exit_on_user_error
+from dlcourse.schema import at_least, between, check_limits, validate_config, validate_input_shape
 
 Batch = tuple[torch.Tensor, ...]
+# configs/gradcheck.yaml's own settings: what each must be.
+CHECK_LIMITS = [
+    ("num_classes", at_least(1), "at least 1"), ("batch_size", at_least(1), "at least 1"),
+    ("elements_per_parameter", at_least(1), "at least 1"), ("epsilon", between(0, 1), "between 0 and 1"),
+    ("tolerance", between(0, 1), "between 0 and 1"), ("atol", at_least(0), "0 or more"),
+    ("seed", lambda value: 0 <= value < 2**63, "between 0 and 2**63 - 1"),
+]
 
 
 def example_batch(
@@ -149,6 +157,10 @@ def report(checks: list[ParameterCheck], tolerance: float, atol: float) -> bool:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="gradcheck")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    config = to_plain_dict(cfg)
+    validate_config(config, groups=("model", "loss"))
+    check_limits(config, CHECK_LIMITS)
+    validate_input_shape(config["input_shape"])
     torch.manual_seed(cfg.seed)  # the same initial weights on every run
     model, loss_fn = build(cfg, "model"), build(cfg, "loss")
     batch = example_batch(model, cfg.input_shape, cfg.batch_size, cfg.num_classes, cfg.seed)

@@ -1,11 +1,11 @@
 """Use a trained checkpoint on your own images.
 
-    dlcourse-predict outputs/runs/<run>/checkpoints/best.pt digit.png [more.png ...] [--top-k 3] [--json]
+    dlcourse-predict outputs/runs/<run> digit.png [more.png ...] [--top-k 3] [--json]   # the run's best.pt
     dlcourse-predict <inpainting checkpoint> photo.png --mask holes.png [--output filled.png]
     dlcourse-predict <inpainting checkpoint> photo.png --box 8,8,12,12   # top,left,height,width
 
 A classifier prints its top-k classes with softmax probabilities; an inpainting model writes the
-filled image as a PNG. Which one runs is read from the checkpoint.
+filled image (its size and colours kept) as a PNG. Which one runs is read from the checkpoint.
 """
 
 from __future__ import annotations
@@ -13,25 +13,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from dlcourse.checkpoint import load_checkpoint
-from dlcourse.config import build
+from dlcourse.checkpoint import BEST, model_from_checkpoint, open_checkpoint
 from dlcourse.data.image_folder import read_image
 from dlcourse.data.mnist import MEAN, STD
 from dlcourse.errors import UserError, exit_on_user_error
 
 
 def load_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """The checkpoint's model, built from its own config, with its weights, in eval mode."""
-    from omegaconf import OmegaConf
-
-    checkpoint = load_checkpoint(checkpoint_path)
-    model = build(OmegaConf.create(checkpoint["config"]), "model")
-    model.load_state_dict(checkpoint["model"])
-    return model.eval(), checkpoint
+    """The checkpoint's model (a file, or a run folder's best.pt), built from its own checked
+    config, with its weights, in eval mode."""
+    path, checkpoint, cfg = open_checkpoint(checkpoint_path, prefer=BEST)
+    return model_from_checkpoint(checkpoint, cfg, path).eval(), checkpoint
 
 
 def read_digit(path: Path, size: int = 28) -> torch.Tensor:
@@ -68,7 +65,11 @@ def checked(path: Path) -> Path:
 def classify(model: torch.nn.Module, paths: list[Path], top_k: int) -> list[dict]:
     results = []
     for path in paths:
-        probabilities = model(read_digit(path)[None]).softmax(dim=1)[0]  # (num_classes,)
+        try:
+            probabilities = model(read_digit(path)[None]).softmax(dim=1)[0]  # (num_classes,)
+        except (RuntimeError, ValueError, IndexError) as error:
+            raise UserError(f"this model cannot classify 28×28 digits ({str(error).splitlines()[0][:120]}); "
+                            "dlcourse-predict takes MNIST-like classifiers") from None
         values, classes = probabilities.topk(min(top_k, len(probabilities)))
         results.append({"image": str(path), "top": [{"class": c, "probability": round(v, 6)}
                                                     for c, v in zip(classes.tolist(), values.tolist())]})
@@ -76,13 +77,17 @@ def classify(model: torch.nn.Module, paths: list[Path], top_k: int) -> list[dict
 
 
 def hole_mask(args: argparse.Namespace, height: int, width: int) -> torch.Tensor:
-    """(1, H, W): 1 in the hole, from a mask image (white = hole) or a box."""
+    """(1, H, W): 1 in the hole, from a mask image (white = hole) or a box, at the image's size."""
     if args.mask:
-        return (read_image(checked(Path(args.mask)), "L", height, resample="nearest") > 0.5).float()
+        return (read_image(checked(Path(args.mask)), "L", (height, width), resample="nearest") > 0.5).float()
     try:
         top, left, box_height, box_width = (int(v) for v in args.box.split(","))
     except (AttributeError, ValueError):
         raise UserError("an inpainting checkpoint needs --mask MASK.png or --box TOP,LEFT,HEIGHT,WIDTH") from None
+    if not (0 <= top and 0 <= left and box_height >= 1 and box_width >= 1
+            and top + box_height <= height and left + box_width <= width):
+        raise UserError(f"--box {args.box} is not inside the {height}×{width} image: TOP,LEFT ≥ 0, HEIGHT,WIDTH ≥ 1, "
+                        f"TOP+HEIGHT ≤ {height} and LEFT+WIDTH ≤ {width}")
     mask = torch.zeros(1, height, width)
     mask[:, top : top + box_height, left : left + box_width] = 1
     return mask
@@ -90,25 +95,59 @@ def hole_mask(args: argparse.Namespace, height: int, width: int) -> torch.Tensor
 
 @torch.no_grad()
 def inpaint(model: torch.nn.Module, checkpoint: dict, args: argparse.Namespace) -> Path:
-    """Fill the hole of one image and write it (kept pixels unchanged) as a PNG; return its path."""
+    """Fill the hole of one image and write it as a PNG; return its path.
+
+    The image keeps its size and colours: the model sees it resized to its input size (a
+    grayscale model fills each colour channel in turn), its prediction is resized back, and only
+    the hole's pixels are replaced.
+    """
     from torchvision.utils import save_image
 
     if len(args.images) != 1:
         raise UserError("an inpainting checkpoint fills one image at a time")
+    output = output_path(args)
     channels, height, width = checkpoint["input_shape"]
-    image = read_image(checked(Path(args.images[0])), "L" if channels == 1 else "RGB", height)
-    mask = hole_mask(args, height, width)
+    image = read_image(checked(Path(args.images[0])), "RGB" if has_colour(Path(args.images[0])) else "L", None)
+    mask = hole_mask(args, *image.shape[1:])  # (1, H, W) at the image's own size
+    resize = partial(torch.nn.functional.interpolate, mode="bilinear", antialias=True, align_corners=False)
+    small = resize(image[:, None], size=(height, width))  # (C, 1, h, w): one grayscale image per channel
+    small_mask = (resize(mask[None], size=(height, width)) > 0.5).float()  # (1, 1, h, w)
+    if channels == 3:
+        small = small.view(1, -1, height, width).expand(1, 3, height, width)  # gray → RGB when needed
     fill_value = checkpoint["config"]["dataset"].get("fill_value", 0.0)
-    masked = torch.lerp(image, torch.full_like(image, fill_value), mask)
-    prediction = model(masked[None], mask[None])[0].clamp(0, 1)
-    output = Path(args.output or Path(args.images[0]).with_suffix("").as_posix() + "_filled.png")
+    masked = torch.lerp(small, torch.full_like(small, fill_value), small_mask)
+    try:
+        prediction = model(masked, small_mask.expand(len(masked), -1, -1, -1)).clamp(0, 1)  # (N, channels, h, w)
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise UserError(f"this model cannot fill a {channels}×{height}×{width} image ({str(error).splitlines()[0][:120]})") from None
+    prediction = prediction[:, : image.shape[0]].reshape(image.shape[0], 1, height, width)
+    prediction = resize(prediction, size=image.shape[1:]).clamp(0, 1)[:, 0]  # (C, H, W)
     save_image(torch.where(mask.bool(), prediction, image), output)
+    return output
+
+
+def has_colour(path: Path) -> bool:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.mode not in ("1", "L", "LA", "I", "I;16", "F")
+
+
+def output_path(args: argparse.Namespace) -> Path:
+    """Where the filled image goes: --output, checked before any work, or <image>_filled.png."""
+    from PIL import Image
+
+    output = Path(args.output or Path(args.images[0]).with_suffix("").as_posix() + "_filled.png")
+    if output.suffix.lower() not in Image.registered_extensions():
+        raise UserError(f"--output {output}: name an image file (.png, .jpg, ...); PIL cannot write {output.suffix or 'files without an extension'}")
+    if not output.parent.is_dir():
+        raise UserError(f"--output {output}: the folder {output.parent} does not exist")
     return output
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="dlcourse-predict", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="a checkpoints/*.pt file written by dlcourse-train")
+    parser.add_argument("checkpoint", help="a run folder (its best.pt) or a checkpoints/*.pt file written by dlcourse-train")
     parser.add_argument("images", nargs="+", help="image files (any format PIL reads)")
     parser.add_argument("--top-k", type=int, default=3, help="classes to show (classification)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text (classification)")
@@ -121,6 +160,8 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     args = parse_arguments(argv)
+    if args.top_k < 1:
+        raise UserError(f"--top-k {args.top_k}: show at least 1 class")
     model, checkpoint = load_model(args.checkpoint)
     task = checkpoint.get("task", "classification")
     if task == "inpainting":

@@ -14,14 +14,15 @@ import math
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dlcourse import distributed
-from dlcourse.checkpoint import find_checkpoint, load_checkpoint
+from dlcourse.checkpoint import check_resumable, find_checkpoint, load_checkpoint
 from dlcourse.config import build, to_plain_dict
 from dlcourse.errors import SweepError, UserError
 from dlcourse.interrupt import StopSignal
 from dlcourse.distributed import unwrap
+from dlcourse.resume import apply_optimizer_overrides
 from dlcourse.loggers import NullLogger, TensorBoardLogger, flatten_hparams
 from dlcourse.run_files import NullRunFiles, RunFiles
 from dlcourse.runtime import configure_determinism, seed_everything, select_device
@@ -57,11 +58,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
         raise UserError(f"{type(model).__name__} learns without gradients and runs in one process: start it without torchrun")
     model = prepare_model(model, settings, processes, device) if trainable else model
     optimizer, scheduler = build_optimization(cfg, model, len(data.train), settings) if trainable else (None, None)
-    checkpoint = load_checkpoint(find_checkpoint(cfg.resume)) if cfg.get("resume") else None
+    checkpoint = load_resumable(cfg.resume) if cfg.get("resume") else None
     if checkpoint and not trainable:
         raise UserError(f"{type(model).__name__} is fitted in one pass, so there is nothing to resume: run it again without resume=")
-    if checkpoint:
-        log.info("Resuming from %s (epoch %d, step %d).", cfg.resume, checkpoint["epoch"], checkpoint["step"])
     # Rank 0 writes the run's files; other ranks get the no-op twins. On resume, TensorBoard
     # drops whatever the stopped run logged after its checkpoint.
     purge_step = checkpoint["step"] + 1 if checkpoint else None
@@ -73,7 +72,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
             files=files, config=config, stop_signal=stop_signal, processes=processes,
         )
         if checkpoint:
-            trainer.restore(checkpoint)
+            restore(trainer, checkpoint, cfg.resume)
         try:
             metrics = trainer.fit() if trainable else trainer.fit_without_gradients()
             logger.log_hparams(flatten_hparams(config), [k for k in metrics if "/" in k])
@@ -84,6 +83,25 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     log.info("Run folder: %s", output_dir)
     log.info("Look at it with: tensorboard --logdir %s", shortest_path(output_dir.parent))
     return metrics
+
+
+def load_resumable(path: str) -> dict:
+    """The checkpoint to continue from, with the whole training state in it."""
+    checkpoint_path = find_checkpoint(path)
+    checkpoint = load_checkpoint(checkpoint_path)
+    check_resumable(checkpoint, checkpoint_path)
+    log.info("Resuming from %s (epoch %d, step %d).", checkpoint_path, checkpoint["epoch"], checkpoint["step"])
+    return checkpoint
+
+
+def restore(trainer: Trainer, checkpoint: dict, path: str) -> None:
+    """Put the trainer where the checkpoint left off, with this resume's optimizer settings."""
+    try:
+        trainer.restore(checkpoint)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path} cannot be resumed: its saved state does not fit this run ({reason[:200]})") from None
+    apply_optimizer_overrides(trainer.optimizer, trainer.config["optimizer"], checkpoint["config"]["optimizer"])
 
 
 def prepare_model(
@@ -149,22 +167,6 @@ def check_optimized_metric(name: str | None, available: list[str]) -> None:
     """A sweeper optimises `optimized_metric`: refuse a name the run will not report."""
     if name and name not in available:
         raise SweepError(f"optimized_metric={name!r} is not a metric of this run; choose one of: {', '.join(available)}")
-
-
-def resume_config(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """The stopped run's own config, with this command line's `key=value` overrides on top."""
-    checkpoint_path = find_checkpoint(cfg.resume)
-    stored = OmegaConf.create(load_checkpoint(checkpoint_path)["config"])
-    updates = [o.lstrip("+") for o in overrides if not o.startswith("resume=")]
-    for update in updates:
-        if "." not in update.split("=", 1)[0]:
-            raise UserError(
-                f"'{update}' cannot change a resumed run's components; on resume, only overrides of "
-                "single settings apply (e.g. trainer.epochs=10 trainer.device=cpu)"
-            )
-    resumed = OmegaConf.merge(stored, OmegaConf.from_dotlist(updates))
-    resumed.resume = str(checkpoint_path)
-    return resumed
 
 
 def shortest_path(path: Path) -> str:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 
 import torch
 
 from dlcourse.errors import UserError
+from dlcourse.settings import DEVICES
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
 
     Under torchrun, 'auto' and 'cuda' mean this process's own GPU (its LOCAL_RANK).
     """
+    if not re.fullmatch(DEVICES, name):
+        raise UserError(f"device={name!r} is not one dlcourse runs on; use auto, cpu, cuda, cuda:N or mps")
     if name == "auto" or (name == "cuda" and torch.cuda.is_available()):
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank)
@@ -43,10 +47,11 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
             f"trainer.device={name} but PyTorch sees no CUDA GPU here; "
             "use trainer.device=auto (GPU when present, else CPU) or trainer.device=cpu"
         )
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UserError(f"trainer.device={name!r} is not a device; use auto, cpu or cuda") from None
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise UserError(f"trainer.device={name} but this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UserError("device=mps but this PyTorch sees no Apple GPU; use auto or cpu")
+    return torch.device(name)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

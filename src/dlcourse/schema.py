@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
+import math
+import re
 import types
 import typing
 from typing import Any, Callable
@@ -17,39 +19,91 @@ from typing import Any, Callable
 from hydra.utils import get_object
 
 from dlcourse.errors import UserError
-from dlcourse.settings import TrainerSettings
+from dlcourse.settings import DEVICES, TrainerSettings
 
 # Arguments that the run passes at the call, not the config.
 RUNTIME_ARGUMENTS = {
     "model": set(), "loss": set(), "dataset": {"device"},
     "optimizer": {"params"}, "scheduler": {"optimizer", "total_steps", "steps_per_epoch"},
 }
-# Values that no run can use: (key, test, what the value must be).
+FLOAT32_MAX = 3.4e38  # larger learning rates cannot even be multiplied into float32 weights
+# Sizes that a model needs at least one of (a list: each entry); other model integers must be ≥ 0.
+MODEL_SIZES = ("input_size", "num_classes", "image_size", "in_channels", "channels", "widths",
+               "hidden_sizes", "kernel_sizes", "strides", "k", "chunk_size")
+
+
+def at_least(bound: float) -> Callable[[Any], bool]:
+    """A test that a number, or every number in a list, is finite and at least `bound`."""
+    return lambda value: all(math.isfinite(v) and v >= bound for v in (value if isinstance(value, list) else [value]))
+
+
+def between(low: float, high: float) -> Callable[[Any], bool]:
+    """A test that a number is finite and low < value < high."""
+    return lambda value: math.isfinite(value) and low < value < high
+
+
+# Values that no run can use: (key, test, what the value must be). Unset (None) values pass.
 LIMITS: list[tuple[str, Callable[[Any], bool], str]] = [
-    ("optimizer.lr", lambda value: value > 0, "greater than 0"),
-    ("dataset.batch_size", lambda value: value >= 1, "at least 1"),
-    ("dataset.eval_batch_size", lambda value: value >= 1, "at least 1"),
-    ("dataset.val_size", lambda value: value >= 1, "at least 1"),
-    ("trainer.epochs", lambda value: value >= 1, "at least 1"),
-    ("trainer.log_every_n_steps", lambda value: value >= 1, "at least 1"),
-    ("trainer.histogram_every_n_steps", lambda value: value >= 0, "0 (never) or more"),
-    ("trainer.eval_every_n_epochs", lambda value: value >= 1, "at least 1"),
-    ("trainer.grad_clip", lambda value: value >= 0, "0 (off) or more"),
+    ("seed", lambda value: 0 <= value < 2**63, "between 0 and 2**63 - 1"),
+    ("optimizer.lr", between(0, FLOAT32_MAX), "greater than 0 (and below 3.4e38)"),
+    ("optimizer.weight_decay", at_least(0), "0 or more"),
+    ("optimizer.momentum", at_least(0), "0 or more"),
+    ("scheduler.min_lr", at_least(0), "0 or more"),
+    ("scheduler.max_lr", between(0, FLOAT32_MAX), "greater than 0"),
+    ("scheduler.gamma", between(0, FLOAT32_MAX), "greater than 0"),
+    ("scheduler.step_epochs", between(0, math.inf), "greater than 0"),
+    ("scheduler.pct_start", between(0, 1), "between 0 and 1"),
+    ("dataset.batch_size", at_least(1), "at least 1"),
+    ("dataset.eval_batch_size", at_least(1), "at least 1"),
+    ("dataset.val_size", at_least(1), "at least 1"),
+    ("dataset.train_subset", at_least(1), "at least 1, or null for all"),
+    ("dataset.num_workers", at_least(0), "0 or more"),
+    ("dataset.seed", lambda value: 0 <= value < 2**63, "between 0 and 2**63 - 1"),
+    ("loss.label_smoothing", lambda value: 0 <= value <= 1, "between 0 and 1"),
+    ("trainer.epochs", at_least(1), "at least 1"),
+    ("trainer.device", lambda value: re.fullmatch(DEVICES, value) is not None, "auto, cpu, cuda, cuda:N or mps"),
+    ("trainer.limit_train_batches", at_least(1), "at least 1, or null for the whole epoch"),
+    ("trainer.limit_eval_batches", at_least(1), "at least 1, or null for the whole split"),
+    ("trainer.log_every_n_steps", at_least(1), "at least 1"),
+    ("trainer.histogram_every_n_steps", at_least(0), "0 (never) or more"),
+    ("trainer.eval_every_n_epochs", at_least(1), "at least 1"),
+    ("trainer.grad_clip", at_least(0), "0 (off) or more"),
+    ("trainer.num_threads", at_least(1), "at least 1, or null for torch's default"),
+    *((f"model.{name}", at_least(1), "at least 1 (each entry, for a list)") for name in MODEL_SIZES),
 ]
 
 
-def validate_config(config: dict[str, Any]) -> None:
-    """Raise one `UserError` naming the first bad key, and what it should be."""
+def validate_config(config: dict[str, Any], groups: tuple[str, ...] = tuple(RUNTIME_ARGUMENTS)) -> None:
+    """Raise one `UserError` naming the first bad key, and what it should be. `groups`: the
+    components to check (a tool such as dlcourse-summary builds only a model)."""
     if not isinstance(config.get("seed"), int) or isinstance(config.get("seed"), bool):
         raise UserError(f"seed={config.get('seed')!r} should be an integer")
-    for key, runtime in RUNTIME_ARGUMENTS.items():
-        check_arguments(key, config[key], locate(key, config[key]), runtime)
-    check_arguments("trainer", config["trainer"], TrainerSettings, set())
-    for key, test, requirement in LIMITS:
-        group, name = key.split(".")
-        value = config.get(group, {}).get(name)
-        if isinstance(value, (int, float)) and not test(value):
+    for key in groups:
+        check_arguments(key, config[key], locate(key, config[key]), RUNTIME_ARGUMENTS[key])
+    if "trainer" in config:
+        check_arguments("trainer", config["trainer"], TrainerSettings, set())
+    check_limits(config, LIMITS)
+    negative = [name for name, value in config["model"].items() if isinstance(value, int) and value < 0]
+    if negative:
+        raise UserError(f"model.{negative[0]}={config['model'][negative[0]]} is impossible: sizes cannot be negative")
+
+
+def check_limits(config: dict[str, Any], limits: list[tuple[str, Callable[[Any], bool], str]]) -> None:
+    for key, test, requirement in limits:
+        value = config
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None and not isinstance(value, bool) and not test(value):
             raise UserError(f"{key}={value} is impossible: it must be {requirement}")
+
+
+def validate_input_shape(shape: Any) -> tuple[int, ...]:
+    """One input's shape from a tool's config (input_shape=[C,H,W]), as a tuple of sizes ≥ 1."""
+    if not (isinstance(shape, (list, tuple)) and 1 <= len(shape) <= 3
+            and all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 16384 for n in shape)):
+        raise UserError(f"input_shape={shape!r} should be one input's [C,H,W]: up to three sizes from 1 to 16384 "
+                        "(MNIST: [1,28,28], AlexNet: [3,224,224])")
+    return tuple(shape)
 
 
 def locate(key: str, node: dict[str, Any]) -> Callable:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+DEVICES = r"auto|cpu|cuda|cuda:\d+|mps"  # the values of trainer.device (a regular expression)
+
 
 @dataclass
 class TrainerSettings:

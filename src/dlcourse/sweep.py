@@ -29,10 +29,13 @@ FAILED = "failed.json"
 DEFAULT_METRICS = (("val/acc", "max"), ("val/mse_hole", "min"))
 
 
-def record_failure(job_dir: Path, error: BaseException) -> None:
-    """Write the job's error into its folder, where the sweep status and the report find it."""
+def record_failure(job_dir: Path, error: BaseException, overrides: list[str] | None = None) -> None:
+    """Write the job's error (and its overrides, for a job refused before it wrote its record)
+    into its folder, where the sweep status and the report find it."""
     text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-    details = {"error": text, "type": type(error).__name__, "traceback": traceback.format_exc()}
+    details = {"error": text, "type": type(error).__name__, "overrides": overrides or [],
+               "traceback": traceback.format_exc()}
+    job_dir.mkdir(parents=True, exist_ok=True)  # a job refused before it started has no folder left
     (job_dir / FAILED).write_text(json.dumps(details, indent=2) + "\n")
     log.error("This job failed (%s); the sweep goes on. Details: %s", text, job_dir / FAILED)
 
@@ -46,7 +49,8 @@ class SweepStatus(Callback):
         failed = sorted(sweep_dir.glob(f"*/{FAILED}"))
         if failed:
             for path in failed:
-                print(f"job {path.parent.name} failed: {json.loads(path.read_text())['error']}", file=sys.stderr)
+                details, problem = read_json(path)
+                print(f"job {path.parent.name} failed: {details.get('error') if details else problem}", file=sys.stderr)
             print(f"{len(failed)} job(s) of the sweep in {sweep_dir} failed", file=sys.stderr)
             sys.exit(1)
 
@@ -54,28 +58,60 @@ class SweepStatus(Callback):
 @dataclass
 class Job:
     name: str
-    overrides: dict[str, str]
+    overrides: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
+    error: str | None = None  # why the job has no metrics: its failed.json, or still running
+    unreadable: list[str] = field(default_factory=list)  # its files that could not be read
+
+
+def read_json(path: Path) -> tuple[dict | None, str | None]:
+    """A JSON object from a file, or None and why not (a job killed mid-write leaves half a file)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        return None, f"{path.name} could not be read ({type(error).__name__}: {str(error)[:80]})"
+    return (value, None) if isinstance(value, dict) else (None, f"{path.name} holds no JSON object")
+
+
+def read_overrides(job_dir: Path) -> tuple[list[str], str | None]:
+    """The job's overrides from .hydra/overrides.yaml (else its failed.json), or why not."""
+    import yaml  # comes with hydra / omegaconf
+
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        details, _ = read_json(job_dir / FAILED)
+        return [str(o) for o in (details or {}).get("overrides") or []], None
+    try:  # safe_load: plain data only (a !!python/object tag is an error, never run)
+        overrides = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        return [], f".hydra/overrides.yaml could not be read ({type(error).__name__})"
+    if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+        return [], ".hydra/overrides.yaml is not a list of key=value overrides"
+    return overrides, None
+
+
+def read_job(job_dir: Path) -> Job:
+    overrides, problem = read_overrides(job_dir)
+    job = Job(job_dir.name, dict(item.split("=", 1) for item in overrides), unreadable=[problem] if problem else [])
+    if (job_dir / "metrics.json").is_file():
+        metrics, problem = read_json(job_dir / "metrics.json")
+        job.metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
+    elif (job_dir / FAILED).is_file():
+        details, problem = read_json(job_dir / FAILED)
+        job.error = str(details.get("error")) if details else "failed"
+    else:
+        problem, job.error = None, "no metrics.json (still running, or killed)"
+    job.unreadable += [problem] if problem else []
+    return job
 
 
 def read_jobs(sweep_dir: Path) -> list[Job]:
-    import yaml  # comes with hydra / omegaconf
-
-    jobs = []
-    for overrides_file in sorted(sweep_dir.glob("*/.hydra/overrides.yaml"), key=lambda p: natural(p.parents[1].name)):
-        job_dir = overrides_file.parents[1]
-        overrides = dict(item.split("=", 1) for item in yaml.safe_load(overrides_file.read_text()) or [])
-        job = Job(job_dir.name, overrides)
-        if (job_dir / "metrics.json").is_file():
-            job.metrics = json.loads((job_dir / "metrics.json").read_text())
-        else:
-            failure = job_dir / FAILED
-            job.error = json.loads(failure.read_text())["error"] if failure.is_file() else "no metrics.json (still running, or killed)"
-        jobs.append(job)
-    if not jobs:
+    if not sweep_dir.is_dir():
+        raise UserError(f"{sweep_dir} is not a folder; pass a sweep's folder, outputs/multirun/<sweep>")
+    job_dirs = [d for d in sweep_dir.iterdir() if (d / ".hydra" / "overrides.yaml").is_file() or (d / FAILED).is_file()]
+    if not job_dirs:
         raise UserError(f"{sweep_dir} holds no sweep jobs (folders with .hydra/overrides.yaml); pass outputs/multirun/<sweep>")
-    return jobs
+    return [read_job(job_dir) for job_dir in sorted(job_dirs, key=lambda d: natural(d.name))]
 
 
 def natural(name: str) -> tuple:
@@ -101,16 +137,19 @@ def report(sweep_dir: str | Path, metric: str | None = None, mode: str | None = 
     metric, mode = choose_metric(jobs, metric, mode)
     done = [job for job in jobs if job.error is None and math.isfinite(job.metrics.get(metric, math.nan))]
     done.sort(key=lambda job: job.metrics[metric], reverse=mode == "max")
-    failed = [job for job in jobs if job not in done]
     swept = [key for key in dict.fromkeys(k for job in jobs for k in job.overrides)
              if len({job.overrides.get(key) for job in jobs}) > 1] or list(dict.fromkeys(k for j in jobs for k in j.overrides))
     header = ["", "job", *swept, metric]
     rows = [["★" if i == 0 else "", job.name, *(job.overrides.get(k, "") for k in swept), f"{job.metrics[metric]:.4f}"]
             for i, job in enumerate(done)]
+    failed = [job for job in jobs if job.error is not None]
+    no_value = [job for job in jobs if job not in done and job not in failed]
     lines = [f"# Sweep {sweep_dir.name}: {len(done)} done, {len(failed)} failed; sorted by {metric} ({mode})", "",
              "| " + " | ".join(header) + " |", "|" + " --- |" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
-    if failed:
-        lines += ["", "## Failed jobs", "", *(f"- job {job.name} ({', '.join(f'{k}={v}' for k, v in job.overrides.items())}): {job.error}" for job in failed)]
+    lines += section("Failed jobs", [f"{describe(job)}: {job.error}" for job in failed])
+    lines += section(f"Jobs without a finite {metric}", [f"{describe(job)}: {metric}={job.metrics.get(metric, 'missing')}"
+                                                        for job in no_value])
+    lines += section("Files that could not be read", [f"job {job.name}: {p}" for job in jobs for p in job.unreadable])
     markdown = "\n".join(lines) + "\n"
     (sweep_dir / "report.md").write_text(markdown)
     with open(sweep_dir / "report.csv", "w", newline="") as file:
@@ -119,6 +158,14 @@ def report(sweep_dir: str | Path, metric: str | None = None, mode: str | None = 
         writer.writerows([[j.name, *(j.overrides.get(k, "") for k in swept), j.metrics.get(metric, ""), j.error or ""] for j in jobs])
     plot(done, swept, metric, sweep_dir / "report.png")
     return markdown
+
+
+def describe(job: Job) -> str:
+    return f"job {job.name} ({', '.join(f'{k}={v}' for k, v in job.overrides.items())})"
+
+
+def section(title: str, items: list[str]) -> list[str]:
+    return ["", f"## {title}", "", *(f"- {item}" for item in items)] if items else []
 
 
 def plot(jobs: list[Job], swept: list[str], metric: str, path: Path) -> None:

@@ -7,13 +7,17 @@
     dlcourse-train resume=outputs/runs/<run>            # continue a stopped run in its folder
     python -m dlcourse.train --help                     # the config groups and their options
 
-The run itself is `dlcourse.run.train`; this module only wraps it for Hydra, and imports torch
-only once a run starts, so that `--help` and mistyped overrides answer at once.
+The run itself is `dlcourse.run.train`; this module only wraps it for Hydra: it settles the
+config (a resume's comes from its checkpoint), claims the run folder, and reports how the run
+ended. It imports torch only once a run starts, so that `--help` answers at once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -23,8 +27,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dlcourse.config import config_dir, register_resolvers
-from dlcourse.errors import SweepError, exit_on_user_error
-from dlcourse.interrupt import TrainingInterrupted
+from dlcourse.errors import SweepError, UserError, exit_on_user_error
+from dlcourse.interrupt import FROM_PARENT, STOP_MARKER, FinalTestInterrupted, TrainingInterrupted
 from dlcourse.sweep import record_failure
 
 log = logging.getLogger("dlcourse.train")
@@ -35,26 +39,68 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    from dlcourse.run import resume_config, shortest_path, train  # torch is imported from here on
-
-    output_dir = HydraConfig.get().runtime.output_dir
-    if cfg.get("resume") == "auto":  # continue this folder's run if it has one (a requeued job)
-        last = Path(output_dir) / "checkpoints" / "last.pt"
-        cfg.resume = str(last) if last.is_file() else None
-    if cfg.get("resume"):
-        cfg = resume_config(cfg, list(HydraConfig.get().overrides.task))
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        metrics = train(cfg, output_dir)
+        metrics = run(cfg, list(hydra_cfg.overrides.task), hydra_cfg, run_dir)
     except TrainingInterrupted as stop:
-        log.warning("Stopped: %s. Resume with:\n  dlcourse-train resume=%s", stop, shortest_path(Path(output_dir)))
+        report_stop(stop, run_dir)
+        if os.environ.get(FROM_PARENT):  # a job beside others: the sweep's process ends the sweep
+            return None
         sys.exit(stop.exit_code)
     except Exception as error:
-        if HydraConfig.get().mode != RunMode.MULTIRUN or isinstance(error, SweepError):
+        if hydra_cfg.mode != RunMode.MULTIRUN or isinstance(error, SweepError):
             raise
-        record_failure(Path(output_dir), error)  # one bad job must not end the sweep
+        record_failure(run_dir, error, list(hydra_cfg.overrides.task))  # one bad job must not end the sweep
         return None  # a sweeper such as Optuna counts the trial as failed
     # Sweepers (e.g. Optuna) maximise what the task function returns.
     return metrics.get(cfg.get("optimized_metric") or "", None)
+
+
+def run(cfg: DictConfig, overrides: list[str], hydra_cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """Settle the config (a resume's comes from its checkpoint), claim the folder, train."""
+    from dlcourse.distributed import launched_rank  # torch is imported from here on
+    from dlcourse.resume import run_config
+    from dlcourse.run import train
+    from dlcourse.run_files import NullRunFolder, RunFolder, discard_if_empty
+
+    if launched_rank() > 0:  # rank 0 owns the run folder; Hydra gave this rank a scratch one
+        discard_if_empty(run_dir)
+    if os.environ.get(FROM_PARENT) and (run_dir.parent / STOP_MARKER).exists():
+        discard_if_empty(run_dir)  # the sweep is stopping: this job does not start
+        return {}
+    try:
+        cfg = run_config(cfg, overrides, run_dir)
+    except UserError:
+        discard_if_empty(run_dir)  # refused before anything was written: leave no empty run folder
+        raise
+    folder = RunFolder(run_dir, resuming=bool(cfg.get("resume"))) if launched_rank() == 0 else NullRunFolder()
+    with folder:
+        folder.record(cfg, hydra_cfg)
+        return train(cfg, run_dir)
+
+
+def report_stop(stop: TrainingInterrupted, run_dir: Path) -> None:
+    """Say how to continue, in a command that pastes safely into a shell."""
+    from dlcourse.run import shortest_path
+
+    folder = shortest_path(run_dir)
+    if isinstance(stop, FinalTestInterrupted):
+        command = f"dlcourse-eval {shlex.quote('ckpt_path=' + hydra_quote(folder))}"
+        log.warning("Stopped: %s. Training had finished. Test the best weights with:\n  %s", stop, command)
+    else:
+        command = f"dlcourse-train {shlex.quote('resume=' + hydra_quote(folder))}"
+        log.warning("Stopped: %s. Resume with:\n  %s", stop, command)
+
+
+def hydra_quote(value: str) -> str:
+    """A value as Hydra's override grammar reads it back verbatim: quoted when it holds
+    characters the grammar gives a meaning to (spaces, brackets, quotes, $, ...)."""
+    if all(c.isalnum() or c in "/._-+:@%~" for c in value):
+        return value
+    # Inside quotes, Hydra reads \' as a quote, and \\ as a backslash only before a quote.
+    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
+    return f"'{escaped}'"
 
 
 if __name__ == "__main__":

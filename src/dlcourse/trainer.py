@@ -220,6 +220,7 @@ class Trainer:
     def test_best(self) -> dict[str, float]:
         """Test once, with the weights that validated best (those saved in best.pt)."""
         self.processes.barrier()  # rank 0 has finished writing best.pt
+        self.stop_signal.final_test = (str(self.checkpoint_dir / BEST), self.step)  # nothing left to save
         best = load_checkpoint(self.checkpoint_dir / BEST, map_location=self.device)
         self.raw_model.load_state_dict(best["model"])
         self.processes.check_in_sync(self.raw_model)

@@ -19,16 +19,25 @@ from dlcourse.tasks import InpaintingTask
 Pair = tuple[Path, Path, Path | None]  # masked, complete, mask (None: derived from the difference)
 
 
-def read_image(path: Path, mode: str, size: int | None, resample: str = "bilinear") -> torch.Tensor:
-    """An image file as a float tensor (C, H, W) in [0, 1]; mode "L" (grayscale) or "RGB"."""
+def read_image(
+    path: Path, mode: str, size: int | tuple[int, int] | None, resample: str = "bilinear"
+) -> torch.Tensor:
+    """An image file as a float tensor (C, H, W) in [0, 1]; mode "L" (grayscale) or "RGB";
+    `size`: a side, or (height, width), to resize to. Transparent pixels become white (paper),
+    not the black their colour values often hold."""
+    import numpy
     from PIL import Image
-    from torchvision.transforms.functional import pil_to_tensor
 
     with Image.open(path) as image:
+        if "A" in image.getbands() or "transparency" in image.info:
+            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, image.convert("RGBA"))
         image = image.convert(mode)
-        if size is not None and image.size != (size, size):
-            image = image.resize((size, size), getattr(Image.Resampling, resample.upper()))
-        return pil_to_tensor(image).float().div_(255)
+        height, width = (size, size) if isinstance(size, int) else size or (image.height, image.width)
+        if image.size != (width, height):
+            image = image.resize((width, height), getattr(Image.Resampling, resample.upper()))
+        pixels = torch.from_numpy(numpy.array(image, dtype=numpy.uint8))  # (H, W) or (H, W, C)
+    return pixels.view(height, width, -1).permute(2, 0, 1).float().div_(255)  # (C, H, W)
 
 
 class PairFolder(Dataset):
@@ -58,8 +67,7 @@ def find_pairs(root: Path) -> list[Pair]:
     for name in ("masked", "complete"):
         if not folders[name].is_dir() or not any(folders[name].iterdir()):
             raise UserError(f"{folders[name]} is missing or empty: an inpainting folder needs masked/ and complete/ with matching file names")
-    files = {name: {p.stem: p for p in sorted(folder.iterdir()) if p.is_file()}
-             for name, folder in folders.items() if folder.is_dir()}
+    files = {name: files_by_stem(folder) for name, folder in folders.items() if folder.is_dir()}
     names = set(files["masked"])
     for name, by_stem in files.items():
         unmatched = sorted(names.symmetric_difference(by_stem))
@@ -68,6 +76,17 @@ def find_pairs(root: Path) -> list[Pair]:
                             f"{name}/: {', '.join(unmatched[:5])}. Every image needs one file in each folder")
     masks = files.get("mask", {})
     return [(files["masked"][stem], files["complete"][stem], masks.get(stem)) for stem in sorted(names)]
+
+
+def files_by_stem(folder: Path) -> dict[str, Path]:
+    """The folder's files by name without extension; two files of one name (3.png, 3.jpg) clash."""
+    by_stem: dict[str, Path] = {}
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        if path.stem in by_stem:
+            raise UserError(f"{folder} holds both {by_stem[path.stem].name} and {path.name}: files pair up by name "
+                            "without extension, so keep one of them")
+        by_stem[path.stem] = path
+    return by_stem
 
 
 def check_pairs(pairs: list[Pair], image_size: int | None) -> None:

@@ -1,0 +1,131 @@
+"""Continuing a stopped run: `dlcourse-train resume=outputs/runs/<run> [trainer.epochs=8 ...]`.
+
+The resumed run is the stopped run's own config (read from its checkpoint and checked like any
+file you did not write, see `config.stored_config`) with this command line's overrides on top.
+Only overrides that keep it the same run are taken: the trainer's settings, the optimizer's
+(applied to the restored optimizer), where the data lives. Anything that would make the saved
+state mean something else (another model, loss, seed or schedule, fewer epochs than are done)
+is refused in one line before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from dlcourse.checkpoint import LAST, check_resumable, find_checkpoint, load_checkpoint
+from dlcourse.config import stored_config, to_plain_dict
+from dlcourse.errors import UserError
+from dlcourse.schema import validate_config
+
+log = logging.getLogger(__name__)
+
+# Settings a resume may change: they do not change what the saved state means.
+CHANGEABLE = ("trainer.", "optimizer.", "paths.", "dataset.data_dir", "dataset.eval_batch_size",
+              "dataset.num_workers", "dataset.download_missing", "optimized_metric")
+# Config groups that only say where or how jobs run, not what is trained.
+LAUNCH_GROUPS = ("launcher", "hparams_search")
+# Schedules whose length is fixed when the run starts.
+FIXED_LENGTH = ("dlcourse.schedulers.onecycle", "dlcourse.schedulers.cosine")
+
+
+def run_config(cfg: DictConfig, overrides: list[str], run_dir: Path) -> DictConfig:
+    """The config this run uses, checked before anything is written: a resume's comes from its
+    checkpoint; `resume=auto` continues the run folder's own run when it has a checkpoint (a
+    requeued cluster job), else starts one."""
+    repeated: list[str] = []
+    if cfg.get("resume") == "auto":
+        last = run_dir / "checkpoints" / LAST
+        cfg.resume = str(last) if last.is_file() else None
+        repeated = original_overrides(run_dir)
+    if cfg.get("resume"):
+        cfg = resume_config(cfg, overrides, repeated)
+    validate_config(to_plain_dict(cfg))
+    return cfg
+
+
+def resume_config(cfg: DictConfig, overrides: list[str], repeated: list[str] = ()) -> DictConfig:
+    """The stopped run's config with the command line's `key=value` overrides on top.
+
+    `overrides` are the command line's (Hydra's task overrides); `repeated`, the ones the run
+    started with, which a requeued cluster job (resume=auto) repeats and which change nothing.
+    """
+    path = find_checkpoint(cfg.resume)
+    checkpoint = load_checkpoint(path)
+    check_resumable(checkpoint, path)
+    stored = stored_config(checkpoint["config"], path)
+    check_latest(path, checkpoint)
+    updates = [o.lstrip("+") for o in overrides if not o.startswith(("resume=", "+resume=")) and o not in repeated]
+    for update in updates:
+        check_override(update, stored)
+    resumed = OmegaConf.merge(stored, OmegaConf.from_dotlist(updates))
+    resumed.resume = str(path)
+    check_length(resumed, stored, checkpoint, path)
+    return resumed
+
+
+def check_latest(path: Path, checkpoint: dict[str, Any]) -> None:
+    """Resuming from an older checkpoint of a run (best.pt) would overwrite its later state."""
+    last = path.parent / LAST
+    if path.name != LAST and last.is_file() and load_checkpoint(last).get("step", 0) > checkpoint["step"]:
+        raise UserError(f"{path} (step {checkpoint['step']}) is older than {last} of the same run; resuming from "
+                        f"it would overwrite what came after. Resume the run folder (its {LAST}) instead")
+
+
+def original_overrides(run_dir: Path | None) -> list[str]:
+    """The overrides a run folder's first start recorded (.hydra/overrides.yaml), or none."""
+    try:
+        recorded = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    except (OSError, TypeError, yaml.YAMLError):
+        return []
+    return [str(item) for item in recorded] if isinstance(recorded, list) else []
+
+
+def check_override(update: str, stored: DictConfig) -> None:
+    """Refuse an override that would change what the stopped run was training."""
+    key, _, value = update.partition("=")
+    if key.split(".")[0] in LAUNCH_GROUPS:
+        return
+    if "." not in key and key not in ("seed", "optimized_metric"):
+        raise UserError(f"'{update}' cannot change a resumed run's components; on resume, only overrides of "
+                        "single settings apply (e.g. trainer.epochs=10 trainer.device=cpu)")
+    if key.startswith(CHANGEABLE) or key == "optimized_metric":
+        if key == "optimizer.lr" and stored.scheduler._target_ != "dlcourse.schedulers.constant":
+            raise UserError(f"'{update}': the run's scheduler sets its learning rate, so a new optimizer.lr would "
+                            "not be used; resume without it, or start a new run")
+        return
+    new = OmegaConf.select(OmegaConf.from_dotlist([update]), key)
+    if OmegaConf.select(stored, key, default="<missing>") != new:
+        raise UserError(f"'{update}' would change what the stopped run was training; on resume only trainer.*, "
+                        "optimizer.* and where the data is (dataset.data_dir) may change. Start a new run for it")
+
+
+def check_length(resumed: DictConfig, stored: DictConfig, checkpoint: dict[str, Any], path: Path) -> None:
+    """Refuse a resume that has nothing left to train, or that a fixed-length schedule cannot follow."""
+    epoch, epochs = checkpoint["epoch"], resumed.trainer.epochs
+    if epochs < epoch:
+        done = f"has trained {epoch - 1} epochs" + (f" and part of epoch {epoch}" if checkpoint["batch_in_epoch"] else "")
+        raise UserError(f"the run in {path} {done}: trainer.epochs={epochs} leaves nothing to train. To train "
+                        f"longer, pass trainer.epochs={max(epoch, epochs + 1)} or more (its results stay as they are)")
+    length = ("epochs", "limit_train_batches")
+    if resumed.scheduler._target_ in FIXED_LENGTH and any(resumed.trainer.get(k) != stored.trainer.get(k) for k in length):
+        name = resumed.scheduler._target_.rsplit(".", 1)[1]
+        raise UserError(f"scheduler={name} fixed the run's length ({stored.trainer.epochs} epochs) when it started, so "
+                        "it cannot follow a new trainer.epochs or trainer.limit_train_batches; resume with the same "
+                        "ones, or start a new run (scheduler=step or none can be extended)")
+
+
+def apply_optimizer_overrides(optimizer: torch.optim.Optimizer, settings: dict[str, Any], stored: dict[str, Any]) -> None:
+    """Set the optimizer settings that this resume changed on the restored optimizer, whose
+    state (learning rate included) came from the checkpoint."""
+    for name, value in settings.items():
+        if name.startswith("_") or stored.get(name) == value:
+            continue
+        for group in optimizer.param_groups:
+            group[name] = tuple(value) if isinstance(group.get(name), tuple) else value
+        log.info("Resumed with optimizer.%s=%s (was %s).", name, value, stored.get(name))
