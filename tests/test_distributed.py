@@ -24,8 +24,13 @@ def torchrun(arguments: list[str]) -> list[str]:
 
 
 def run_ddp(arguments: list[str], cwd, data_dir) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DLCOURSE_DATA_DIR": str(data_dir)}
-    return subprocess.run(torchrun(arguments), cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    """torchrun in `cwd`, with its own temporary folder (cwd/tmp): no rank may leave a scratch
+    folder of dlcourse's there."""
+    (cwd / "tmp").mkdir(exist_ok=True)
+    env = {**os.environ, "DLCOURSE_DATA_DIR": str(data_dir), "TMPDIR": str(cwd / "tmp")}
+    result = subprocess.run(torchrun(arguments), cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert not list((cwd / "tmp").glob("dlcourse-*")), list((cwd / "tmp").iterdir())
+    return result
 
 
 def test_shards_cover_the_epoch_once_with_equal_lengths():

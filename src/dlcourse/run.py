@@ -25,7 +25,7 @@ from dlcourse.distributed import unwrap
 from dlcourse.resume import apply_optimizer_overrides
 from dlcourse.loggers import NullLogger, TensorBoardLogger, flatten_hparams
 from dlcourse.run_files import NullRunFiles, RunFiles
-from dlcourse.runtime import configure_determinism, seed_everything, select_device
+from dlcourse.runtime import autocast_dtype, configure_determinism, seed_everything, select_device
 from dlcourse.schedulers import Scheduler
 from dlcourse.schema import validate_config
 from dlcourse.settings import TrainerSettings
@@ -45,6 +45,7 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     validate_config(config)  # before any data is loaded
     settings = TrainerSettings(**config["trainer"])
     processes, device = setup_runtime(settings, cfg.seed)
+    autocast_dtype(str(settings.precision), device)  # refuse a precision this device lacks, now
     output_dir = Path(processes.broadcast(str(output_dir)))  # all ranks share rank 0's folder
 
     data = build(cfg, "dataset", device=device)

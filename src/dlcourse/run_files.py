@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ class RunFolder:
             raise FolderInUse(f"{self.path} already holds a run; continue it with dlcourse-train "
                               f"resume={self.path}, or give this run another folder")
         self.take_lock()
-        self.log_handler = logging.FileHandler(self.path / "train.log")
+        self.log_handler = RunLog(self.path / "train.log")
         self.log_handler.setFormatter(logging.Formatter(LOG_FORMAT))
         logging.getLogger().addHandler(self.log_handler)
         return self
@@ -93,6 +94,15 @@ class RunFolder:
         if hydra_cfg is not None:
             OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), folder / "hydra.yaml")
             OmegaConf.save(hydra_cfg.overrides.task, folder / "overrides.yaml")
+
+
+class RunLog(logging.FileHandler):
+    """train.log. A write it cannot make (a full disk) is skipped quietly rather than printing a
+    traceback for every log line: the run itself reports the full disk, once."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handleError(record)
 
 
 class NullRunFolder(RunFolder):

@@ -68,7 +68,7 @@ LIMITS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("trainer.histogram_every_n_steps", at_least(0), "0 (never) or more"),
     ("trainer.eval_every_n_epochs", at_least(1), "at least 1"),
     ("trainer.grad_clip", at_least(0), "0 (off) or more"),
-    ("trainer.num_threads", at_least(1), "at least 1, or null for torch's default"),
+    ("trainer.num_threads", lambda value: 1 <= value <= 1024, "between 1 and 1024, or null for torch's default"),
     *((f"model.{name}", at_least(1), "at least 1 (each entry, for a list)") for name in MODEL_SIZES),
 ]
 
@@ -83,9 +83,22 @@ def validate_config(config: dict[str, Any], groups: tuple[str, ...] = tuple(RUNT
     if "trainer" in config:
         check_arguments("trainer", config["trainer"], TrainerSettings, set())
     check_limits(config, LIMITS)
+    check_integers(config, "")
     negative = [name for name, value in config["model"].items() if isinstance(value, int) and value < 0]
     if negative:
         raise UserError(f"model.{negative[0]}={config['model'][negative[0]]} is impossible: sizes cannot be negative")
+
+
+def check_integers(node: Any, where: str) -> None:
+    """No integer anywhere beyond 64 bits: no size, count or seed can use one (torch cannot)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            check_integers(value, f"{where}.{key}" if where else key)
+    elif isinstance(node, list):
+        for value in node:
+            check_integers(value, where)
+    elif isinstance(node, int) and not -(2**63) <= node < 2**63:
+        raise UserError(f"{where}={node} is impossible: it does not fit in 64 bits")
 
 
 def check_limits(config: dict[str, Any], limits: list[tuple[str, Callable[[Any], bool], str]]) -> None:

@@ -27,6 +27,7 @@ FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+NUM_CLASSES = 10
 MEAN, STD = 0.1307, 0.3081  # over the 60,000 training images, as everyone uses
 DOWNLOAD_TIMEOUT_SECONDS = 30
 
@@ -82,8 +83,8 @@ def read_idx(path: Path) -> torch.Tensor:
     """An IDX file: bytes 0 0 0x08 (unsigned bytes) and the number of dimensions, one big-endian
     uint32 size per dimension, then the data."""
     raw = path.read_bytes()
-    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
-        raise ValueError(f"{path.name} is not an IDX file of unsigned bytes")
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or raw[3] == 0:
+        raise ValueError(f"{path.name} is not an IDX file of unsigned bytes with at least one dimension")
     sizes = struct.unpack(f">{raw[3]}I", raw[4 : 4 + 4 * raw[3]])
     data = torch.frombuffer(bytearray(raw[4 + 4 * raw[3] :]), dtype=torch.uint8)
     if data.numel() != torch.Size(sizes).numel():
@@ -98,13 +99,19 @@ def read_split(root: Path, train: bool) -> Split:
         images, labels = read_idx(raw / f"{prefix}-images-idx3-ubyte"), read_idx(raw / f"{prefix}-labels-idx1-ubyte")
     except (ValueError, struct.error, OSError) as error:
         raise UserError(missing_data_message(root, f"could not read it: {error}")) from None
+    check_split(raw / f"{prefix}-images-idx3-ubyte", images, raw / f"{prefix}-labels-idx1-ubyte", labels)
     return Split(images, labels.long())
 
 
-def count_training_images(root: Path) -> int:
-    """The size of the training split, from its label file's 8-byte header (no data read)."""
-    with open(root / "MNIST" / "raw" / "train-labels-idx1-ubyte", "rb") as file:
-        return int.from_bytes(file.read(8)[4:8], "big")
+def check_split(images_path: Path, images: torch.Tensor, labels_path: Path, labels: torch.Tensor) -> None:
+    """Images (N, H, W) and N labels, each a class 0-9: else one line naming the file."""
+    if images.dim() != 3:
+        raise UserError(f"{images_path} holds an array of shape {tuple(images.shape)}; MNIST images are (N, 28, 28)")
+    if labels.dim() != 1 or len(labels) != len(images):
+        raise UserError(f"{labels_path} holds {tuple(labels.shape)} labels for the {len(images)} images of "
+                        f"{images_path.name}; each image needs one label")
+    if len(labels) and labels.max() >= NUM_CLASSES:
+        raise UserError(f"{labels_path} holds label {labels.max().item()}; MNIST's classes are 0 to {NUM_CLASSES - 1}")
 
 
 def normalize(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -127,7 +134,7 @@ class MnistFiles:
 def open_mnist(
     data_dir: str, val_size: int, download_missing: bool, seed: int, train_subset: int | None = None
 ) -> MnistFiles:
-    """Find (or download) the IDX files, check `val_size`, decode both splits, carve out val;
+    """Find (or download) the IDX files, decode and check both splits, check `val_size`, carve out val;
     `train_subset` keeps that many training images (a random subset fixed by the seed)."""
     root = Path(data_dir).expanduser()
     if missing_files(root):
@@ -135,13 +142,13 @@ def open_mnist(
             reason = f"missing {', '.join(missing_files(root))}; downloading is off"
             raise UserError(missing_data_message(root, reason))
         download(root)
-    num_train = count_training_images(root)
+    train_set, test_set = read_split(root, train=True), read_split(root, train=False)
+    num_train = len(train_set.targets)
     if not 0 < val_size < num_train:
         raise UserError(f"dataset.val_size={val_size} must be between 1 and {num_train - 1}")
     if train_subset is not None and not 0 < train_subset <= num_train - val_size:
         raise UserError(f"dataset.train_subset={train_subset} must be between 1 and {num_train - val_size} "
                         f"(the training images left beside val_size={val_size}), or null for all of them")
-    train_set, test_set = read_split(root, train=True), read_split(root, train=False)
     # The validation images are fixed by the seed alone, so every run with that seed shares them.
     order = torch.randperm(num_train, generator=torch.Generator().manual_seed(seed))
     train_indices = order[val_size:][:train_subset]  # [:None] keeps all
