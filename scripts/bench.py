@@ -27,9 +27,9 @@ from torch.nn import functional as F
 from dlcourse.data.mnist import mnist
 from dlcourse.loggers import NullLogger, TensorBoardLogger
 from dlcourse.models import MLP, LinearClassifier
-from dlcourse.run_files import NullRunFiles
+from dlcourse.run_folder import NullRunFiles
 from dlcourse.schedulers import constant
-from dlcourse.settings import TrainerSettings
+from dlcourse.schema import TrainerSettings
 from dlcourse.trainer import Trainer
 
 DATA_DIR = os.environ.get("DLCOURSE_DATA_DIR", "data")
@@ -54,10 +54,17 @@ def compare(variants: dict, repeats: int) -> dict[str, list[float]]:
 
 
 def report(title: str, timings: dict[str, list[float]], baseline: str) -> list[str]:
-    lines = [f"### {title}", "", "| variant | min s | median s | ratio (min / baseline min) |", "| --- | --- | --- | --- |"]
+    lines = [
+        f"### {title}",
+        "",
+        "| variant | min s | median s | ratio (min / baseline min) |",
+        "| --- | --- | --- | --- |",
+    ]
     base = min(timings[baseline])
     for name, values in timings.items():
-        lines.append(f"| {name} | {min(values):.4f} | {statistics.median(values):.4f} | {min(values) / base:.3f} |")
+        lines.append(
+            f"| {name} | {min(values):.4f} | {statistics.median(values):.4f} | {min(values) / base:.3f} |"
+        )
     print("\n".join(lines) + "\n", flush=True)
     return lines + [""]
 
@@ -66,11 +73,27 @@ def make_trainer(model: nn.Module, data, logger, log_dir: Path) -> Trainer:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     steps = len(data.train)
     settings = TrainerSettings(epochs=1, device="cpu", progress_bar=False)
-    return Trainer(model, nn.CrossEntropyLoss(), optimizer, constant(optimizer, steps, steps), data, logger,
-                   settings, torch.device("cpu"), files=NullRunFiles(log_dir), config={})
+    return Trainer(
+        model,
+        nn.CrossEntropyLoss(),
+        optimizer,
+        constant(optimizer, steps, steps),
+        data,
+        logger,
+        settings,
+        torch.device("cpu"),
+        files=NullRunFiles(log_dir),
+        config={},
+    )
 
 
-def bare_loop(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int, metrics: bool = False):
+def bare_loop(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    metrics: bool = False,
+):
     """The minimal hand-written epoch: shuffle, slice, forward, backward, step; with `metrics`,
     the training loss and accuracy summed at every step, as a hand-written loop would."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -99,15 +122,29 @@ def trainer_overhead(repeats: int) -> list[str]:
     images, labels = data.train.tensors
     lines = []
     log_dir = Path(tempfile.mkdtemp(prefix="dlcourse-bench-"))
-    for name, build in (("MLP 784-800-10", lambda: MLP(hidden_sizes=[800])), ("linear 784-10", LinearClassifier)):
+    for name, build in (
+        ("MLP 784-800-10", lambda: MLP(hidden_sizes=[800])),
+        ("linear 784-10", LinearClassifier),
+    ):
         trainer = make_trainer(build(), data, TensorBoardLogger(log_dir / name), log_dir)
         epochs = iter(range(1, 10_000))
-        timings = compare({
-            "bare PyTorch loop": bare_loop(build(), images, labels, 128),
-            "bare loop + loss and accuracy summed every step": bare_loop(build(), images, labels, 128, metrics=True),
-            "dlcourse Trainer.train_one_epoch (TensorBoard on)": lambda: trainer.train_one_epoch(next(epochs)),
-        }, repeats)
-        lines += report(f"Trainer overhead: {name}, batch 128, SGD, {torch.get_num_threads()} threads", timings, "bare PyTorch loop")
+        timings = compare(
+            {
+                "bare PyTorch loop": bare_loop(build(), images, labels, 128),
+                "bare loop + loss and accuracy summed every step": bare_loop(
+                    build(), images, labels, 128, metrics=True
+                ),
+                "dlcourse Trainer.train_one_epoch (TensorBoard on)": lambda: (
+                    trainer.train_one_epoch(next(epochs))
+                ),
+            },
+            repeats,
+        )
+        lines += report(
+            f"Trainer overhead: {name}, batch 128, SGD, {torch.get_num_threads()} threads",
+            timings,
+            "bare PyTorch loop",
+        )
     return lines
 
 
@@ -134,9 +171,17 @@ def data_path(repeats: int) -> list[str]:
             pass
 
     timings = compare({"bare randperm indexing": bare, "dlcourse TensorBatches": ours}, repeats)
-    lines = report("Data path: one epoch of batches of 128, no model", timings, "bare randperm indexing")
-    slow = compare({"bare randperm indexing": bare, "DataLoader + ToTensor + Normalize": dataloader}, 1)
-    return lines + report("Data path against torchvision's per-item DataLoader (1 round)", slow, "bare randperm indexing")
+    lines = report(
+        "Data path: one epoch of batches of 128, no model", timings, "bare randperm indexing"
+    )
+    slow = compare(
+        {"bare randperm indexing": bare, "DataLoader + ToTensor + Normalize": dataloader}, 1
+    )
+    return lines + report(
+        "Data path against torchvision's per-item DataLoader (1 round)",
+        slow,
+        "bare randperm indexing",
+    )
 
 
 def logging_cost(repeats: int) -> list[str]:
@@ -145,11 +190,16 @@ def logging_cost(repeats: int) -> list[str]:
     on = make_trainer(MLP(hidden_sizes=[800]), data, TensorBoardLogger(log_dir / "on"), log_dir)
     off = make_trainer(MLP(hidden_sizes=[800]), data, NullLogger(), log_dir)
     epochs = iter(range(1, 10_000))
-    timings = compare({
-        "TensorBoard off (NullLogger)": lambda: off.train_one_epoch(next(epochs)),
-        "TensorBoard on (every 50 steps)": lambda: on.train_one_epoch(next(epochs)),
-    }, repeats)
-    return report("Logging: an MLP epoch with TensorBoard on / off", timings, "TensorBoard off (NullLogger)")
+    timings = compare(
+        {
+            "TensorBoard off (NullLogger)": lambda: off.train_one_epoch(next(epochs)),
+            "TensorBoard on (every 50 steps)": lambda: on.train_one_epoch(next(epochs)),
+        },
+        repeats,
+    )
+    return report(
+        "Logging: an MLP epoch with TensorBoard on / off", timings, "TensorBoard off (NullLogger)"
+    )
 
 
 def startup(repeats: int) -> list[str]:
@@ -159,30 +209,62 @@ def startup(repeats: int) -> list[str]:
     floor = "python: import torch, build an SGD optimizer (any training script's floor)"
     # The first optimizer imports torch._dynamo (over a second): every PyTorch training run pays it.
     minimal = "import torch; torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)"
-    rows: dict[str, list[float]] = {"python -c 'import torch'": [], floor: [], "dlcourse-train --help": [],
-                                    "one-step run, outside fit (start-up + writing results)": []}
-    one_step = ["experiment=fast_linear_mnist", "trainer.epochs=1", "trainer.limit_train_batches=1",
-                "trainer.limit_eval_batches=1", "trainer.device=cpu"]
+    rows: dict[str, list[float]] = {
+        "python -c 'import torch'": [],
+        floor: [],
+        "dlcourse-train --help": [],
+        "one-step run, outside fit (start-up + writing results)": [],
+    }
+    one_step = [
+        "experiment=fast_linear_mnist",
+        "trainer.epochs=1",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_eval_batches=1",
+        "trainer.device=cpu",
+    ]
     for _ in range(repeats):
-        rows["python -c 'import torch'"].append(time_it(
-            lambda: subprocess.run([sys.executable, "-c", "import torch"], check=True)))
-        rows[floor].append(time_it(lambda: subprocess.run([sys.executable, "-c", minimal], check=True)))
-        rows["dlcourse-train --help"].append(time_it(
-            lambda: subprocess.run([str(bin_dir / "dlcourse-train"), "--help"], check=True, capture_output=True)))
+        rows["python -c 'import torch'"].append(
+            time_it(lambda: subprocess.run([sys.executable, "-c", "import torch"], check=True))
+        )
+        rows[floor].append(
+            time_it(lambda: subprocess.run([sys.executable, "-c", minimal], check=True))
+        )
+        rows["dlcourse-train --help"].append(
+            time_it(
+                lambda: subprocess.run(
+                    [str(bin_dir / "dlcourse-train"), "--help"], check=True, capture_output=True
+                )
+            )
+        )
         with tempfile.TemporaryDirectory() as folder:
-            wall = time_it(lambda: subprocess.run([str(bin_dir / "dlcourse-train"), *one_step, f"hydra.run.dir={folder}"],
-                                                  check=True, capture_output=True, env=env))
+            wall = time_it(
+                lambda: subprocess.run(
+                    [str(bin_dir / "dlcourse-train"), *one_step, f"hydra.run.dir={folder}"],
+                    check=True,
+                    capture_output=True,
+                    env=env,
+                )
+            )
             fit = json.loads((Path(folder) / "metrics.json").read_text())["train_seconds"]
         rows["one-step run, outside fit (start-up + writing results)"].append(wall - fit)
-    return report("Start-up: seconds from command start (fast_linear_mnist, data on local disk)", rows, floor)
+    return report(
+        "Start-up: seconds from command start (fast_linear_mnist, data on local disk)", rows, floor
+    )
 
 
-BENCHMARKS = {"overhead": trainer_overhead, "data": data_path, "logging": logging_cost, "startup": startup}
+BENCHMARKS = {
+    "overhead": trainer_overhead,
+    "data": data_path,
+    "logging": logging_cost,
+    "startup": startup,
+}
 
 
 def machine_line(repeats: int) -> str:
-    return (f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads, Python {platform.python_version()}; {repeats} interleaved rounds.")
+    return (
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, Python {platform.python_version()}; {repeats} interleaved rounds."
+    )
 
 
 def main() -> int:
@@ -192,7 +274,11 @@ def main() -> int:
     args = parser.parse_args()
     machine = machine_line(args.repeats)
     print(machine + "\n")
-    lines = [machine, f"Command: `DLCOURSE_DATA_DIR=../shared/data python scripts/bench.py --repeats {args.repeats}`", ""]
+    lines = [
+        machine,
+        f"Command: `DLCOURSE_DATA_DIR=../shared/data python scripts/bench.py --repeats {args.repeats}`",
+        "",
+    ]
     for name in args.only:
         lines += BENCHMARKS[name](args.repeats)
     write_section("bench", lines)
@@ -205,7 +291,7 @@ def write_section(name: str, lines: list[str]) -> None:
     text = DOC.read_text()
     section = "\n".join([begin, *lines, end])
     if begin in text:
-        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
     else:
         text += f"\n{section}\n"
     DOC.write_text(text)

@@ -24,11 +24,11 @@ import tempfile
 import time
 
 import torch
+from bench import DATA_DIR, machine_line, write_section  # scripts/bench.py, beside this file
 from hydra import compose, initialize_config_dir
 from torch import nn
 from torch.nn import functional as F
 
-from bench import DATA_DIR, machine_line, write_section  # scripts/bench.py, beside this file
 from dlcourse.config import config_dir, register_resolvers
 from dlcourse.run import train
 
@@ -57,10 +57,15 @@ def reference_run(epochs: int, seed: int) -> tuple[float, float]:
     from torchvision import datasets, transforms
 
     torch.manual_seed(seed)
-    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    transform = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]
+    )
     train_loader = torch.utils.data.DataLoader(
-        datasets.MNIST(DATA_DIR, train=True, transform=transform), batch_size=64, shuffle=True)
-    test_loader = torch.utils.data.DataLoader(datasets.MNIST(DATA_DIR, train=False, transform=transform), batch_size=1000)
+        datasets.MNIST(DATA_DIR, train=True, transform=transform), batch_size=64, shuffle=True
+    )
+    test_loader = torch.utils.data.DataLoader(
+        datasets.MNIST(DATA_DIR, train=False, transform=transform), batch_size=1000
+    )
     model = Net()
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
@@ -86,8 +91,17 @@ def reference_run(epochs: int, seed: int) -> tuple[float, float]:
 def dlcourse_run(epochs: int, seed: int, overrides: list[str]) -> tuple[float, float]:
     """experiment=examples_mnist through `train`: returns (seconds per epoch, test accuracy)."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=examples_mnist", f"trainer.epochs={epochs}",
-                                          "trainer.progress_bar=false", f"paths.data_dir={DATA_DIR}", f"seed={seed}", *overrides])
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=examples_mnist",
+                f"trainer.epochs={epochs}",
+                "trainer.progress_bar=false",
+                f"paths.data_dir={DATA_DIR}",
+                f"seed={seed}",
+                *overrides,
+            ],
+        )
     metrics = train(cfg, tempfile.mkdtemp(prefix="dlcourse-reference-"))
     return metrics["train_seconds"] / epochs, metrics["test/acc"]
 
@@ -96,37 +110,56 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--first-seed", type=int, default=1, help="seeds first-seed, first-seed + 1, ... (one per round)")
-    parser.add_argument("--variants", nargs="+", default=[""],
-                        help='our runs, each a string of overrides ("" = the preset as shipped)')
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=1,
+        help="seeds first-seed, first-seed + 1, ... (one per round)",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=[""],
+        help='our runs, each a string of overrides ("" = the preset as shipped)',
+    )
     args = parser.parse_args()
     register_resolvers()
     runs = {"pytorch/examples loop (DataLoader)": lambda seed: reference_run(args.epochs, seed)}
     for variant in args.variants:
         name = "dlcourse `experiment=examples_mnist`" + "".join(f" `{o}`" for o in variant.split())
-        runs[name] = lambda seed, overrides=variant.split(): dlcourse_run(args.epochs, seed, overrides)
+        runs[name] = lambda seed, overrides=variant.split(): dlcourse_run(
+            args.epochs, seed, overrides
+        )
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     seeds = range(args.first_seed, args.first_seed + args.repeats)
     for seed in seeds:  # interleaved: theirs, ours, theirs, ours; a new seed each round
         for name, run in runs.items():
             results[name].append(run(seed))
             print(name, results[name][-1], flush=True)
-    lines = [machine_line(args.repeats),
-             f"Command: `DLCOURSE_DATA_DIR=../shared/data python scripts/bench_reference.py --epochs {args.epochs} "
-             f"--repeats {args.repeats} --first-seed {args.first_seed} --variants "
-             + " ".join(f'"{v}"' for v in args.variants) + "`", "",
-             f"| variant | min s / epoch | median s / epoch | ratio (min / reference min) | "
-             f"test/acc after {args.epochs} epochs, seeds {seeds[0]}–{seeds[-1]} | mean test/acc |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        machine_line(args.repeats),
+        f"Command: `DLCOURSE_DATA_DIR=../shared/data python scripts/bench_reference.py --epochs {args.epochs} "
+        f"--repeats {args.repeats} --first-seed {args.first_seed} --variants "
+        + " ".join(f'"{v}"' for v in args.variants)
+        + "`",
+        "",
+        f"| variant | min s / epoch | median s / epoch | ratio (min / reference min) | "
+        f"test/acc after {args.epochs} epochs, seeds {seeds[0]}–{seeds[-1]} | mean test/acc |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     base = min(seconds for seconds, _ in results["pytorch/examples loop (DataLoader)"])
     for name, values in results.items():
         seconds = [s for s, _ in values]
         accuracies = ", ".join(f"{a:.2%}" for _, a in values)
         mean = statistics.mean(a for _, a in values)
-        lines.append(f"| {name} | {min(seconds):.2f} | {statistics.median(seconds):.2f} | {min(seconds) / base:.3f} | "
-                     f"{accuracies} | {mean:.2%} |")
+        lines.append(
+            f"| {name} | {min(seconds):.2f} | {statistics.median(seconds):.2f} | {min(seconds) / base:.3f} | "
+            f"{accuracies} | {mean:.2%} |"
+        )
     print("\n".join(lines))
-    write_section(f"reference-seeds-{seeds[0]}-{seeds[-1]}", lines + [""])  # each set of seeds keeps its table
+    write_section(
+        f"reference-seeds-{seeds[0]}-{seeds[-1]}", lines + [""]
+    )  # each set of seeds keeps its table
     return 0
 
 

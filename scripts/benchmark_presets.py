@@ -29,23 +29,40 @@ CLASSIFICATION = {
     "linear_mnist": (["experiment=linear_mnist"], 0.92, None),
     "mlp_mnist": (["experiment=mlp_mnist"], 0.98, None),
     "cnn_mnist": (["experiment=cnn_mnist"], 0.99, None),
-    "fast_linear_mnist": (["experiment=fast_linear_mnist"], 0.92, 2.0),  # issue #6: time to accuracy
+    "fast_linear_mnist": (
+        ["experiment=fast_linear_mnist"],
+        0.92,
+        2.0,
+    ),  # issue #6: time to accuracy
     "fast_mlp_mnist": (["experiment=fast_mlp_mnist"], 0.98, 20.0),
     "fast_cnn_mnist": (["experiment=fast_cnn_mnist"], 0.99, None),  # in the preset's one epoch
-    "template_ncc": (["model=template_ncc"], None, None),  # classical baselines (issue #7): no target
+    "template_ncc": (
+        ["model=template_ncc"],
+        None,
+        None,
+    ),  # classical baselines (issue #7): no target
     "nearest_neighbor": (["model=nearest_neighbor"], None, None),
 }
-INPAINTING = {"mlp_inpainting": 0.5, "conv_inpainting": 0.3}  # test/mse_hole at most this × mean-fill's
+INPAINTING = {
+    "mlp_inpainting": 0.5,
+    "conv_inpainting": 0.3,
+}  # test/mse_hole at most this × mean-fill's
 
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
+    )
 
 
 def run_preset(preset: str, device: str, output_root: Path) -> dict[str, float]:
@@ -53,7 +70,9 @@ def run_preset(preset: str, device: str, output_root: Path) -> dict[str, float]:
     overrides = CLASSIFICATION[preset][0] if preset in CLASSIFICATION else [f"experiment={preset}"]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, f"trainer.device={device}"])
-    shutil.rmtree(output_root / preset, ignore_errors=True)  # a fresh run: no older events or checkpoints
+    shutil.rmtree(
+        output_root / preset, ignore_errors=True
+    )  # a fresh run: no older events or checkpoints
     return train(cfg, output_root / preset)
 
 
@@ -62,29 +81,40 @@ def classification_row(preset: str, metrics: dict[str, float]) -> tuple[str, boo
     if accuracy is None:
         target, met, verdict = "— (baseline)", True, "—"
     else:
-        met = metrics["test/acc"] >= accuracy and (seconds is None or metrics["train_seconds"] <= seconds)
+        met = metrics["test/acc"] >= accuracy and (
+            seconds is None or metrics["train_seconds"] <= seconds
+        )
         target = f"≥ {accuracy:.0%}" + (f" in ≤ {seconds:g} s" if seconds else "")
         verdict = "yes" if met else "NO"
-    return (f"| `{preset}` | {' '.join(overrides)} | {metrics['epochs']} | {metrics['test/acc']:.2%} | {target} | "
-            f"{verdict} | {metrics['val/acc']:.2%} | {metrics['best_epoch']} | {metrics['train_seconds']:.1f} |"), met
+    return (
+        f"| `{preset}` | {' '.join(overrides)} | {metrics['epochs']} | {metrics['test/acc']:.2%} | {target} | "
+        f"{verdict} | {metrics['val/acc']:.2%} | {metrics['best_epoch']} | {metrics['train_seconds']:.1f} |"
+    ), met
 
 
 def inpainting_row(preset: str, metrics: dict[str, float]) -> tuple[str, bool]:
     ratio = metrics["test/mse_hole"] / metrics["baseline_meanfill/mse_hole"]
     met = ratio <= INPAINTING[preset]
-    return (f"| `{preset}` | {metrics['epochs']} | {metrics['test/mse_hole']:.4f} | "
-            f"{metrics['baseline_meanfill/mse_hole']:.4f} | {metrics['baseline_unfilled/mse_hole']:.4f} | "
-            f"{ratio:.3f} | ≤ {INPAINTING[preset]} | {'yes' if met else 'NO'} | {metrics['test/psnr_hole']:.2f} | "
-            f"{metrics['train_seconds']:.1f} |"), met
+    return (
+        f"| `{preset}` | {metrics['epochs']} | {metrics['test/mse_hole']:.4f} | "
+        f"{metrics['baseline_meanfill/mse_hole']:.4f} | {metrics['baseline_unfilled/mse_hole']:.4f} | "
+        f"{ratio:.3f} | ≤ {INPAINTING[preset]} | {'yes' if met else 'NO'} | {metrics['test/psnr_hole']:.2f} | "
+        f"{metrics['train_seconds']:.1f} |"
+    ), met
 
 
 TABLES = {
-    "presets": ("MNIST classification presets (issue #2)", classification_row,
-                "| preset | overrides | epochs | test/acc | target | met | val/acc | best epoch | train + eval seconds |"),
-    "inpainting": ("Inpainting presets (issue #4), on the test split",
-                   inpainting_row,
-                   "| preset | epochs | test/mse_hole | mean-fill mse_hole | unfilled mse_hole | ratio to mean-fill "
-                   "| target | met | test/psnr_hole (dB) | train seconds |"),
+    "presets": (
+        "MNIST classification presets (issue #2)",
+        classification_row,
+        "| preset | overrides | epochs | test/acc | target | met | val/acc | best epoch | train + eval seconds |",
+    ),
+    "inpainting": (
+        "Inpainting presets (issue #4), on the test split",
+        inpainting_row,
+        "| preset | epochs | test/mse_hole | mean-fill mse_hole | unfilled mse_hole | ratio to mean-fill "
+        "| target | met | test/psnr_hole (dB) | train seconds |",
+    ),
 }
 
 
@@ -95,24 +125,42 @@ def order(preset: str) -> int:
 def write_table(name: str, rows: list[str], device: str) -> None:
     title, _, header = TABLES[name]
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    section = "\n".join([
-        begin,
-        f"Machine: {machine()}; device `{device}`.",
-        "Command: `DLCOURSE_DATA_DIR=../shared/data python scripts/benchmark_presets.py`",
-        "",
-        header,
-        "|" + " --- |" * (header.count("|") - 1),
-        *rows,
-        end,
-    ])
+    section = "\n".join(
+        [
+            begin,
+            f"Machine: {machine()}; device `{device}`.",
+            "Command: `DLCOURSE_DATA_DIR=../shared/data python scripts/benchmark_presets.py`",
+            "",
+            header,
+            "|" + " --- |" * (header.count("|") - 1),
+            *rows,
+            end,
+        ]
+    )
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
     if begin in text:  # keep the rows of presets that were not run this time
         run = {row.split("`")[1] for row in rows}
-        old_rows = [line for line in text[text.index(begin): text.index(end)].splitlines() if line.startswith("| `")]
-        rows = sorted([*rows, *(r for r in old_rows if r.split("`")[1] not in run)], key=lambda r: order(r.split("`")[1]))
-        section = section.split(header)[0] + header + "\n|" + " --- |" * (header.count("|") - 1) + "\n" + "\n".join(rows) + "\n" + end
+        old_rows = [
+            line
+            for line in text[text.index(begin) : text.index(end)].splitlines()
+            if line.startswith("| `")
+        ]
+        rows = sorted(
+            [*rows, *(r for r in old_rows if r.split("`")[1] not in run)],
+            key=lambda r: order(r.split("`")[1]),
+        )
+        section = (
+            section.split(header)[0]
+            + header
+            + "\n|"
+            + " --- |" * (header.count("|") - 1)
+            + "\n"
+            + "\n".join(rows)
+            + "\n"
+            + end
+        )
     if begin in text:
-        text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
     else:
         text += f"\n## {title}\n\n{section}\n"
     DOC.write_text(text)

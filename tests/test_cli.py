@@ -3,60 +3,54 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import only_run_folder, quick_overrides, read_events, run_command
 
-from conftest import quick_overrides
 from dlcourse.config import config_dir
-
-BIN = Path(sys.executable).parent
-
-
-def run_command(command: list[str], cwd: Path, data_dir: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DLCOURSE_DATA_DIR": str(data_dir or cwd / "no-data-here")}
-    return subprocess.run(
-        [str(BIN / command[0]), *command[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
-def only_run_folder(parent: Path) -> Path:
-    folders = list(parent.iterdir())
-    assert len(folders) == 1, folders
-    return folders[0]
-
-
-def read_scalars(run_dir: Path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return events
 
 
 @pytest.mark.parametrize("model", ["linear", "mlp", "cnn"])
 def test_train_command_writes_a_complete_run_folder(model, tiny_mnist, tmp_path):
-    result = run_command(["dlcourse-train", f"model={model}", *quick_overrides(tiny_mnist)], tmp_path, tiny_mnist)
+    result = run_command(
+        ["dlcourse-train", f"model={model}", *quick_overrides(tiny_mnist)], tmp_path, tiny_mnist
+    )
     assert result.returncode == 0, result.stderr
     run_dir = only_run_folder(tmp_path / "outputs" / "runs")
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert {"test/acc", "test/loss", "val/acc", "best_epoch", "epochs", "train_seconds"} <= set(metrics)
-    assert (run_dir / "checkpoints" / "last.pt").is_file() and (run_dir / "checkpoints" / "best.pt").is_file()
+    assert {"test/acc", "test/loss", "val/acc", "best_epoch", "epochs", "train_seconds"} <= set(
+        metrics
+    )
+    assert (run_dir / "checkpoints" / "last.pt").is_file() and (
+        run_dir / "checkpoints" / "best.pt"
+    ).is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert "Run folder:" in (run_dir / "train.log").read_text()
     assert "tensorboard --logdir" in result.stdout + result.stderr
 
-    events = read_scalars(run_dir)
+    events = read_events(run_dir)
     tags = set(events.Tags()["scalars"])
-    expected = {"train/loss", "train/acc", "val/loss", "val/acc", "lr", "test/loss", "test/acc",
-                "time/epoch_seconds", "time/samples_per_second"}
+    expected = {
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "lr",
+        "test/loss",
+        "test/acc",
+        "time/epoch_seconds",
+        "time/samples_per_second",
+    }
     assert expected <= tags
     assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
-    assert [event.step for event in events.Scalars("val/acc")] == [8, 16]  # 250 images / 32 per batch
+    assert [event.step for event in events.Scalars("val/acc")] == [
+        8,
+        16,
+    ]  # 250 images / 32 per batch
     # Hyperparameters sit in the run itself, not in a sub-run.
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
     assert [p for p in run_dir.iterdir() if p.is_dir()] != [] and not any(
@@ -65,14 +59,23 @@ def test_train_command_writes_a_complete_run_folder(model, tiny_mnist, tmp_path)
 
 
 def test_multirun_gives_one_folder_per_job(tiny_mnist, tmp_path):
-    command = ["dlcourse-train", "-m", "model=linear", "optimizer.lr=0.01,0.1", *quick_overrides(tiny_mnist)]
+    command = [
+        "dlcourse-train",
+        "-m",
+        "model=linear",
+        "optimizer.lr=0.01,0.1",
+        *quick_overrides(tiny_mnist),
+    ]
     result = run_command(command, tmp_path, tiny_mnist)
     assert result.returncode == 0, result.stderr
     sweep = only_run_folder(tmp_path / "outputs" / "multirun")
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [job.name for job in jobs] == ["0", "1"]
-    learning_rates = {json.loads((job / "metrics.json").read_text()) and
-                      (job / ".hydra" / "overrides.yaml").read_text().count("optimizer.lr=0.1") for job in jobs}
+    learning_rates = {
+        json.loads((job / "metrics.json").read_text())
+        and (job / ".hydra" / "overrides.yaml").read_text().count("optimizer.lr=0.1")
+        for job in jobs
+    }
     assert learning_rates == {0, 1}
 
 
@@ -85,9 +88,18 @@ def test_missing_data_is_one_clear_message_and_a_non_zero_exit(tmp_path):
 
 
 def test_eval_command_prints_and_writes_test_metrics(tiny_mnist, tmp_path):
-    assert run_command(["dlcourse-train", *quick_overrides(tiny_mnist)], tmp_path, tiny_mnist).returncode == 0
+    assert (
+        run_command(
+            ["dlcourse-train", *quick_overrides(tiny_mnist)], tmp_path, tiny_mnist
+        ).returncode
+        == 0
+    )
     checkpoint = only_run_folder(tmp_path / "outputs" / "runs") / "checkpoints" / "best.pt"
-    result = run_command(["dlcourse-eval", f"ckpt_path={checkpoint}", f"output_path={tmp_path / 'm.json'}"], tmp_path, tiny_mnist)
+    result = run_command(
+        ["dlcourse-eval", f"ckpt_path={checkpoint}", f"output_path={tmp_path / 'm.json'}"],
+        tmp_path,
+        tiny_mnist,
+    )
     assert result.returncode == 0, result.stderr
     assert "test/acc" in result.stdout
     assert set(json.loads((tmp_path / "m.json").read_text())) == {"test/acc", "test/loss"}

@@ -6,16 +6,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import compose_config, quick_overrides
 
-from conftest import compose_config, quick_overrides
 from dlcourse.config import build, config_dir, to_plain_dict
 from dlcourse.data import DataSplits
-from dlcourse.schema import validate_config
-from dlcourse.settings import TrainerSettings
+from dlcourse.schema import TrainerSettings, validate_config
 
 CONFIGS = Path(config_dir())
 COMPONENT_GROUPS = [
-    "model", "dataset", "loss", "optimizer", "scheduler", "trainer", "paths", "experiment", "launcher", "hparams_search",
+    "model",
+    "dataset",
+    "loss",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "paths",
+    "experiment",
+    "launcher",
+    "hparams_search",
 ]
 OPTIONS = [
     (group, path.stem)
@@ -32,7 +40,10 @@ def test_every_group_file_is_covered():
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_config_composes_and_instantiates(group, option, tiny_mnist, tiny_pairs):
     if option == "inpainting_folder":
-        overrides = [*quick_overrides(tiny_mnist, mnist_sizes=False), f"dataset.data_dir={tiny_pairs}"]
+        overrides = [
+            *quick_overrides(tiny_mnist, mnist_sizes=False),
+            f"dataset.data_dir={tiny_pairs}",
+        ]
     else:
         overrides = quick_overrides(tiny_mnist)
     if option == "overfit_mnist":  # its 500 images are more than the tiny data has
@@ -56,7 +67,9 @@ def test_config_composes_and_instantiates(group, option, tiny_mnist, tiny_pairs)
 def test_hydra_settings_give_each_run_its_own_folder():
     first = compose_config(hydra=True).hydra
     second = compose_config(hydra=True).hydra
-    assert first.run.dir.startswith("outputs/runs/") and first.sweep.dir.startswith("outputs/multirun/")
+    assert first.run.dir.startswith("outputs/runs/") and first.sweep.dir.startswith(
+        "outputs/multirun/"
+    )
     assert first.run.dir != second.run.dir  # a random suffix, even within the same second
     assert first.job.chdir is False
 
@@ -68,7 +81,9 @@ def test_eval_config_composes():
 
 def test_every_yaml_opens_with_a_comment_giving_its_command():
     for path in CONFIGS.rglob("*.yaml"):
-        lines = [line for line in path.read_text().splitlines() if not line.startswith("# @package")]
+        lines = [
+            line for line in path.read_text().splitlines() if not line.startswith("# @package")
+        ]
         assert lines[0].startswith("# "), f"{path} should open with a comment line"
 
 
@@ -78,3 +93,31 @@ def test_tool_configs_compose_with_any_model(name):
         cfg = compose_config([f"model={model}"], config_name=name)
         assert isinstance(build(cfg, "model"), torch.nn.Module)
         assert list(cfg.input_shape) == [1, 28, 28]
+
+
+def test_trainer_settings_defaults_are_the_yaml_defaults():
+    """configs/trainer/default.yaml is where users read the defaults; TrainerSettings types them."""
+    from dataclasses import asdict
+
+    from omegaconf import OmegaConf
+
+    yaml_defaults = OmegaConf.to_container(OmegaConf.load(CONFIGS / "trainer" / "default.yaml"))
+    assert asdict(TrainerSettings()) == asdict(TrainerSettings(**yaml_defaults))
+    assert list(asdict(TrainerSettings())) == list(yaml_defaults)  # same keys, same order
+
+
+def test_runtime_arguments_are_the_ones_the_run_passes(tiny_mnist, tmp_path, monkeypatch):
+    """schema.RUNTIME_ARGUMENTS (arguments no config may set) against what run.train passes."""
+    from dlcourse import run
+    from dlcourse.schema import RUNTIME_ARGUMENTS
+
+    passed: dict[str, set[str]] = {}
+    original = run.build
+
+    def recording_build(cfg, key, **runtime):
+        passed[key] = set(runtime)
+        return original(cfg, key, **runtime)
+
+    monkeypatch.setattr(run, "build", recording_build)
+    run.train(compose_config([*quick_overrides(tiny_mnist), "trainer.epochs=1"]), tmp_path)
+    assert passed == RUNTIME_ARGUMENTS

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import compose_config
 from torch import nn
 
-from conftest import compose_config
 from dlcourse.autograd import Linear, Multiply, ReLU, relu_network, sigmoid_neuron
 from dlcourse.config import build, config_dir
 from dlcourse.gradcheck import example_batch, gradient_check, judge, report
@@ -45,7 +45,9 @@ def test_relu_network_gives_the_lectures_numbers():
     assert values["dL/dy_hat"] == 8 and values["dL/dg"] == 16 and values["dL/df"] == 16
     assert values["dL/dw1"] == 80
     assert values["dL/dw2"] == 8 * values["g"] == 40
-    assert values["autograd dL/dw1"] == pytest.approx(80) and values["autograd dL/dw2"] == pytest.approx(40)
+    assert values["autograd dL/dw1"] == pytest.approx(80) and values[
+        "autograd dL/dw2"
+    ] == pytest.approx(40)
 
 
 def test_relu_network_with_a_shut_gate_passes_no_gradient():
@@ -57,7 +59,9 @@ def test_sigmoid_neuron_stage_by_stage_matches_autograd():
     values = sigmoid_neuron(w0=-3, w1=2, x1=-1, w2=-3, x2=-2)
     assert values["f"] == pytest.approx(0.7311, abs=1e-4)
     f = values["f"]
-    assert values["df/ds"] == pytest.approx(f * (1 - f))  # the sigmoid's derivative, from its stages
+    assert values["df/ds"] == pytest.approx(
+        f * (1 - f)
+    )  # the sigmoid's derivative, from its stages
     expected = {"w0": 0.1966, "w1": -0.1966, "x1": 0.3932, "w2": -0.3932, "x2": -0.5898}
     for name, gradient in expected.items():
         assert values[f"df/d{name}"] == pytest.approx(gradient, abs=1e-4)
@@ -84,16 +88,22 @@ def test_every_model_config_is_checked():
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_gradients_of_every_model_match_central_differences(name):
     cfg = compose_config([f"model={name}", *SMALL[name]], config_name="gradcheck")
-    torch.manual_seed(0)  # as dlcourse-gradcheck does: the same weights, so the same sampled entries, every run
+    torch.manual_seed(
+        0
+    )  # as dlcourse-gradcheck does: the same weights, so the same sampled entries, every run
     model, loss_fn = build(cfg, "model"), build(cfg, "loss")
-    checks = gradient_check(model, loss_fn, example_batch(model, (1, 28, 28), batch_size=3), elements_per_parameter=3)
+    checks = gradient_check(
+        model, loss_fn, example_batch(model, (1, 28, 28), batch_size=3), elements_per_parameter=3
+    )
     assert [check.name for check in checks] == [name for name, _ in model.named_parameters()]
     assert all(check.passed for check in checks), checks
     # Passing must not lean on the kink rule or the float64 noise floor: away from kinks, each
     # parameter with a real gradient matches to 1e-5 relative (or to 1e-8 absolute where one sampled
     # entry is tiny). Biases right before batch norm have no gradient at all (it subtracts the mean).
     judged = [check for check in checks if check.kinks == 0 and check.largest_gradient > 1e-6]
-    assert all(check.relative_error < 1e-5 or check.absolute_error < 1e-8 for check in judged), checks
+    assert all(check.relative_error < 1e-5 or check.absolute_error < 1e-8 for check in judged), (
+        checks
+    )
 
 
 class WrongBackward(torch.autograd.Function):
@@ -117,17 +127,29 @@ class Buggy(nn.Module):
 
 def test_a_wrong_backward_fails(capsys):
     model = Buggy()
-    checks = gradient_check(model, nn.CrossEntropyLoss(), example_batch(model, (1, 28, 28)), elements_per_parameter=3)
-    assert all(check.relative_error == pytest.approx(1 / 3, rel=1e-4) for check in checks)  # |2g − g| / (2g + g)
+    checks = gradient_check(
+        model, nn.CrossEntropyLoss(), example_batch(model, (1, 28, 28)), elements_per_parameter=3
+    )
+    assert all(
+        check.relative_error == pytest.approx(1 / 3, rel=1e-4) for check in checks
+    )  # |2g − g| / (2g + g)
     assert not any(check.passed for check in checks)
     assert report(checks, tolerance=1e-5, atol=1e-8) is False
     assert "FAIL: fc.weight, fc.bias" in capsys.readouterr().out
 
 
-def run(command: list[str], tmp_path: Path, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
+def run(
+    command: list[str], tmp_path: Path, pythonpath: Path | None = None
+) -> subprocess.CompletedProcess:
     env = {"PATH": str(BIN), "PYTHONPATH": str(pythonpath or tmp_path), "HOME": str(tmp_path)}
-    return subprocess.run([str(BIN / command[0]), *command[1:]], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(BIN / command[0]), *command[1:]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_gradcheck_cli_passes_fails_and_explains(tmp_path):
@@ -137,7 +159,15 @@ def test_gradcheck_cli_passes_fails_and_explains(tmp_path):
         "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(784, 10)\n"
         "    def forward(self, x):\n        return self.fc(x.flatten(1))\n"
     )
-    good = run(["dlcourse-gradcheck", "~model", "+model._target_=user_models.Net", "elements_per_parameter=3"], tmp_path)
+    good = run(
+        [
+            "dlcourse-gradcheck",
+            "~model",
+            "+model._target_=user_models.Net",
+            "elements_per_parameter=3",
+        ],
+        tmp_path,
+    )
     assert good.returncode == 0, good.stderr
     assert "2 of 2 parameters PASS" in good.stdout
     wrong_loss = run(["dlcourse-gradcheck", "model=conv_inpaint", "model.widths=[4,8]"], tmp_path)
@@ -155,7 +185,10 @@ def test_gradcheck_cli_exits_1_on_fail(tmp_path):
         "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(784, 10)\n"
         "    def forward(self, x):\n        return Twice.apply(self.fc(x.flatten(1)))\n"
     )
-    result = run(["dlcourse-gradcheck", "~model", "+model._target_=buggy.Net", "elements_per_parameter=2"], tmp_path)
+    result = run(
+        ["dlcourse-gradcheck", "~model", "+model._target_=buggy.Net", "elements_per_parameter=2"],
+        tmp_path,
+    )
     assert result.returncode == 1
     assert "FAIL" in result.stdout
 
@@ -163,10 +196,24 @@ def test_gradcheck_cli_exits_1_on_fail(tmp_path):
 def test_alexnet_summary_matches_the_lecture():
     model = build(compose_config(["model=alexnet"], config_name="summary"), "model")
     layers = summarize(model, (3, 224, 224))
-    shapes = {layer.name: layer.output_shape for layer in layers if layer.name.startswith(("conv", "fc"))}
-    assert shapes == {"conv1": (96, 55, 55), "conv2": (256, 27, 27), "conv3": (384, 13, 13), "conv4": (384, 13, 13),
-                      "conv5": (256, 13, 13), "fc6": (4096,), "fc7": (4096,), "fc8": (1000,)}
-    assert sum(layer.parameters for layer in layers) == sum(p.numel() for p in model.parameters()) == 62_378_344
+    shapes = {
+        layer.name: layer.output_shape for layer in layers if layer.name.startswith(("conv", "fc"))
+    }
+    assert shapes == {
+        "conv1": (96, 55, 55),
+        "conv2": (256, 27, 27),
+        "conv3": (384, 13, 13),
+        "conv4": (384, 13, 13),
+        "conv5": (256, 13, 13),
+        "fc6": (4096,),
+        "fc7": (4096,),
+        "fc8": (1000,),
+    }
+    assert (
+        sum(layer.parameters for layer in layers)
+        == sum(p.numel() for p in model.parameters())
+        == 62_378_344
+    )
     # Neurons: the outputs of the conv and fully-connected layers, computed by hand from the shapes above.
     by_hand = 96 * 55 * 55 + 256 * 27 * 27 + 2 * 384 * 13 * 13 + 256 * 13 * 13 + 4096 + 4096 + 1000
     assert sum(layer.neurons for layer in layers) == by_hand == 659_272  # "about 650,000"

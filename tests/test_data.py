@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import NUM_TINY_TEST, NUM_TINY_TRAIN, tiny_digits
 
-from conftest import NUM_TINY_TEST, NUM_TINY_TRAIN, tiny_digits
 from dlcourse.data import TensorBatches
 from dlcourse.data.mnist import FILES, MEAN, STD, mnist
 from dlcourse.errors import UserError

@@ -11,16 +11,29 @@ import time
 
 import pytest
 import torch
+from helpers import (
+    BIN,
+    STEPS_PER_EPOCH,
+    compose_config,
+    only_run_folder,
+    quick_overrides,
+    run_command,
+)
 
-from conftest import compose_config, quick_overrides
 from dlcourse.checkpoint import load_checkpoint
 from dlcourse.data import TensorBatches
 from dlcourse.run import train
-from test_cli import BIN, only_run_folder, run_command
 
 
 def torchrun(arguments: list[str]) -> list[str]:
-    return [str(BIN / "torchrun"), "--nproc_per_node=2", "--standalone", "-m", "dlcourse.train", *arguments]
+    return [
+        str(BIN / "torchrun"),
+        "--nproc_per_node=2",
+        "--standalone",
+        "-m",
+        "dlcourse.train",
+        *arguments,
+    ]
 
 
 def run_ddp(arguments: list[str], cwd, data_dir) -> subprocess.CompletedProcess:
@@ -28,7 +41,9 @@ def run_ddp(arguments: list[str], cwd, data_dir) -> subprocess.CompletedProcess:
     folder of dlcourse's there."""
     (cwd / "tmp").mkdir(exist_ok=True)
     env = {**os.environ, "DLCOURSE_DATA_DIR": str(data_dir), "TMPDIR": str(cwd / "tmp")}
-    result = subprocess.run(torchrun(arguments), cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        torchrun(arguments), cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
     assert not list((cwd / "tmp").glob("dlcourse-*")), list((cwd / "tmp").iterdir())
     return result
 
@@ -45,11 +60,18 @@ def test_shards_cover_the_epoch_once_with_equal_lengths():
     evaluation = [TensorBatches((torch.arange(10),), batch_size=3, shuffle=False) for _ in range(3)]
     for rank, batches in enumerate(evaluation):
         batches.shard(rank, 3)
-    assert sorted(torch.cat([ids for b in evaluation for (ids,) in b]).tolist()) == list(range(10))  # exact
+    assert sorted(torch.cat([ids for b in evaluation for (ids,) in b]).tolist()) == list(
+        range(10)
+    )  # exact
 
 
 def test_ddp_with_batch_b_matches_one_process_with_batch_2b(tiny_mnist, tmp_path):
-    common = [*quick_overrides(tiny_mnist), "model=mlp", "model.hidden_sizes=[32]", "trainer.epochs=2"]
+    common = [
+        *quick_overrides(tiny_mnist),
+        "model=mlp",
+        "model.hidden_sizes=[32]",
+        "trainer.epochs=2",
+    ]
     result = run_ddp([*common, "dataset.batch_size=25"], tmp_path, tiny_mnist)
     assert result.returncode == 0, result.stderr[-3000:]
     output = result.stdout + result.stderr
@@ -70,9 +92,14 @@ def test_ddp_with_batch_b_matches_one_process_with_batch_2b(tiny_mnist, tmp_path
 def test_sigterm_to_torchrun_stops_both_ranks_at_the_same_step_and_resumes(tiny_mnist, tmp_path):
     env = {**os.environ, "DLCOURSE_DATA_DIR": str(tiny_mnist)}
     command = torchrun([*quick_overrides(tiny_mnist), "trainer.epochs=100000"])
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.monotonic() + 120
-    while not list((tmp_path / "outputs" / "runs").glob("*/checkpoints/last.pt")) and time.monotonic() < deadline:
+    while (
+        not list((tmp_path / "outputs" / "runs").glob("*/checkpoints/last.pt"))
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=120)[0]
@@ -83,7 +110,11 @@ def test_sigterm_to_torchrun_stops_both_ranks_at_the_same_step_and_resumes(tiny_
     stopped = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert stopped["step"] == int(steps[0])
     # A checkpoint of the 2-process run resumes in a single process.
-    result = run_command(["dlcourse-train", f"resume={run_dir}", f"trainer.epochs={stopped['epoch']}"], tmp_path, tiny_mnist)
+    result = run_command(
+        ["dlcourse-train", f"resume={run_dir}", f"trainer.epochs={stopped['epoch']}"],
+        tmp_path,
+        tiny_mnist,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] >= stopped["step"]
 
@@ -94,4 +125,6 @@ def test_single_process_checkpoint_resumes_under_torchrun(tiny_mnist, tmp_path):
     result = run_ddp([f"resume={run_dir}", "trainer.epochs=2"], tmp_path, tiny_mnist)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["epochs"] == 2 and metrics["steps"] == 8 + 4  # epoch 2 in shards of 4 steps
+    assert (
+        metrics["epochs"] == 2 and metrics["steps"] == STEPS_PER_EPOCH + STEPS_PER_EPOCH // 2
+    )  # epoch 2: shards of half

@@ -13,16 +13,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import (
+    BIN,
+    STEPS_PER_EPOCH,
+    compose_config,
+    only_run_folder,
+    quick_overrides,
+    run_command,
+)
 
-from conftest import compose_config, quick_overrides
 from dlcourse.checkpoint import load_checkpoint
 from dlcourse.errors import UserError
 from dlcourse.run import train
 from dlcourse.trainer import Trainer
-from test_cli import BIN, only_run_folder, run_command
-
 
 # --- safe loading ------------------------------------------------------------------------------
+
 
 class CreatesMarker:
     """Unpickling this would create a file: proof that code inside a checkpoint ran."""
@@ -46,7 +52,11 @@ def test_checkpoint_with_a_pickled_object_is_refused_and_nothing_runs(tmp_path):
 def test_damaged_files_give_a_clear_error(content, tiny_mnist, tmp_path):
     good = tmp_path / "good.pt"
     torch.save({"model": {"w": torch.ones(1000)}, "config": {}}, good)
-    data = {"truncated": good.read_bytes()[: good.stat().st_size // 2], "empty": b"", "text": b"hello"}[content]
+    data = {
+        "truncated": good.read_bytes()[: good.stat().st_size // 2],
+        "empty": b"",
+        "text": b"hello",
+    }[content]
     (tmp_path / "bad.pt").write_bytes(data)
     with pytest.raises(UserError, match="damaged, truncated or not a checkpoint"):
         load_checkpoint(tmp_path / "bad.pt")
@@ -55,7 +65,10 @@ def test_damaged_files_give_a_clear_error(content, tiny_mnist, tmp_path):
 def test_weights_are_exported_as_safetensors_with_the_model_config(tiny_mnist, tmp_path):
     from safetensors import safe_open
 
-    train(compose_config(["model=mlp", "model.hidden_sizes=[16]", *quick_overrides(tiny_mnist)]), tmp_path)
+    train(
+        compose_config(["model=mlp", "model.hidden_sizes=[16]", *quick_overrides(tiny_mnist)]),
+        tmp_path,
+    )
     best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")["model"]
     with safe_open(tmp_path / "model.safetensors", framework="pt") as exported:
         assert json.loads(exported.metadata()["model_config"])["hidden_sizes"] == [16]
@@ -64,6 +77,7 @@ def test_weights_are_exported_as_safetensors_with_the_model_config(tiny_mnist, t
 
 
 # --- config validation, before any data is loaded ----------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("override", "message"),
@@ -76,13 +90,18 @@ def test_weights_are_exported_as_safetensors_with_the_model_config(tiny_mnist, t
         ("dataset.batch_size=0", "dataset.batch_size=0 is impossible: it must be at least 1"),
         ("trainer.epochs=0", "trainer.epochs=0 is impossible: it must be at least 1"),
         ("trainer.on_nonfinite=ignore", "expected one of stop, skip"),
-        ("model.hidden_sizes=[8,x]", "model.hidden_sizes=[8, 'x'] has the wrong type: expected a list of int"),
+        (
+            "model.hidden_sizes=[8,x]",
+            "model.hidden_sizes=[8, 'x'] has the wrong type: expected a list of int",
+        ),
     ],
 )
 def test_bad_values_are_named_before_any_data_is_loaded(override, message, tmp_path):
     # The data folder does not exist: a data error would mean the check came too late.
     cfg = compose_config([f"paths.data_dir={tmp_path / 'no-data'}", "model=mlp", override])
-    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]").replace("+", r"\+")):
+    with pytest.raises(
+        UserError, match=message.replace("[", r"\[").replace("]", r"\]").replace("+", r"\+")
+    ):
         train(cfg, tmp_path)
 
 
@@ -107,22 +126,28 @@ def test_command_line_mistakes_exit_non_zero_without_a_traceback(override, messa
 
 # --- numeric faults ----------------------------------------------------------------------------
 
+
 def corrupt_weights_from_step(monkeypatch, bad_step: int) -> None:
     original = Trainer.train_step
 
     def train_step(self, batch):
         inputs, targets = batch
-        if self.step + 1 >= bad_step:
+        if self.position.step + 1 >= bad_step:
             inputs = inputs * math.nan
         return original(self, (inputs, targets))
 
     monkeypatch.setattr(Trainer, "train_step", train_step)
 
 
-def test_non_finite_loss_stops_with_a_hint_and_keeps_the_last_good_checkpoint(tiny_mnist, tmp_path, monkeypatch):
-    corrupt_weights_from_step(monkeypatch, bad_step=11)  # in epoch 2 (8 steps per epoch)
+def test_non_finite_loss_stops_with_a_hint_and_keeps_the_last_good_checkpoint(
+    tiny_mnist, tmp_path, monkeypatch
+):
+    corrupt_weights_from_step(monkeypatch, bad_step=STEPS_PER_EPOCH + 3)  # in epoch 2
     cfg = compose_config([*quick_overrides(tiny_mnist), "trainer.epochs=3"])
-    with pytest.raises(UserError, match=r"loss became nan in epoch 2, between steps \d+ and 1[0-2].*lower optimizer.lr"):
+    with pytest.raises(
+        UserError,
+        match=r"loss became nan in epoch 2, between steps \d+ and 1[0-2].*lower optimizer.lr",
+    ):
         train(cfg, tmp_path)
     last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert last["step"] == 8  # the end of epoch 1
@@ -132,19 +157,27 @@ def test_non_finite_loss_stops_with_a_hint_and_keeps_the_last_good_checkpoint(ti
 def test_on_nonfinite_skip_skips_and_counts_bad_steps(tiny_mnist, tmp_path, monkeypatch):
     original = Trainer.train_step
     monkeypatch.setattr(
-        Trainer, "train_step",
-        lambda self, batch: original(self, (batch[0] * math.nan if self.step + 1 in (3, 5) else batch[0], batch[1])),
+        Trainer,
+        "train_step",
+        lambda self, batch: original(
+            self, (batch[0] * math.nan if self.position.step + 1 in (3, 5) else batch[0], batch[1])
+        ),
     )
-    metrics = train(compose_config([*quick_overrides(tiny_mnist), "trainer.on_nonfinite=skip"]), tmp_path)
+    metrics = train(
+        compose_config([*quick_overrides(tiny_mnist), "trainer.on_nonfinite=skip"]), tmp_path
+    )
     assert metrics["nonfinite_steps"] == 2
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/loss"])
 
 
 # --- determinism and devices -------------------------------------------------------------------
 
+
 def test_deterministic_switch_turns_on_deterministic_algorithms(tiny_mnist, tmp_path):
     try:
-        train(compose_config([*quick_overrides(tiny_mnist), "trainer.deterministic=true"]), tmp_path)
+        train(
+            compose_config([*quick_overrides(tiny_mnist), "trainer.deterministic=true"]), tmp_path
+        )
         assert torch.are_deterministic_algorithms_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
@@ -161,9 +194,12 @@ def test_auto_device_falls_back_to_the_cpu_in_one_line(tiny_mnist, tmp_path, cap
 
 # --- stop signals, in a real subprocess --------------------------------------------------------
 
+
 def start_long_run(tiny_mnist: Path, cwd: Path) -> subprocess.Popen:
     command = [str(BIN / "dlcourse-train"), *quick_overrides(tiny_mnist), "trainer.epochs=100000"]
-    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def wait_for_first_checkpoint(cwd: Path, process: subprocess.Popen) -> Path:
@@ -177,15 +213,21 @@ def wait_for_first_checkpoint(cwd: Path, process: subprocess.Popen) -> Path:
     raise AssertionError(f"no checkpoint appeared: {process.communicate()[0]}")
 
 
-@pytest.mark.parametrize(("signal_number", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_stop_signal_saves_prints_the_resume_command_and_resumes(signal_number, exit_code, tiny_mnist, tmp_path):
+@pytest.mark.parametrize(
+    ("signal_number", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
+)
+def test_stop_signal_saves_prints_the_resume_command_and_resumes(
+    signal_number, exit_code, tiny_mnist, tmp_path
+):
     process = start_long_run(tiny_mnist, tmp_path)
     run_dir = wait_for_first_checkpoint(tmp_path, process)
     process.send_signal(signal_number)
     output = process.communicate(timeout=60)[0]
     assert process.returncode == exit_code, output
     assert "Traceback" not in output
-    resume_line = next(line.strip() for line in output.splitlines() if "dlcourse-train resume=" in line)
+    resume_line = next(
+        line.strip() for line in output.splitlines() if "dlcourse-train resume=" in line
+    )
     stopped = load_checkpoint(run_dir / "checkpoints" / "last.pt")
 
     # Resume to the end of the epoch it was in: same folder, no new run folder.
@@ -209,6 +251,8 @@ def test_a_second_signal_exits_at_once(tmp_path):
         "print('not reached')\n"
     )
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 130 and time.monotonic() - started < 20
     assert "again: exiting now" in result.stderr and "not reached" not in result.stdout

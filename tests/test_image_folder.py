@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import make_folder
 from PIL import Image
 
-from conftest import make_folder
 from dlcourse.data.image_folder import inpainting_folder
 from dlcourse.errors import UserError
 
 
 @pytest.mark.parametrize("with_masks", [True, False])
 def test_good_folder_gives_masked_complete_mask_batches(tmp_path, with_masks):
-    data = inpainting_folder(str(make_folder(tmp_path, with_masks=with_masks)), batch_size=4, seed=0)
+    data = inpainting_folder(
+        str(make_folder(tmp_path, with_masks=with_masks)), batch_size=4, seed=0
+    )
     masked, complete, mask = next(iter(data.test))
     assert masked.shape == complete.shape == (1, 1, 28, 28) and mask.shape == (1, 1, 28, 28)
     assert 40 <= mask.sum() <= 49  # the 7×7 box (less where a kept pixel happens to be black)
@@ -25,7 +27,9 @@ def test_good_folder_gives_masked_complete_mask_batches(tmp_path, with_masks):
 
 
 def test_rgb_images_are_resized(tmp_path):
-    data = inpainting_folder(str(make_folder(tmp_path, size=(40, 40), mode="RGB")), image_size=16, channels=3)
+    data = inpainting_folder(
+        str(make_folder(tmp_path, size=(40, 40), mode="RGB")), image_size=16, channels=3
+    )
     masked, complete, mask = next(iter(data.val))
     assert masked.shape == (1, 3, 16, 16) and mask.shape == (1, 1, 16, 16)
 
@@ -69,11 +73,20 @@ def test_missing_folders_are_clear_errors(tmp_path):
 
 
 def test_training_on_a_folder(tiny_pairs, tmp_path):
-    from conftest import compose_config, quick_overrides
+    from helpers import compose_config, quick_overrides
+
     from dlcourse.run import train
 
-    overrides = ["dataset=inpainting_folder", f"dataset.data_dir={tiny_pairs}", "model=conv_inpaint",
-                 "model.widths=[8,16]", "loss=pixel_mse", "optimizer=adam"]
-    metrics = train(compose_config([*quick_overrides(tiny_pairs, mnist_sizes=False), *overrides]), tmp_path)
+    overrides = [
+        "dataset=inpainting_folder",
+        f"dataset.data_dir={tiny_pairs}",
+        "model=conv_inpaint",
+        "model.widths=[8,16]",
+        "loss=pixel_mse",
+        "optimizer=adam",
+    ]
+    metrics = train(
+        compose_config([*quick_overrides(tiny_pairs, mnist_sizes=False), *overrides]), tmp_path
+    )
     assert metrics["test/mse_hole"] >= 0 and "baseline_meanfill/mse_hole" in metrics
     assert (tmp_path / "inpainting.png").is_file()

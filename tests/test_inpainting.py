@@ -7,14 +7,21 @@ import math
 
 import pytest
 import torch
+from helpers import (
+    NUM_TINY_TEST,
+    compose_config,
+    only_run_folder,
+    quick_overrides,
+    read_events,
+    run_command,
+    tiny_digits,
+)
 
-from conftest import NUM_TINY_TEST, compose_config, quick_overrides, tiny_digits
 from dlcourse.data.inpainting import inpainting
 from dlcourse.data.masks import center_box, half, make_masks, pixels, rectangles
 from dlcourse.errors import UserError
 from dlcourse.losses import PixelLoss
 from dlcourse.tasks import InpaintingTask, psnr
-from test_cli import only_run_folder, read_scalars, run_command
 
 
 def generator(seed: int = 0) -> torch.Generator:
@@ -22,6 +29,7 @@ def generator(seed: int = 0) -> torch.Generator:
 
 
 # --- masks -------------------------------------------------------------------------------------
+
 
 def test_rectangles_are_whole_rectangles_inside_the_image():
     masks = rectangles(500, 28, 28, generator(), number=1, min_size=5, max_size=10)
@@ -46,10 +54,15 @@ def test_pixel_dropout_hits_its_rate():
     assert masks.mean().item() == pytest.approx(0.3, abs=0.01)
 
 
-@pytest.mark.parametrize(("side", "rows", "columns"), [
-    ("top", slice(0, 14), slice(None)), ("bottom", slice(14, 28), slice(None)),
-    ("left", slice(None), slice(0, 14)), ("right", slice(None), slice(14, 28)),
-])
+@pytest.mark.parametrize(
+    ("side", "rows", "columns"),
+    [
+        ("top", slice(0, 14), slice(None)),
+        ("bottom", slice(14, 28), slice(None)),
+        ("left", slice(None), slice(0, 14)),
+        ("right", slice(None), slice(14, 28)),
+    ],
+)
 def test_half_masks_cover_exactly_their_half(side, rows, columns):
     masks = half(3, 28, 28, generator(), side=side)
     expected = torch.zeros(28, 28)
@@ -79,12 +92,19 @@ def test_unknown_mask_kind_and_bad_sizes_are_clear_errors():
 
 # --- pairs -------------------------------------------------------------------------------------
 
+
 def build(tiny_mnist, seed=0, **settings):
-    return inpainting(str(tiny_mnist), val_size=50, batch_size=32, eval_batch_size=64, seed=seed, **settings)
+    return inpainting(
+        str(tiny_mnist), val_size=50, batch_size=32, eval_batch_size=64, seed=seed, **settings
+    )
 
 
 def test_validation_and_test_masks_are_fixed_by_the_seed(tiny_mnist):
-    first, second, other = build(tiny_mnist, seed=1), build(tiny_mnist, seed=1), build(tiny_mnist, seed=2)
+    first, second, other = (
+        build(tiny_mnist, seed=1),
+        build(tiny_mnist, seed=1),
+        build(tiny_mnist, seed=2),
+    )
     assert torch.equal(first.val.tensors[1], second.val.tensors[1])
     assert torch.equal(first.test.tensors[1], second.test.tensors[1])
     assert not torch.equal(first.test.tensors[1], other.test.tensors[1])
@@ -113,6 +133,7 @@ def test_pairs_keep_the_target_and_fill_only_the_hole(tiny_mnist):
 
 # --- losses and metrics ------------------------------------------------------------------------
 
+
 def test_pixel_losses_against_hand_computed_values():
     outputs = torch.tensor([[[[0.5, 1.0], [0.0, 0.2]]]])  # (1, 1, 2, 2)
     targets = torch.tensor([[[[1.0, 1.0], [0.5, 0.0]]]])
@@ -120,9 +141,15 @@ def test_pixel_losses_against_hand_computed_values():
     # errors: -0.5, 0, -0.5, 0.2 → ½Σe² = ½(0.25 + 0.25 + 0.04) = 0.27; Σ|e| = 1.2
     assert PixelLoss("mse")(outputs, targets, mask).item() == pytest.approx(0.27)
     assert PixelLoss("l1")(outputs, targets, mask).item() == pytest.approx(1.2)
-    assert PixelLoss("mse", kept_weight=0.0)(outputs, targets, mask).item() == pytest.approx(0.25)  # hole only
-    assert PixelLoss("l1", hole_weight=3.0)(outputs, targets, mask).item() == pytest.approx(3.0 + 0.2)
-    assert PixelLoss("mse", reduction="pixel_mean")(outputs, targets, mask).item() == pytest.approx(0.27 / 4)
+    assert PixelLoss("mse", kept_weight=0.0)(outputs, targets, mask).item() == pytest.approx(
+        0.25
+    )  # hole only
+    assert PixelLoss("l1", hole_weight=3.0)(outputs, targets, mask).item() == pytest.approx(
+        3.0 + 0.2
+    )
+    assert PixelLoss("mse", reduction="pixel_mean")(outputs, targets, mask).item() == pytest.approx(
+        0.27 / 4
+    )
 
 
 def test_pixel_mse_matches_torch_and_averages_over_the_batch():
@@ -140,8 +167,12 @@ def test_inpainting_metrics_against_hand_computed_values():
     # image 1: squared errors 0.01, 0, 0, 0 → mse 0.0025, hole mse 0.005; image 2: 0.25 → mse 0.0625, hole 0.25
     assert sums["mse"].item() == pytest.approx(0.0025 + 0.0625)
     assert sums["mse_hole"].item() == pytest.approx(0.005 + 0.25)
-    assert sums["psnr"].item() == pytest.approx(10 * math.log10(1 / 0.0025) + 10 * math.log10(1 / 0.0625), rel=1e-5)
-    assert sums["psnr_hole"].item() == pytest.approx(10 * math.log10(1 / 0.005) + 10 * math.log10(1 / 0.25), rel=1e-5)
+    assert sums["psnr"].item() == pytest.approx(
+        10 * math.log10(1 / 0.0025) + 10 * math.log10(1 / 0.0625), rel=1e-5
+    )
+    assert sums["psnr_hole"].item() == pytest.approx(
+        10 * math.log10(1 / 0.005) + 10 * math.log10(1 / 0.25), rel=1e-5
+    )
     assert psnr(torch.tensor(0.01)).item() == pytest.approx(20.0)
 
 
@@ -156,6 +187,7 @@ def test_baselines_leave_the_hole_or_fill_it_with_the_mean_image():
 
 # --- whole runs --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("preset", ["mlp_inpainting", "conv_inpainting"])
 def test_inpainting_run_writes_grid_png_and_baseline_metrics(preset, tiny_mnist, tmp_path):
     overrides = [f"experiment={preset}", *quick_overrides(tiny_mnist)]
@@ -163,9 +195,17 @@ def test_inpainting_run_writes_grid_png_and_baseline_metrics(preset, tiny_mnist,
     assert result.returncode == 0, result.stderr
     run_dir = only_run_folder(tmp_path / "outputs" / "runs")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("test/mse_hole", "test/psnr_hole", "test/mse", "test/psnr", "val/mse_hole",
-                "baseline_unfilled/mse_hole", "baseline_meanfill/mse_hole", "baseline_meanfill/psnr",
-                "val_baseline_meanfill/mse_hole"):
+    for key in (
+        "test/mse_hole",
+        "test/psnr_hole",
+        "test/mse",
+        "test/psnr",
+        "val/mse_hole",
+        "baseline_unfilled/mse_hole",
+        "baseline_meanfill/mse_hole",
+        "baseline_meanfill/psnr",
+        "val_baseline_meanfill/mse_hole",
+    ):
         assert math.isfinite(metrics[key]), key
     # Filling with the mean image beats leaving the hole black on digits.
     assert metrics["baseline_meanfill/mse_hole"] < metrics["baseline_unfilled/mse_hole"]
@@ -174,7 +214,7 @@ def test_inpainting_run_writes_grid_png_and_baseline_metrics(preset, tiny_mnist,
 
     with Image.open(run_dir / "inpainting.png") as grid:
         assert grid.size == (4 * 30 + 2, 8 * 30 + 2)  # 4 columns, 8 samples, 28 px + 2 px padding
-    events = read_scalars(run_dir)
+    events = read_events(run_dir)
     assert len(events.Images("pictures/inpainting")) == 2 + 1  # each of 2 evaluations, and the test
     checkpoint = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
     assert checkpoint["task"] == "inpainting" and checkpoint["input_shape"] == [1, 28, 28]
@@ -184,4 +224,7 @@ def test_classification_model_on_inpainting_data_is_refused(tiny_mnist, tmp_path
     from dlcourse.run import train
 
     with pytest.raises(UserError, match="Pick a model and loss made for this dataset"):
-        train(compose_config(["dataset=inpainting", "model=linear", *quick_overrides(tiny_mnist)]), tmp_path)
+        train(
+            compose_config(["dataset=inpainting", "model=linear", *quick_overrides(tiny_mnist)]),
+            tmp_path,
+        )

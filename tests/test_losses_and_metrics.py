@@ -23,7 +23,11 @@ def test_one_hot_mse_is_half_squared_distance_averaged_over_the_batch():
 def test_one_hot_mse_matches_torch_mse_loss():
     outputs = torch.randn(8, 10)
     targets = torch.randint(0, 10, (8,))
-    reference = 0.5 * 10 * torch.nn.functional.mse_loss(outputs, torch.nn.functional.one_hot(targets, 10).float())
+    reference = (
+        0.5
+        * 10
+        * torch.nn.functional.mse_loss(outputs, torch.nn.functional.one_hot(targets, 10).float())
+    )
     torch.testing.assert_close(OneHotMSELoss(10)(outputs, targets), reference)
 
 

@@ -46,8 +46,19 @@ def test_mlp_rejects_unknown_activation():
     "settings",
     [
         {},  # the default two 5×5 stages with pooling
-        {"channels": [8, 16, 16], "kernel_sizes": [5, 3, 3], "paddings": [2, 1, 1], "pool_sizes": [2, 2, 0]},
-        {"channels": [8, 16], "kernel_sizes": 3, "strides": [2, 1], "paddings": 1, "batch_norm": True},
+        {
+            "channels": [8, 16, 16],
+            "kernel_sizes": [5, 3, 3],
+            "paddings": [2, 1, 1],
+            "pool_sizes": [2, 2, 0],
+        },
+        {
+            "channels": [8, 16],
+            "kernel_sizes": 3,
+            "strides": [2, 1],
+            "paddings": 1,
+            "batch_norm": True,
+        },
         {"channels": [4], "hidden_sizes": [], "dropout": 0.0},
     ],
 )
@@ -58,7 +69,14 @@ def test_cnn_variants(settings):
 
 
 def test_cnn_layer_settings_reach_the_layers():
-    model = CNN(channels=[6, 12], kernel_sizes=[5, 3], strides=[1, 2], paddings=[0, 1], pool_sizes=[2, 0], batch_norm=True)
+    model = CNN(
+        channels=[6, 12],
+        kernel_sizes=[5, 3],
+        strides=[1, 2],
+        paddings=[0, 1],
+        pool_sizes=[2, 0],
+        batch_norm=True,
+    )
     first, second = model.features[0][0], model.features[1][0]
     assert (first.out_channels, first.kernel_size, first.padding) == (6, (5, 5), (0, 0))
     assert (second.out_channels, second.kernel_size, second.stride) == (12, (3, 3), (2, 2))
@@ -85,10 +103,12 @@ def test_alexnet_forward_backward_and_parameter_count():
 def assert_inpaints(model: torch.nn.Module, channels: int = 1) -> None:
     masked, mask = torch.rand(4, channels, 28, 28), (torch.rand(4, 1, 28, 28) > 0.7).float()
     outputs = model(masked, mask)
-    assert outputs.shape == masked.shape and 0 <= outputs.min() and outputs.max() <= 1
+    assert outputs.shape == masked.shape and outputs.min() >= 0 and outputs.max() <= 1
     outputs.square().mean().backward()
     for name, parameter in model.named_parameters():
-        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, f"{name} got no gradient"
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, (
+            f"{name} got no gradient"
+        )
 
 
 @pytest.mark.parametrize("use_mask", [True, False])
@@ -100,10 +120,17 @@ def test_mlp_inpaint(use_mask):
 
 @pytest.mark.parametrize(
     "settings",
-    [{}, {"upsampling": "nearest"}, {"use_mask": False, "batch_norm": False}, {"channels": 3, "widths": [8, 16]}],
+    [
+        {},
+        {"upsampling": "nearest"},
+        {"use_mask": False, "batch_norm": False},
+        {"channels": 3, "widths": [8, 16]},
+    ],
 )
 def test_conv_inpaint(settings):
     model = ConvInpaint(**{"widths": [8, 16], **settings})
     assert_inpaints(model, channels=settings.get("channels", 1))
     first_conv = model.encoder[0][0]  # the first stage's convolution
-    assert first_conv.in_channels == settings.get("channels", 1) + int(settings.get("use_mask", True))
+    assert first_conv.in_channels == settings.get("channels", 1) + int(
+        settings.get("use_mask", True)
+    )

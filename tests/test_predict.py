@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+from helpers import compose_config, quick_overrides, tiny_digits
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from conftest import compose_config, quick_overrides, tiny_digits
 from dlcourse.predict import main, read_digit
 from dlcourse.run import train
 
@@ -17,7 +17,10 @@ from dlcourse.run import train
 @pytest.fixture(scope="module")
 def classifier(tiny_mnist, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("classifier")
-    train(compose_config(["model=mlp", "model.hidden_sizes=[32]", *quick_overrides(tiny_mnist)]), run_dir)
+    train(
+        compose_config(["model=mlp", "model.hidden_sizes=[32]", *quick_overrides(tiny_mnist)]),
+        run_dir,
+    )
     return run_dir / "checkpoints" / "best.pt"
 
 
@@ -48,12 +51,17 @@ def test_read_digit_makes_an_mnist_like_input(tmp_path):
 
 
 def test_classifier_prints_top_k_and_json(classifier, tmp_path, capsys):
-    images = [save_digit(tmp_path / f"{label}.png", label, invert=label % 2 == 1) for label in (2, 5, 7)]
+    images = [
+        save_digit(tmp_path / f"{label}.png", label, invert=label % 2 == 1) for label in (2, 5, 7)
+    ]
     main([str(classifier), *map(str, images), "--top-k", "2", "--json"])
     results = json.loads(capsys.readouterr().out)
     assert [r["image"] for r in results] == list(map(str, images))
     for result in results:
-        assert len(result["top"]) == 2 and result["top"][0]["probability"] >= result["top"][1]["probability"]
+        assert (
+            len(result["top"]) == 2
+            and result["top"][0]["probability"] >= result["top"][1]["probability"]
+        )
         assert 0 < sum(t["probability"] for t in result["top"]) <= 1.0001
     main([str(classifier), str(images[0])])
     assert capsys.readouterr().out.startswith(f"{images[0]}: ")
@@ -61,7 +69,9 @@ def test_classifier_prints_top_k_and_json(classifier, tmp_path, capsys):
 
 def test_inpainter_fills_a_box_and_keeps_the_other_pixels(inpainter, tmp_path, capsys):
     image = save_digit(tmp_path / "digit.png", 4, size=28)
-    main([str(inpainter), str(image), "--box", "8,8,10,10", "--output", str(tmp_path / "filled.png")])
+    main(
+        [str(inpainter), str(image), "--box", "8,8,10,10", "--output", str(tmp_path / "filled.png")]
+    )
     assert f"Wrote {tmp_path / 'filled.png'}" in capsys.readouterr().out
     original = pil_to_tensor(Image.open(image))[0]
     filled = pil_to_tensor(Image.open(tmp_path / "filled.png").convert("L"))[0]
@@ -82,7 +92,11 @@ def test_inpainter_takes_a_mask_image(inpainter, tmp_path):
 @pytest.mark.parametrize(
     ("which", "extra", "message"),
     [
-        ("classifier", ["--box", "1,1,3,3"], "is a classification checkpoint: --mask and --box are for inpainting"),
+        (
+            "classifier",
+            ["--box", "1,1,3,3"],
+            "is a classification checkpoint: --mask and --box are for inpainting",
+        ),
         ("inpainter", [], "needs --mask MASK.png or --box"),
         ("classifier", ["unreadable"], "cannot read image"),
     ],

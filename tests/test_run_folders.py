@@ -18,31 +18,39 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import (
+    BIN,
+    STEPS_PER_EPOCH,
+    compose_config,
+    only_run_folder,
+    quick_overrides,
+    run_command,
+)
 
-from conftest import compose_config, quick_overrides
 from dlcourse import checkpoint as checkpoint_module
 from dlcourse.checkpoint import load_checkpoint, save_checkpoint
 from dlcourse.errors import UserError
 from dlcourse.interrupt import FinalTestInterrupted
 from dlcourse.resume import resume_config
 from dlcourse.run import train
-from dlcourse.run_files import FolderInUse, RunFolder
+from dlcourse.run_folder import FolderInUse, RunFolder
 from dlcourse.trainer import Trainer
-from test_cli import BIN, only_run_folder, run_command
-
-STEPS_PER_EPOCH = 8  # 250 tiny training images in batches of 32
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` and its bytes: a folder left as it was compares equal."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
 def finished_run(tiny_mnist, tmp_path_factory) -> Path:
     """A run folder written by the command line: 2 epochs, seed 11, constant learning rate."""
     cwd = tmp_path_factory.mktemp("finished")
-    result = run_command(["dlcourse-train", "seed=11", *quick_overrides(tiny_mnist)], cwd, tiny_mnist)
+    result = run_command(
+        ["dlcourse-train", "seed=11", *quick_overrides(tiny_mnist)], cwd, tiny_mnist
+    )
     assert result.returncode == 0, result.stderr
     return only_run_folder(cwd / "outputs" / "runs")
 
@@ -52,33 +60,56 @@ def test_resume_of_a_folder_that_holds_no_run_writes_nothing_anywhere(tiny_mnist
     bystander.mkdir()
     (bystander / "notes.txt").write_text("mine\n")
     result = run_command(["dlcourse-train", f"resume={bystander}"], tmp_path, tiny_mnist)
-    assert result.returncode == 2 and result.stderr == f"error: no checkpoint in run folder {bystander}: " \
+    assert (
+        result.returncode == 2
+        and result.stderr
+        == f"error: no checkpoint in run folder {bystander}: "
         f"expected {bystander}/checkpoints/last.pt\n"
+    )
     assert snapshot(bystander) == {"notes.txt": b"mine\n"}
     assert not any((tmp_path / "outputs" / "runs").iterdir())  # no empty run folder left behind
 
 
-def test_resume_of_a_file_of_another_run_leaves_that_run_untouched(finished_run, tiny_mnist, tmp_path):
+def test_resume_of_a_file_of_another_run_leaves_that_run_untouched(
+    finished_run, tiny_mnist, tmp_path
+):
     before = snapshot(finished_run)
-    result = run_command(["dlcourse-train", f"resume={finished_run / 'metrics.json'}"], tmp_path, tiny_mnist)
+    result = run_command(
+        ["dlcourse-train", f"resume={finished_run / 'metrics.json'}"], tmp_path, tiny_mnist
+    )
     assert result.returncode == 2 and "not a PyTorch checkpoint" in result.stderr
     assert snapshot(finished_run) == before
 
 
-def test_resume_keeps_the_original_record_and_applies_optimizer_overrides(finished_run, tiny_mnist, tmp_path):
+def test_resume_keeps_the_original_record_and_applies_optimizer_overrides(
+    finished_run, tiny_mnist, tmp_path
+):
     run_dir = tmp_path / "run"
     subprocess.run(["cp", "-r", str(finished_run), str(run_dir)], check=True)
     original = (run_dir / ".hydra" / "config.yaml").read_text()
-    command = ["dlcourse-train", f"resume={run_dir}", "trainer.epochs=3", "optimizer.lr=0.5", "optimizer.momentum=0.5"]
+    command = [
+        "dlcourse-train",
+        f"resume={run_dir}",
+        "trainer.epochs=3",
+        "optimizer.lr=0.5",
+        "optimizer.momentum=0.5",
+    ]
     result = run_command(command, tmp_path, tiny_mnist)
     assert result.returncode == 0, result.stderr
     assert (run_dir / ".hydra" / "config.yaml").read_text() == original  # still says seed 11
     assert "seed: 11" in original
     resumed = yaml.safe_load((run_dir / ".hydra" / "resume-1" / "overrides.yaml").read_text())
-    assert resumed == [f"resume={run_dir}", "trainer.epochs=3", "optimizer.lr=0.5", "optimizer.momentum=0.5"]
+    assert resumed == [
+        f"resume={run_dir}",
+        "trainer.epochs=3",
+        "optimizer.lr=0.5",
+        "optimizer.momentum=0.5",
+    ]
     last = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert last["config"]["optimizer"]["lr"] == 0.5
-    assert [(g["lr"], g["momentum"]) for g in last["optimizer"]["param_groups"]] == [(0.5, 0.5)]  # used, not just saved
+    assert [(g["lr"], g["momentum"]) for g in last["optimizer"]["param_groups"]] == [
+        (0.5, 0.5)
+    ]  # used, not just saved
     assert "Resumed with optimizer.lr=0.5 (was 0.01)" in (run_dir / "train.log").read_text()
     assert not (run_dir / ".lock").exists()
 
@@ -87,13 +118,21 @@ def test_resume_keeps_the_original_record_and_applies_optimizer_overrides(finish
     ("overrides", "message"),
     [
         (["trainer.epochs=1"], "has trained 2 epochs: trainer.epochs=1 leaves nothing to train"),
-        (["trainer.epochs=2"], "trainer.epochs=2 leaves nothing to train. To train longer, pass trainer.epochs=3"),
-        (["model.num_classes=5"], "'model.num_classes=5' would change what the stopped run was training"),
+        (
+            ["trainer.epochs=2"],
+            "trainer.epochs=2 leaves nothing to train. To train longer, pass trainer.epochs=3",
+        ),
+        (
+            ["model.num_classes=5"],
+            "'model.num_classes=5' would change what the stopped run was training",
+        ),
         (["seed=3"], "'seed=3' would change what the stopped run was training"),
         (["model=cnn"], "'model=cnn' cannot change a resumed run's components"),
     ],
 )
-def test_resumes_that_would_destroy_or_redefine_state_are_refused(overrides, message, finished_run, tiny_mnist):
+def test_resumes_that_would_destroy_or_redefine_state_are_refused(
+    overrides, message, finished_run, tiny_mnist
+):
     cfg = compose_config(quick_overrides(tiny_mnist))
     cfg.resume = str(finished_run)
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -111,8 +150,12 @@ def test_resume_from_best_is_refused_when_the_run_went_further(finished_run, tin
 
 
 @pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])
-def test_fixed_length_schedules_refuse_a_new_length_and_a_new_learning_rate(scheduler, tiny_mnist, tmp_path):
-    cfg = compose_config([*quick_overrides(tiny_mnist), f"scheduler={scheduler}", "trainer.epochs=1"])
+def test_fixed_length_schedules_refuse_a_new_length_and_a_new_learning_rate(
+    scheduler, tiny_mnist, tmp_path
+):
+    cfg = compose_config(
+        [*quick_overrides(tiny_mnist), f"scheduler={scheduler}", "trainer.epochs=1"]
+    )
     train(cfg, tmp_path)
     cfg.resume = str(tmp_path)
     with pytest.raises(UserError, match=f"scheduler={scheduler} fixed the run's length"):
@@ -123,17 +166,27 @@ def test_fixed_length_schedules_refuse_a_new_length_and_a_new_learning_rate(sche
 
 # --- one process per folder ----------------------------------------------------------------------
 
-def test_a_live_lock_refuses_a_second_process_and_a_stale_one_is_taken_over(finished_run, tiny_mnist, tmp_path):
+
+def test_a_live_lock_refuses_a_second_process_and_a_stale_one_is_taken_over(
+    finished_run, tiny_mnist, tmp_path
+):
     run_dir = tmp_path / "run"
     subprocess.run(["cp", "-r", str(finished_run), str(run_dir)], check=True)
     holder = subprocess.Popen(["sleep", "60"])
     try:
-        (run_dir / ".lock").write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename, "slurm_job": None}))
+        (run_dir / ".lock").write_text(
+            json.dumps({"pid": holder.pid, "host": os.uname().nodename, "slurm_job": None})
+        )
         before = snapshot(run_dir)
-        result = run_command(["dlcourse-train", f"resume={run_dir}", "trainer.epochs=3"], tmp_path, tiny_mnist)
+        result = run_command(
+            ["dlcourse-train", f"resume={run_dir}", "trainer.epochs=3"], tmp_path, tiny_mnist
+        )
         assert result.returncode == 2
-        assert result.stderr == f"error: {run_dir} is in use by process {holder.pid} on {os.uname().nodename}; wait " \
+        assert (
+            result.stderr
+            == f"error: {run_dir} is in use by process {holder.pid} on {os.uname().nodename}; wait "
             f"for it to finish (if that process is gone, delete {run_dir / '.lock'})\n"
+        )
         assert snapshot(run_dir) == before
     finally:
         holder.kill()
@@ -148,11 +201,15 @@ def test_a_live_lock_refuses_a_second_process_and_a_stale_one_is_taken_over(fini
 def test_a_new_run_is_refused_in_a_folder_that_holds_a_run(finished_run, tiny_mnist, tmp_path):
     before = snapshot(finished_run)
     result = run_command(["dlcourse-train", f"hydra.run.dir={finished_run}"], tmp_path, tiny_mnist)
-    assert result.returncode == 2 and f"{finished_run} already holds a run; continue it with" in result.stderr
+    assert (
+        result.returncode == 2
+        and f"{finished_run} already holds a run; continue it with" in result.stderr
+    )
     assert snapshot(finished_run) == before
 
 
 # --- full disk, quoting, signals ------------------------------------------------------------------
+
 
 def test_a_full_disk_is_one_line_and_leaves_the_last_good_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "checkpoints" / "last.pt"
@@ -162,8 +219,11 @@ def test_a_full_disk_is_one_line_and_leaves_the_last_good_checkpoint(tmp_path, m
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint_module.os, "fsync", no_space)
-    with pytest.raises(UserError, match=f"no space left on the device to write {path}; the last good checkpoint "
-                                        f"is {path}, as it was before"):
+    with pytest.raises(
+        UserError,
+        match=f"no space left on the device to write {path}; the last good checkpoint "
+        f"is {path}, as it was before",
+    ):
         save_checkpoint({"model": {"w": torch.zeros(3)}, "config": {}, "step": 2}, path)
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no stale .last.pt.tmp
     assert load_checkpoint(path)["step"] == 1
@@ -172,15 +232,25 @@ def test_a_full_disk_is_one_line_and_leaves_the_last_good_checkpoint(tmp_path, m
 def test_a_full_disk_during_a_real_run_stops_it_in_one_line(tiny_mnist, tmp_path):
     small = tmp_path / "small"
     small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], capture_output=True
+    ).returncode:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     try:
-        command = ["dlcourse-train", "model=mlp", "model.hidden_sizes=[100]", f"paths.output_dir={small}",
-                   *quick_overrides(tiny_mnist)]
+        command = [
+            "dlcourse-train",
+            "model=mlp",
+            "model.hidden_sizes=[100]",
+            f"paths.output_dir={small}",
+            *quick_overrides(tiny_mnist),
+        ]
         result = run_command(command, tmp_path, tiny_mnist)
         assert result.returncode != 0 and "Traceback" not in result.stderr
         # Whichever write meets the full disk first (a checkpoint, events, the record) says so.
-        assert result.stderr.startswith("error: no space left on the device") and result.stderr.count("\n") == 1
+        assert (
+            result.stderr.startswith("error: no space left on the device")
+            and result.stderr.count("\n") == 1
+        )
         assert not list(small.rglob(".*.tmp"))
     finally:
         subprocess.run(["umount", str(small)], check=False)
@@ -188,30 +258,60 @@ def test_a_full_disk_during_a_real_run_stops_it_in_one_line(tiny_mnist, tmp_path
 
 def start(command: list[str], cwd: Path, data_dir: Path) -> subprocess.Popen:
     env = {**os.environ, "DLCOURSE_DATA_DIR": str(data_dir)}
-    return subprocess.Popen([str(BIN / command[0]), *command[1:]], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [str(BIN / command[0]), *command[1:]],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_the_printed_resume_command_pastes_safely_into_a_shell(tiny_mnist, tmp_path):
     folder = "outputs/my run $(touch pwned) it's"
     hydra_value = "'outputs/my run $(touch pwned) it\\'s'"
-    process = start(["dlcourse-train", f"hydra.run.dir={hydra_value}", *quick_overrides(tiny_mnist),
-                     "trainer.epochs=100000"], tmp_path, tiny_mnist)
+    process = start(
+        [
+            "dlcourse-train",
+            f"hydra.run.dir={hydra_value}",
+            *quick_overrides(tiny_mnist),
+            "trainer.epochs=100000",
+        ],
+        tmp_path,
+        tiny_mnist,
+    )
     deadline = time.monotonic() + 120
-    while not (tmp_path / folder / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
+    while (
+        not (tmp_path / folder / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)
     output = process.communicate(timeout=60)[0]
     assert process.returncode == 130, output
     lines = output.splitlines()
-    command = lines[lines.index(next(line for line in lines if line.endswith("Resume with:"))) + 1].strip()
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DLCOURSE_DATA_DIR": str(tiny_mnist)}
+    command = lines[
+        lines.index(next(line for line in lines if line.endswith("Resume with:"))) + 1
+    ].strip()
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "DLCOURSE_DATA_DIR": str(tiny_mnist),
+    }
     stopped_at = load_checkpoint(tmp_path / folder / "checkpoints" / "last.pt")["epoch"]
-    result = subprocess.run(["bash", "-c", f"{command} trainer.epochs={stopped_at}"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", "-c", f"{command} trainer.epochs={stopped_at}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "pwned").exists()
-    assert (tmp_path / folder / "metrics.json").is_file() and (tmp_path / folder / ".hydra" / "resume-1").is_dir()
+    assert (tmp_path / folder / "metrics.json").is_file() and (
+        tmp_path / folder / ".hydra" / "resume-1"
+    ).is_dir()
 
 
 @pytest.mark.parametrize("delay", [0.3, 1.0, 2.5])
@@ -224,7 +324,9 @@ def test_ctrl_c_during_start_up_exits_quietly(delay, tiny_mnist, tmp_path):
     assert "Traceback" not in output
 
 
-def test_ctrl_c_during_the_final_test_stops_at_once_without_claiming_to_save(tiny_mnist, tmp_path, monkeypatch):
+def test_ctrl_c_during_the_final_test_stops_at_once_without_claiming_to_save(
+    tiny_mnist, tmp_path, monkeypatch
+):
     original = Trainer.evaluate
 
     def evaluate(self, batches, split):
@@ -234,18 +336,29 @@ def test_ctrl_c_during_the_final_test_stops_at_once_without_claiming_to_save(tin
         return original(self, batches, split)
 
     monkeypatch.setattr(Trainer, "evaluate", evaluate)
-    with pytest.raises(FinalTestInterrupted, match="during the final test.*trained weights are in .*best.pt"):
+    with pytest.raises(
+        FinalTestInterrupted, match="during the final test.*trained weights are in .*best.pt"
+    ):
         train(compose_config(quick_overrides(tiny_mnist)), tmp_path)
     assert not (tmp_path / "metrics.json").exists()
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["step"] == 2 * STEPS_PER_EPOCH
 
 
 def test_ctrl_c_to_a_parallel_sweep_saves_every_running_job(tiny_mnist, tmp_path):
-    command = ["dlcourse-train", "-m", "launcher=parallel", "optimizer.lr=0.01,0.02,0.03", *quick_overrides(tiny_mnist),
-               "trainer.epochs=100000"]
+    command = [
+        "dlcourse-train",
+        "-m",
+        "launcher=parallel",
+        "optimizer.lr=0.01,0.02,0.03",
+        *quick_overrides(tiny_mnist),
+        "trainer.epochs=100000",
+    ]
     process = start(command, tmp_path, tiny_mnist)
     deadline = time.monotonic() + 120
-    while len(list(tmp_path.glob("outputs/multirun/*/*/checkpoints/last.pt"))) < 2 and time.monotonic() < deadline:
+    while (
+        len(list(tmp_path.glob("outputs/multirun/*/*/checkpoints/last.pt"))) < 2
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.2)
     time.sleep(0.5)  # mid-epoch
     process.send_signal(signal.SIGINT)  # to the sweep's own process only, as `kill -INT` does
@@ -255,6 +368,8 @@ def test_ctrl_c_to_a_parallel_sweep_saves_every_running_job(tiny_mnist, tmp_path
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [job.name for job in jobs] == ["0", "1"]  # job 2 never started
     for job in jobs:
-        assert f"resume={job.relative_to(tmp_path)}" in output  # each job saved and said how to resume
+        assert (
+            f"resume={job.relative_to(tmp_path)}" in output
+        )  # each job saved and said how to resume
         assert not (job / ".lock").exists() and not list(job.rglob(".*.tmp"))
     assert "Traceback" not in output

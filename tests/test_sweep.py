@@ -8,11 +8,10 @@ import os
 
 import pytest
 import torch
+from helpers import only_run_folder, quick_overrides, run_command
 
-from conftest import quick_overrides
 from dlcourse.errors import UserError
 from dlcourse.sweep import report
-from test_cli import only_run_folder, run_command
 
 
 def test_a_failing_job_is_recorded_and_the_sweep_exits_non_zero(tiny_mnist, tmp_path):
@@ -38,19 +37,45 @@ def fake_sweep(root, jobs):
         (job / ".hydra").mkdir(parents=True)
         (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
         file = "metrics.json" if "error" not in outcome else "failed.json"
-        (job / file).write_text(json.dumps(outcome))
+        (job / file).write_text(json.dumps({**outcome, **kinds(outcome)}))
     return root
 
 
+def kinds(metrics: dict) -> dict:
+    """What a run's metrics.json says of its metrics, as each task declares it."""
+    if "val/acc" in metrics:
+        return {"monitor": "val/acc", "higher_is_better": {"loss": False, "acc": True}}
+    if "val/mse_hole" in metrics:
+        return {"monitor": "val/mse_hole", "higher_is_better": {"loss": False, "mse_hole": False}}
+    return {}
+
+
 def test_report_sorts_marks_the_best_and_lists_failures(tmp_path):
-    sweep = fake_sweep(tmp_path, [
-        ("0", ["model=linear", "optimizer.lr=0.01", "seed=1"], {"val/acc": 0.90, "val/loss": 0.3}),
-        ("1", ["model=linear", "optimizer.lr=0.1", "seed=1"], {"val/acc": 0.93, "val/loss": 0.2}),
-        ("2", ["model=mlp", "optimizer.lr=0.01", "seed=1"], {"val/acc": 0.97, "val/loss": 0.1}),
-        ("3", ["model=mlp", "optimizer.lr=0.1", "seed=1"], {"error": "the training loss became nan"}),
-    ])
+    sweep = fake_sweep(
+        tmp_path,
+        [
+            (
+                "0",
+                ["model=linear", "optimizer.lr=0.01", "seed=1"],
+                {"val/acc": 0.90, "val/loss": 0.3},
+            ),
+            (
+                "1",
+                ["model=linear", "optimizer.lr=0.1", "seed=1"],
+                {"val/acc": 0.93, "val/loss": 0.2},
+            ),
+            ("2", ["model=mlp", "optimizer.lr=0.01", "seed=1"], {"val/acc": 0.97, "val/loss": 0.1}),
+            (
+                "3",
+                ["model=mlp", "optimizer.lr=0.1", "seed=1"],
+                {"error": "the training loss became nan"},
+            ),
+        ],
+    )
     markdown = report(sweep)
-    table = [line for line in markdown.splitlines() if line.startswith("| ")][2:]  # after header, rule
+    table = [line for line in markdown.splitlines() if line.startswith("| ")][
+        2:
+    ]  # after header, rule
     assert [line.split(" | ")[1] for line in table] == ["2", "1", "0"]  # best val/acc first
     assert table[0].startswith("| ★ | 2 | mlp | 0.01 |")
     assert "seed" not in markdown.splitlines()[2]  # a setting every job shares is no column
@@ -61,21 +86,37 @@ def test_report_sorts_marks_the_best_and_lists_failures(tmp_path):
 
     by_loss = report(sweep, metric="val/loss")
     assert "sorted by val/loss (min)" in by_loss
-    with pytest.raises(UserError, match="metric 'val/accuracy' is in no job's metrics.json; available: val/acc, val/loss"):
+    with pytest.raises(
+        UserError,
+        match="metric 'val/accuracy' is in no job's metrics.json; available: val/acc, val/loss",
+    ):
         report(sweep, metric="val/accuracy")
 
 
 def test_inpainting_sweeps_sort_by_hole_mse(tmp_path):
-    sweep = fake_sweep(tmp_path, [("0", ["optimizer.lr=0.1"], {"val/mse_hole": 0.05}),
-                                  ("1", ["optimizer.lr=0.01"], {"val/mse_hole": 0.04})])
+    sweep = fake_sweep(
+        tmp_path,
+        [
+            ("0", ["optimizer.lr=0.1"], {"val/mse_hole": 0.05}),
+            ("1", ["optimizer.lr=0.01"], {"val/mse_hole": 0.04}),
+        ],
+    )
     assert "sorted by val/mse_hole (min)" in report(sweep) and "| ★ | 1 |" in report(sweep)
 
 
 def test_parallel_launcher_runs_jobs_in_their_own_processes_sharing_the_cores(tiny_mnist, tmp_path):
-    command = ["dlcourse-train", "-m", "launcher=parallel", "optimizer.lr=0.01,0.1", *quick_overrides(tiny_mnist)]
+    command = [
+        "dlcourse-train",
+        "-m",
+        "launcher=parallel",
+        "optimizer.lr=0.01,0.1",
+        *quick_overrides(tiny_mnist),
+    ]
     result = run_command(command, tmp_path, tiny_mnist)
     assert result.returncode == 0, result.stderr
-    jobs = sorted(p for p in only_run_folder(tmp_path / "outputs" / "multirun").iterdir() if p.is_dir())
+    jobs = sorted(
+        p for p in only_run_folder(tmp_path / "outputs" / "multirun").iterdir() if p.is_dir()
+    )
     assert [job.name for job in jobs] == ["0", "1"]
     pids = {next(job.glob("events.out.tfevents.*")).name.split(".")[-2] for job in jobs}
     assert len(pids) == 2 and str(os.getpid()) not in pids
@@ -85,37 +126,63 @@ def test_parallel_launcher_runs_jobs_in_their_own_processes_sharing_the_cores(ti
 
 
 def test_optuna_search_finds_a_best_trial(tiny_mnist, tmp_path):
-    command = ["dlcourse-train", "hparams_search=mnist_optuna", "hydra.sweeper.n_trials=3", *quick_overrides(tiny_mnist)]
+    command = [
+        "dlcourse-train",
+        "hparams_search=mnist_optuna",
+        "hydra.sweeper.n_trials=3",
+        *quick_overrides(tiny_mnist),
+    ]
     result = run_command(command, tmp_path, tiny_mnist)
     assert result.returncode == 0, result.stderr
     sweep = only_run_folder(tmp_path / "outputs" / "multirun")
     import yaml
 
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    values = [json.loads((sweep / str(i) / "metrics.json").read_text())["val/acc"] for i in range(3)]
+    values = [
+        json.loads((sweep / str(i) / "metrics.json").read_text())["val/acc"] for i in range(3)
+    ]
     assert results["best_value"] == pytest.approx(max(values))
     # The batch size is searched too, unless the command line fixes it (as quick_overrides does).
-    assert set(results["best_params"]) == {"optimizer.lr", "optimizer.momentum", "model.hidden_sizes"}
+    assert set(results["best_params"]) == {
+        "optimizer.lr",
+        "optimizer.momentum",
+        "model.hidden_sizes",
+    }
 
 
 def test_optuna_with_a_wrong_metric_name_stops_with_the_available_names(tiny_mnist, tmp_path):
-    command = ["dlcourse-train", "hparams_search=mnist_optuna", "optimized_metric=val/accuracy", *quick_overrides(tiny_mnist)]
+    command = [
+        "dlcourse-train",
+        "hparams_search=mnist_optuna",
+        "optimized_metric=val/accuracy",
+        *quick_overrides(tiny_mnist),
+    ]
     result = run_command(command, tmp_path, tiny_mnist)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "optimized_metric='val/accuracy' is not a metric of this run; choose one of: train/loss" in result.stderr
+    assert (
+        "optimized_metric='val/accuracy' is not a metric of this run; choose one of: train/loss"
+        in result.stderr
+    )
     assert "val/acc" in result.stderr
 
 
 def test_submitit_job_requeued_into_its_folder_resumes_from_its_checkpoint(tiny_mnist, tmp_path):
     """What a SLURM requeue does (launcher=slurm sets resume=auto), with submitit's local executor:
     the same job runs again in the same folder and continues from checkpoints/last.pt."""
-    common = ["-m", "hydra/launcher=submitit_local", "resume=auto", "hydra.sweep.dir=outputs/multirun/requeue",
-              *quick_overrides(tiny_mnist)]
+    common = [
+        "-m",
+        "hydra/launcher=submitit_local",
+        "resume=auto",
+        "hydra.sweep.dir=outputs/multirun/requeue",
+        *quick_overrides(tiny_mnist),
+    ]
     first = run_command(["dlcourse-train", *common, "trainer.epochs=1"], tmp_path, tiny_mnist)
     assert first.returncode == 0, first.stderr
     job = tmp_path / "outputs" / "multirun" / "requeue" / "0"
     assert json.loads((job / "metrics.json").read_text())["steps"] == 8
     again = run_command(["dlcourse-train", *common, "trainer.epochs=2"], tmp_path, tiny_mnist)
     assert again.returncode == 0, again.stderr
-    assert json.loads((job / "metrics.json").read_text())["steps"] == 16  # epoch 2 only, not 1 again
+    assert (
+        json.loads((job / "metrics.json").read_text())["steps"] == 16
+    )  # epoch 2 only, not 1 again
     assert list((tmp_path / "outputs" / "multirun" / "requeue" / ".submitit").iterdir())

@@ -7,23 +7,40 @@ import math
 
 import pytest
 import torch
+from helpers import STEPS_PER_EPOCH, TINY_EPOCHS, compose_config, quick_overrides
 
-from conftest import compose_config, quick_overrides
 from dlcourse.data.batches import DataSplits, TensorBatches
 from dlcourse.errors import UserError
 from dlcourse.evaluate import evaluate_checkpoint
 from dlcourse.loggers import NullLogger
+from dlcourse.metrics import METRIC_WINDOW
 from dlcourse.models import LinearClassifier
 from dlcourse.run import train
-from dlcourse.run_files import NullRunFiles
+from dlcourse.run_folder import NullRunFiles
 from dlcourse.schedulers import constant
-from dlcourse.settings import TrainerSettings
+from dlcourse.schema import TrainerSettings
 from dlcourse.tasks import ClassificationTask
-from dlcourse.trainer import METRIC_WINDOW, Trainer
+from dlcourse.trainer import Trainer
 
 CHECKPOINT_KEYS = {
-    "format_version", "task", "input_shape", "model", "optimizer", "scheduler", "scaler", "epoch", "batch_in_epoch", "step",
-    "epoch_sums", "epoch_count", "nonfinite_steps", "train_seconds", "sampler", "rng", "metrics", "best", "config",
+    "format_version",
+    "task",
+    "input_shape",
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "epoch",
+    "batch_in_epoch",
+    "step",
+    "epoch_sums",
+    "epoch_count",
+    "nonfinite_steps",
+    "train_seconds",
+    "rng",
+    "metrics",
+    "best",
+    "config",
 }
 
 
@@ -37,7 +54,7 @@ def test_train_writes_metrics_and_checkpoints(tiny_mnist, tmp_path):
     for key in ("test/acc", "val/acc", "train/acc"):
         assert 0.0 <= metrics[key] <= 1.0
     assert metrics["epochs"] == 2 and 1 <= metrics["best_epoch"] <= 2
-    assert metrics["steps"] == 2 * math.ceil(250 / 32) and metrics["train_seconds"] > 0
+    assert metrics["steps"] == TINY_EPOCHS * STEPS_PER_EPOCH and metrics["train_seconds"] > 0
     # The bands in the tiny images are easy: two epochs must learn them.
     assert metrics["test/acc"] > 0.5
 
@@ -67,7 +84,11 @@ def test_same_seed_gives_the_same_metrics(tiny_mnist, tmp_path):
 
 
 def test_limit_batches_and_eval_every(tiny_mnist, tmp_path):
-    overrides = ["trainer.limit_train_batches=3", "trainer.eval_every_n_epochs=2", "trainer.epochs=3"]
+    overrides = [
+        "trainer.limit_train_batches=3",
+        "trainer.eval_every_n_epochs=2",
+        "trainer.epochs=3",
+    ]
     metrics = train(compose_config([*quick_overrides(tiny_mnist), *overrides]), tmp_path)
     assert metrics["steps"] == 9
     assert metrics["best_epoch"] in (2, 3)  # validated at epochs 2 and 3 (the last) only
@@ -76,12 +97,21 @@ def test_limit_batches_and_eval_every(tiny_mnist, tmp_path):
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 @pytest.mark.parametrize("scheduler", ["step", "cosine", "onecycle"])
 def test_losses_and_schedulers_train(loss, scheduler, tiny_mnist, tmp_path):
-    cfg = compose_config([f"loss={loss}", f"scheduler={scheduler}", "optimizer.lr=0.01", *quick_overrides(tiny_mnist)])
+    cfg = compose_config(
+        [
+            f"loss={loss}",
+            f"scheduler={scheduler}",
+            "optimizer.lr=0.01",
+            *quick_overrides(tiny_mnist),
+        ]
+    )
     assert math.isfinite(train(cfg, tmp_path)["test/loss"])
 
 
 def test_bf16_and_grad_clip_run_on_the_cpu(tiny_mnist, tmp_path):
-    cfg = compose_config(["trainer.precision=bf16", "trainer.grad_clip=1.0", *quick_overrides(tiny_mnist)])
+    cfg = compose_config(
+        ["trainer.precision=bf16", "trainer.grad_clip=1.0", *quick_overrides(tiny_mnist)]
+    )
     assert math.isfinite(train(cfg, tmp_path)["test/loss"])
 
 
@@ -92,7 +122,10 @@ def test_cuda_without_a_gpu_is_a_clear_error(tiny_mnist, tmp_path):
 
 
 def test_model_that_does_not_fit_the_data_is_refused_before_training(tiny_mnist, tmp_path):
-    with pytest.raises(UserError, match=r"AlexNet with CrossEntropyLoss cannot take this dataset's batches \(inputs of shape \(1, 28, 28\)\)"):
+    with pytest.raises(
+        UserError,
+        match=r"AlexNet with CrossEntropyLoss cannot take this dataset's batches \(inputs of shape \(1, 28, 28\)\)",
+    ):
         train(compose_config(["model=alexnet", *quick_overrides(tiny_mnist)]), tmp_path)
     assert not (tmp_path / "checkpoints").exists()
 
@@ -103,18 +136,33 @@ def test_unknown_trainer_key_is_a_clear_error(tiny_mnist, tmp_path):
 
 
 def test_linear_preset_reaches_90_percent_after_one_epoch_on_real_mnist(shared_mnist, tmp_path):
-    cfg = compose_config(["experiment=linear_mnist", f"paths.data_dir={shared_mnist}", "trainer.epochs=1", "trainer.device=cpu"])
+    cfg = compose_config(
+        [
+            "experiment=linear_mnist",
+            f"paths.data_dir={shared_mnist}",
+            "trainer.epochs=1",
+            "trainer.device=cpu",
+        ]
+    )
     metrics = train(cfg, tmp_path)
     assert metrics["test/acc"] >= 0.90, metrics
 
 
 def test_channels_last_and_compile_switches_run_on_the_cpu(tiny_mnist, tmp_path):
-    overrides = ["model=cnn", "model.channels=[4,8]", "trainer.channels_last=true", "trainer.compile=true",
-                 "trainer.epochs=1", "trainer.limit_train_batches=3"]
+    overrides = [
+        "model=cnn",
+        "model.channels=[4,8]",
+        "trainer.channels_last=true",
+        "trainer.compile=true",
+        "trainer.epochs=1",
+        "trainer.limit_train_batches=3",
+    ]
     metrics = train(compose_config([*quick_overrides(tiny_mnist), *overrides]), tmp_path)
     assert math.isfinite(metrics["test/loss"])
     state = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)["model"]
-    assert not any(key.startswith("_orig_mod") for key in state)  # saved without the compile wrapper
+    assert not any(
+        key.startswith("_orig_mod") for key in state
+    )  # saved without the compile wrapper
 
 
 def test_training_metrics_equal_the_loss_and_accuracy_of_every_batch(tmp_path):
@@ -124,16 +172,30 @@ def test_training_metrics_equal_the_loss_and_accuracy_of_every_batch(tmp_path):
     torch.manual_seed(0)
     images, labels = torch.randn(203, 1, 28, 28), torch.randint(0, 10, (203,))
     batches = TensorBatches((images, labels), batch_size=10, shuffle=True, seed=0)
-    assert METRIC_WINDOW < len(batches) < 2 * METRIC_WINDOW  # 21 steps: one full window, one partial
+    assert (
+        METRIC_WINDOW < len(batches) < 2 * METRIC_WINDOW
+    )  # 21 steps: one full window, one partial
     data = DataSplits(batches, batches, batches, ClassificationTask())
     model, loss_fn = LinearClassifier(), torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     settings = TrainerSettings(epochs=1, device="cpu", progress_bar=False, log_every_n_steps=7)
-    trainer = Trainer(model, loss_fn, optimizer, constant(optimizer, 21, 21), data, NullLogger(), settings,
-                      torch.device("cpu"), files=NullRunFiles(tmp_path), config={})
+    trainer = Trainer(
+        model,
+        loss_fn,
+        optimizer,
+        constant(optimizer, 21, 21),
+        data,
+        NullLogger(),
+        settings,
+        torch.device("cpu"),
+        files=NullRunFiles(tmp_path),
+        config={},
+    )
     metrics = trainer.train_one_epoch(1)
 
     with torch.no_grad():
         outputs = model(images)
-    assert metrics["train/loss"] == pytest.approx(torch.nn.functional.cross_entropy(outputs, labels).item(), rel=1e-6)
+    assert metrics["train/loss"] == pytest.approx(
+        torch.nn.functional.cross_entropy(outputs, labels).item(), rel=1e-6
+    )
     assert metrics["train/acc"] == (outputs.argmax(dim=1) == labels).sum().item() / len(labels)

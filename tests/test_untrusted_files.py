@@ -16,21 +16,23 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import compose_config, quick_overrides, run_command
 
-from conftest import compose_config, quick_overrides
 from dlcourse.checkpoint import load_checkpoint
 from dlcourse.errors import UserError
 from dlcourse.evaluate import evaluate_checkpoint
 from dlcourse.predict import main as predict
 from dlcourse.resume import resume_config
 from dlcourse.run import train
-from test_cli import run_command
 
 
 @pytest.fixture(scope="module")
 def good_run(tiny_mnist, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("good_run")
-    train(compose_config(["model=mlp", "model.hidden_sizes=[16]", *quick_overrides(tiny_mnist)]), run_dir)
+    train(
+        compose_config(["model=mlp", "model.hidden_sizes=[16]", *quick_overrides(tiny_mnist)]),
+        run_dir,
+    )
     return run_dir
 
 
@@ -53,18 +55,52 @@ def payload_pickle(marker: Path) -> str:
 
 def attacks(marker: Path, victim: Path) -> dict[str, tuple[str, object]]:
     """(config key to replace, value) for each attack: code named at every depth Hydra reads."""
-    stealth = {"_target_": "builtins.max", "_args_": [{"_target_": "torch.load", "weights_only": False, "f": {
-        "_target_": "io.BytesIO", "_args_": [{"_target_": "base64.b64decode", "_args_": [payload_pickle(marker)]}]}}]}
+    stealth = {
+        "_target_": "builtins.max",
+        "_args_": [
+            {
+                "_target_": "torch.load",
+                "weights_only": False,
+                "f": {
+                    "_target_": "io.BytesIO",
+                    "_args_": [
+                        {"_target_": "base64.b64decode", "_args_": [payload_pickle(marker)]}
+                    ],
+                },
+            }
+        ],
+    }
     return {
         "stealth pickle in a number": ("model.num_classes", stealth),
         "truncate a file": ("model._target_", "builtins.open"),
-        "open(victim, 'w') nested": ("model.num_classes", {"_target_": "builtins.open", "_args_": [str(victim), "w"]}),
-        "copy a file": ("dataset.data_dir", {"_target_": "shutil.copyfile", "src": str(victim), "dst": str(marker)}),
-        "write a file": ("loss.label_smoothing", {"_target_": "pathlib.Path.write_text", "_args_": [str(victim), "x"]}),
-        "plant a symlink": ("optimizer.lr", {"_target_": "os.symlink", "_args_": [str(victim), str(marker)]}),
-        "partial": ("scheduler", {"_target_": "os.system", "_partial_": True, "_args_": [f"touch {marker}"]}),
-        "args on a shipped target": ("model._args_", [{"_target_": "os.system", "_args_": [f"touch {marker}"]}]),
-        "target in a list": ("model.hidden_sizes", [16, {"_target_": "os.system", "_args_": [f"touch {marker}"]}]),
+        "open(victim, 'w') nested": (
+            "model.num_classes",
+            {"_target_": "builtins.open", "_args_": [str(victim), "w"]},
+        ),
+        "copy a file": (
+            "dataset.data_dir",
+            {"_target_": "shutil.copyfile", "src": str(victim), "dst": str(marker)},
+        ),
+        "write a file": (
+            "loss.label_smoothing",
+            {"_target_": "pathlib.Path.write_text", "_args_": [str(victim), "x"]},
+        ),
+        "plant a symlink": (
+            "optimizer.lr",
+            {"_target_": "os.symlink", "_args_": [str(victim), str(marker)]},
+        ),
+        "partial": (
+            "scheduler",
+            {"_target_": "os.system", "_partial_": True, "_args_": [f"touch {marker}"]},
+        ),
+        "args on a shipped target": (
+            "model._args_",
+            [{"_target_": "os.system", "_args_": [f"touch {marker}"]}],
+        ),
+        "target in a list": (
+            "model.hidden_sizes",
+            [16, {"_target_": "os.system", "_args_": [f"touch {marker}"]}],
+        ),
         "another component's target": ("loss._target_", "dlcourse.models.MLP"),
         "interpolation": ("dataset.data_dir", "${oc.env:HOME}"),
         "recursive flag": ("model._recursive_", True),
@@ -81,13 +117,17 @@ def with_config_value(checkpoint: dict, key: str, value: object) -> dict:
     return crafted
 
 
-def uses(checkpoint_path: Path, tiny_mnist: Path, image: Path, tmp_path: Path) -> dict[str, callable]:
+def uses(
+    checkpoint_path: Path, tiny_mnist: Path, image: Path, tmp_path: Path
+) -> dict[str, callable]:
     """The three ways a checkpoint is used, each as a function of no arguments."""
     resume_cfg = compose_config(quick_overrides(tiny_mnist))
     resume_cfg.resume = str(checkpoint_path)
     return {
         "predict": lambda: predict([str(checkpoint_path), str(image)]),
-        "eval": lambda: evaluate_checkpoint(checkpoint_path, tmp_path / "out.json", str(tiny_mnist), "cpu"),
+        "eval": lambda: evaluate_checkpoint(
+            checkpoint_path, tmp_path / "out.json", str(tiny_mnist), "cpu"
+        ),
         "resume": lambda: resume_config(resume_cfg, [f"resume={checkpoint_path}"]),
     }
 
@@ -102,7 +142,9 @@ def digit(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("attack", list(attacks(Path("m"), Path("v"))))
-def test_crafted_configs_are_refused_and_nothing_runs(attack, good_run, tiny_mnist, tmp_path, victim, digit, capsys):
+def test_crafted_configs_are_refused_and_nothing_runs(
+    attack, good_run, tiny_mnist, tmp_path, victim, digit, capsys
+):
     marker = tmp_path / "marker"
     key, value = attacks(marker, victim)[attack]
     checkpoint = load_checkpoint(good_run / "checkpoints" / "best.pt")
@@ -124,28 +166,46 @@ def test_crafted_configs_are_refused_and_nothing_runs(attack, good_run, tiny_mni
         assert victim.read_text() == "precious\n", f"{attack} touched the victim through {name}"
 
 
-def test_the_stealth_checkpoint_is_refused_by_the_command_line(good_run, tiny_mnist, tmp_path, victim, digit):
+def test_the_stealth_checkpoint_is_refused_by_the_command_line(
+    good_run, tiny_mnist, tmp_path, victim, digit
+):
     marker = tmp_path / "marker"
     key, value = attacks(marker, victim)["stealth pickle in a number"]
     crafted = tmp_path / "student.pt"
-    torch.save(with_config_value(load_checkpoint(good_run / "checkpoints" / "best.pt"), key, value), crafted)
-    for command in (["dlcourse-predict", str(crafted), str(digit)], ["dlcourse-eval", f"ckpt_path={crafted}"],
-                    ["dlcourse-train", f"resume={crafted}"]):
+    torch.save(
+        with_config_value(load_checkpoint(good_run / "checkpoints" / "best.pt"), key, value),
+        crafted,
+    )
+    for command in (
+        ["dlcourse-predict", str(crafted), str(digit)],
+        ["dlcourse-eval", f"ckpt_path={crafted}"],
+        ["dlcourse-train", f"resume={crafted}"],
+    ):
         result = run_command(command, tmp_path, tiny_mnist)
         assert result.returncode == 2, result.stderr
-        assert result.stderr.startswith("error: refused") and result.stderr.count("\n") == 1, result.stderr
-        assert "model.num_classes._args_" in result.stderr or "model.num_classes._target_" in result.stderr
+        assert result.stderr.startswith("error: refused") and result.stderr.count("\n") == 1, (
+            result.stderr
+        )
+        assert (
+            "model.num_classes._args_" in result.stderr
+            or "model.num_classes._target_" in result.stderr
+        )
         assert not marker.exists()
     assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs" / "runs").iterdir())
 
 
 # --- a fuzzed stored config: random types, lists for dicts, missing keys, huge numbers ----------
 
+
 def all_paths(node: object, prefix: tuple = ()) -> list[tuple]:
     if isinstance(node, dict):
-        return [prefix] + [p for key, value in node.items() for p in all_paths(value, (*prefix, key))]
+        return [prefix] + [
+            p for key, value in node.items() for p in all_paths(value, (*prefix, key))
+        ]
     if isinstance(node, list):
-        return [prefix] + [p for index, value in enumerate(node) for p in all_paths(value, (*prefix, index))]
+        return [prefix] + [
+            p for index, value in enumerate(node) for p in all_paths(value, (*prefix, index))
+        ]
     return [prefix]
 
 
@@ -156,9 +216,29 @@ def fuzz(config: dict, generator: random.Random, marker: Path) -> dict:
     parent = crafted
     for part in path[:-1]:
         parent = parent[part]
-    replacements = [None, True, -1, 0, 10**30, 2**64, -(2**70), 1e308, math.nan, math.inf, "", "x" * 300,
-                    "${oc.env:HOME}", [], [1, "a"], [[1]], {}, {"a": {"b": 1}}, ["_target_"],
-                    {"_target_": "os.system", "_args_": [f"touch {marker}"]}, "DELETE"]
+    replacements = [
+        None,
+        True,
+        -1,
+        0,
+        10**30,
+        2**64,
+        -(2**70),
+        1e308,
+        math.nan,
+        math.inf,
+        "",
+        "x" * 300,
+        "${oc.env:HOME}",
+        [],
+        [1, "a"],
+        [[1]],
+        {},
+        {"a": {"b": 1}},
+        ["_target_"],
+        {"_target_": "os.system", "_args_": [f"touch {marker}"]},
+        "DELETE",
+    ]
     value = generator.choice(replacements)
     if value == "DELETE" and isinstance(parent, dict):
         del parent[path[-1]]
@@ -167,14 +247,18 @@ def fuzz(config: dict, generator: random.Random, marker: Path) -> dict:
     return crafted
 
 
-def test_fuzzed_stored_configs_are_refused_in_one_line_or_harmless(good_run, tiny_mnist, tmp_path, digit, capsys):
+def test_fuzzed_stored_configs_are_refused_in_one_line_or_harmless(
+    good_run, tiny_mnist, tmp_path, digit, capsys
+):
     marker = tmp_path / "marker"
     checkpoint = load_checkpoint(good_run / "checkpoints" / "best.pt")
     generator = random.Random(0)
     outcomes = {"refused": 0, "ran": 0}
     for trial in range(60):
         crafted_path = tmp_path / f"fuzz{trial}.pt"
-        torch.save({**checkpoint, "config": fuzz(checkpoint["config"], generator, marker)}, crafted_path)
+        torch.save(
+            {**checkpoint, "config": fuzz(checkpoint["config"], generator, marker)}, crafted_path
+        )
         for name, use in uses(crafted_path, tiny_mnist, digit, tmp_path).items():
             try:
                 use()
@@ -193,11 +277,18 @@ def test_fuzzed_stored_configs_are_refused_in_one_line_or_harmless(good_run, tin
 
 # --- checkpoints with the right keys but inconsistent contents --------------------------------
 
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda c: c["model"].update({"hidden.0.weight": torch.zeros(3, 3)}), "do not fit the model its config describes"),
-        (lambda c: c["model"].update({"head.bias": torch.full((10,), math.nan)}), "NaN or infinite weights"),
+        (
+            lambda c: c["model"].update({"hidden.0.weight": torch.zeros(3, 3)}),
+            "do not fit the model its config describes",
+        ),
+        (
+            lambda c: c["model"].update({"head.bias": torch.full((10,), math.nan)}),
+            "NaN or infinite weights",
+        ),
         (lambda c: c.update(config=["model", "mlp"]), "its config is a list, not a mapping"),
         (lambda c: c.update(config="model: mlp"), "its config is a str, not a mapping"),
         (lambda c: c.pop("input_shape"), "has no valid input_shape"),
@@ -206,7 +297,9 @@ def test_fuzzed_stored_configs_are_refused_in_one_line_or_harmless(good_run, tin
         (lambda c: c.update(model=[1, 2]), "its model is not a mapping of names to tensors"),
     ],
 )
-def test_inconsistent_checkpoints_are_refused_in_one_line(change, message, good_run, tmp_path, digit, capsys):
+def test_inconsistent_checkpoints_are_refused_in_one_line(
+    change, message, good_run, tmp_path, digit, capsys
+):
     checkpoint = load_checkpoint(good_run / "checkpoints" / "best.pt")
     change(checkpoint)
     torch.save(checkpoint, tmp_path / "odd.pt")

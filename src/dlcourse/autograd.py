@@ -50,12 +50,16 @@ class Linear(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: FunctionCtx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: FunctionCtx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         return x @ weight.T + bias  # (B, out)
 
     @staticmethod
-    def backward(ctx: FunctionCtx, upstream: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def backward(
+        ctx: FunctionCtx, upstream: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, weight = ctx.saved_tensors
         return upstream @ weight, upstream.T @ x, upstream.sum(dim=0)
 
@@ -64,7 +68,9 @@ def scalar(value: float) -> torch.Tensor:
     return torch.tensor(float(value), dtype=torch.float64, requires_grad=True)
 
 
-def relu_network(x: float = 5.0, w1: float = 1.0, w2: float = 2.0, y: float = 2.0) -> dict[str, float]:
+def relu_network(
+    x: float = 5.0, w1: float = 1.0, w2: float = 2.0, y: float = 2.0
+) -> dict[str, float]:
     """f = w₁·x, g = relu(f), ŷ = w₂·g, L = ½(ŷ − y)²: forward values, backward factors by hand,
     and autograd's gradients through the Functions above (which must agree)."""
     w1_t, w2_t, x_t = scalar(w1), scalar(w2), scalar(x)
@@ -78,15 +84,23 @@ def relu_network(x: float = 5.0, w1: float = 1.0, w2: float = 2.0, y: float = 2.
     dL_dg = dL_dyhat * w2  # ∂ŷ/∂g = w₂
     dL_df = dL_dg * (1.0 if f.item() > 0 else 0.0)  # ∂g/∂f = 1[f > 0]
     return {
-        "f": f.item(), "g": g.item(), "y_hat": y_hat.item(), "L": loss.item(),
-        "dL/dy_hat": dL_dyhat, "dL/dg": dL_dg, "dL/df": dL_df,
+        "f": f.item(),
+        "g": g.item(),
+        "y_hat": y_hat.item(),
+        "L": loss.item(),
+        "dL/dy_hat": dL_dyhat,
+        "dL/dg": dL_dg,
+        "dL/df": dL_df,
         "dL/dw1": dL_df * x,  # ∂f/∂w₁ = x
         "dL/dw2": dL_dyhat * g.item(),  # ∂ŷ/∂w₂ = g
-        "autograd dL/dw1": w1_t.grad.item(), "autograd dL/dw2": w2_t.grad.item(),
+        "autograd dL/dw1": w1_t.grad.item(),
+        "autograd dL/dw2": w2_t.grad.item(),
     }
 
 
-def sigmoid_neuron(w0: float = -3.0, w1: float = 2.0, x1: float = -1.0, w2: float = -3.0, x2: float = -2.0) -> dict[str, float]:
+def sigmoid_neuron(
+    w0: float = -3.0, w1: float = 2.0, x1: float = -1.0, w2: float = -3.0, x2: float = -2.0
+) -> dict[str, float]:
     """f = 1 / (1 + e^−(w₀ + w₁x₁ + w₂x₂)), one elementary stage at a time (the lecture's circuit)."""
     s = w0 + w1 * x1 + w2 * x2  # the weighted sum
     negated = -s
@@ -98,20 +112,44 @@ def sigmoid_neuron(w0: float = -3.0, w1: float = 2.0, x1: float = -1.0, w2: floa
     df_dexp = df_ddenominator * 1.0  # ∂(1 + e)/∂e = 1
     df_dnegated = df_dexp * exp  # ∂e^v/∂v = e^v
     df_ds = df_dnegated * -1.0  # ∂(−s)/∂s = −1; equals f(1 − f), the sigmoid's own derivative
-    values = {"w0+w1x1+w2x2": s, "-s": negated, "exp": exp, "1+exp": denominator, "f": f,
-              "df/d(1+exp)": df_ddenominator, "df/dexp": df_dexp, "df/d(-s)": df_dnegated, "df/ds": df_ds,
-              "df/dw0": df_ds, "df/dw1": df_ds * x1, "df/dx1": df_ds * w1, "df/dw2": df_ds * x2, "df/dx2": df_ds * w2}
-    leaves = {name: scalar(value) for name, value in {"w0": w0, "w1": w1, "x1": x1, "w2": w2, "x2": x2}.items()}
-    weighted = leaves["w0"] + Multiply.apply(leaves["w1"], leaves["x1"]) + Multiply.apply(leaves["w2"], leaves["x2"])
+    values = {
+        "w0+w1x1+w2x2": s,
+        "-s": negated,
+        "exp": exp,
+        "1+exp": denominator,
+        "f": f,
+        "df/d(1+exp)": df_ddenominator,
+        "df/dexp": df_dexp,
+        "df/d(-s)": df_dnegated,
+        "df/ds": df_ds,
+        "df/dw0": df_ds,
+        "df/dw1": df_ds * x1,
+        "df/dx1": df_ds * w1,
+        "df/dw2": df_ds * x2,
+        "df/dx2": df_ds * w2,
+    }
+    leaves = {
+        name: scalar(value)
+        for name, value in {"w0": w0, "w1": w1, "x1": x1, "w2": w2, "x2": x2}.items()
+    }
+    weighted = (
+        leaves["w0"]
+        + Multiply.apply(leaves["w1"], leaves["x1"])
+        + Multiply.apply(leaves["w2"], leaves["x2"])
+    )
     torch.sigmoid(weighted).backward()
     return values | {f"autograd df/d{name}": leaf.grad.item() for name, leaf in leaves.items()}
 
 
 def main() -> None:
-    print("ReLU network  f = w1·x, g = relu(f), y_hat = w2·g, L = ½(y_hat − y)²  with x=5, w1=1, w2=2, y=2")
+    print(
+        "ReLU network  f = w1·x, g = relu(f), y_hat = w2·g, L = ½(y_hat − y)²  with x=5, w1=1, w2=2, y=2"
+    )
     for name, value in relu_network().items():
         print(f"  {name:>18} = {value:g}")
-    print("Sigmoid neuron  f = 1 / (1 + exp(−(w0 + w1·x1 + w2·x2)))  with w0=−3, w1=2, x1=−1, w2=−3, x2=−2")
+    print(
+        "Sigmoid neuron  f = 1 / (1 + exp(−(w0 + w1·x1 + w2·x2)))  with w0=−3, w1=2, x1=−1, w2=−3, x2=−2"
+    )
     for name, value in sigmoid_neuron().items():
         print(f"  {name:>18} = {value:.4f}")
 

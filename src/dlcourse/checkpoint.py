@@ -13,6 +13,8 @@ import json
 import os
 import pickle
 import random
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +50,10 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
         if getattr(cause, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
             raise
         previous = f"{path}, as it was before" if path.is_file() else "none yet"
-        raise UserError(f"no space left on the device to write {path}; the last good checkpoint is {previous}. "
-                        "Free some space, then resume the run") from None
+        raise UserError(
+            f"no space left on the device to write {path}; the last good checkpoint is {previous}. "
+            "Free some space, then resume the run"
+        ) from None
     os.replace(temporary, path)
 
 
@@ -79,7 +83,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist; pass a checkpoints/*.pt file or a run folder")
+        raise UserError(
+            f"checkpoint {path} does not exist; pass a checkpoints/*.pt file or a run folder"
+        )
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
@@ -91,8 +97,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             ) from None
         raise UserError(damaged_message(path, "not a PyTorch checkpoint")) from None
     except MemoryError:
-        raise UserError(damaged_message(path, "it claims more memory than this machine has")) from None
-    except Exception as error:  # damaged bytes surface as many types: EOFError, KeyError, RuntimeError...
+        raise UserError(
+            damaged_message(path, "it claims more memory than this machine has")
+        ) from None
+    except (
+        Exception
+    ) as error:  # damaged bytes surface as many types: EOFError, KeyError, RuntimeError...
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(damaged_message(path, reason)) from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
@@ -103,25 +113,46 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def check_weights(weights: Any, path: Path) -> None:
     if not isinstance(weights, dict) or not all(
-        isinstance(name, str) and isinstance(tensor, torch.Tensor) for name, tensor in weights.items()
+        isinstance(name, str) and isinstance(tensor, torch.Tensor)
+        for name, tensor in weights.items()
     ):
-        raise UserError(f"{path} is not a dlcourse checkpoint: its model is not a mapping of names to tensors")
+        raise UserError(
+            f"{path} is not a dlcourse checkpoint: its model is not a mapping of names to tensors"
+        )
     for name, tensor in weights.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise UserError(f"{path} holds NaN or infinite weights ({name}); a model with them predicts "
-                            "nothing meaningful. Use a checkpoint from before the loss diverged")
+            raise UserError(
+                f"{path} holds NaN or infinite weights ({name}); a model with them predicts "
+                "nothing meaningful. Use a checkpoint from before the loss diverged"
+            )
 
 
 def damaged_message(path: Path, reason: str) -> str:
-    return (f"could not load checkpoint {path} ({reason}): the file is damaged, truncated or not a "
-            "checkpoint. Use another checkpoints/*.pt file written by dlcourse-train")
+    return (
+        f"could not load checkpoint {path} ({reason}): the file is damaged, truncated or not a "
+        "checkpoint. Use another checkpoints/*.pt file written by dlcourse-train"
+    )
 
 
-# What a checkpoint must hold, and of which type, to continue training from it.
+@dataclass
+class Position:
+    """Where a run is. With the states of the model, optimizer, scheduler, loss scaler and random
+    generators, and the epoch's partial metric sums, what a checkpoint needs to continue there."""
+
+    epoch: int = 1  # the epoch to run next, or the one in progress
+    batch_in_epoch: int = 0  # batches of it already done
+    step: int = 0  # optimizer steps so far
+    nonfinite_steps: int = 0  # steps skipped for a nan / inf loss (trainer.on_nonfinite=skip)
+    train_seconds: float = 0.0  # training time so far
+    best: dict[str, Any] = field(default_factory=lambda: {"value": None, "epoch": 0, "metrics": {}})
+
+
+# What a checkpoint must hold, and of which type, to continue training from it: the position's
+# fields (a float may have been saved as an int), then the states.
 RESUME_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "epoch": int, "batch_in_epoch": int, "step": int, "epoch_count": int, "nonfinite_steps": int,
-    "train_seconds": (int, float), "optimizer": dict, "scheduler": dict, "scaler": dict,
-    "epoch_sums": dict, "rng": dict, "best": dict,
+    **{name: (int, float) if hint is float else typing.get_origin(hint) or hint
+       for name, hint in typing.get_type_hints(Position).items()},
+    "epoch_count": int, "epoch_sums": dict, "optimizer": dict, "scheduler": dict, "scaler": dict, "rng": dict,
 }
 
 
@@ -129,9 +160,15 @@ def check_resumable(checkpoint: dict[str, Any], path: Path) -> None:
     """Refuse, in one line, a checkpoint that lacks part of the training state."""
     for name, kind in RESUME_FIELDS.items():
         value = checkpoint.get(name)
-        if not isinstance(value, kind) or isinstance(value, bool) or (isinstance(value, int) and value < 0):
-            raise UserError(f"{path} cannot be resumed: its {name!r} is missing or not what dlcourse-train "
-                            "writes. Resume from a checkpoints/last.pt written by dlcourse-train")
+        if (
+            not isinstance(value, kind)
+            or isinstance(value, bool)
+            or (isinstance(value, int) and value < 0)
+        ):
+            raise UserError(
+                f"{path} cannot be resumed: its {name!r} is missing or not what dlcourse-train "
+                "writes. Resume from a checkpoints/last.pt written by dlcourse-train"
+            )
     if checkpoint["epoch"] < 1:
         raise UserError(f"{path} cannot be resumed: its epoch is {checkpoint['epoch']}")
 
@@ -158,18 +195,28 @@ def find_checkpoint(path: str | Path, prefer: str = LAST) -> Path:
 TASKS = ("classification", "inpainting")
 
 
-def open_checkpoint(path: str | Path, prefer: str = BEST) -> tuple[Path, dict[str, Any], DictConfig]:
+def open_checkpoint(
+    path: str | Path, prefer: str = BEST
+) -> tuple[Path, dict[str, Any], DictConfig]:
     """A checkpoint file, or a run folder's `prefer` checkpoint, loaded and checked for use:
     its weights (`load_checkpoint`), its config (`stored_config`), its task and input shape."""
     checkpoint_path = find_checkpoint(path, prefer)
     checkpoint = load_checkpoint(checkpoint_path)
     cfg = stored_config(checkpoint["config"], checkpoint_path)
     if checkpoint.get("task", "classification") not in TASKS:
-        raise UserError(f"{checkpoint_path} names task {checkpoint.get('task')!r}; dlcourse knows {', '.join(TASKS)}")
+        raise UserError(
+            f"{checkpoint_path} names task {checkpoint.get('task')!r}; dlcourse knows {', '.join(TASKS)}"
+        )
     shape = checkpoint.get("input_shape")
-    if not (isinstance(shape, list) and len(shape) == 3 and all(type(n) is int and 1 <= n <= 16384 for n in shape)):
-        raise UserError(f"{checkpoint_path} has no valid input_shape (one input's [C, H, W]); "
-                        "use a checkpoint written by dlcourse-train")
+    if not (
+        isinstance(shape, list)
+        and len(shape) == 3
+        and all(type(n) is int and 1 <= n <= 16384 for n in shape)
+    ):
+        raise UserError(
+            f"{checkpoint_path} has no valid input_shape (one input's [C, H, W]); "
+            "use a checkpoint written by dlcourse-train"
+        )
     return checkpoint_path, checkpoint, cfg
 
 
@@ -184,21 +231,18 @@ def model_from_checkpoint(checkpoint: dict[str, Any], cfg: DictConfig, path: Pat
         skeleton = build(cfg, "model").state_dict()
     stored = checkpoint["model"]
     different = sorted(set(skeleton).symmetric_difference(stored)) + [
-        name for name in skeleton  # an empty tensor is sized by what is loaded (nearest neighbours)
+        name
+        for name in skeleton  # an empty tensor is sized by what is loaded (nearest neighbours)
         if name in stored and skeleton[name].numel() and skeleton[name].shape != stored[name].shape
     ]
     if different:
-        raise UserError(f"{path} holds weights that do not fit the model its config describes "
-                        f"({cfg.model._target_}; first difference: {different[0]})")
+        raise UserError(
+            f"{path} holds weights that do not fit the model its config describes "
+            f"({cfg.model._target_}; first difference: {different[0]})"
+        )
     model = build(cfg, "model")
     model.load_state_dict(checkpoint["model"])
     return model
-
-
-def run_folder_of(checkpoint_path: Path) -> Path:
-    """The run folder a checkpoint belongs to (<run>/checkpoints/last.pt → <run>)."""
-    parent = checkpoint_path.resolve().parent
-    return parent.parent if parent.name == "checkpoints" else parent
 
 
 def rng_states() -> dict[str, Any]:
@@ -210,7 +254,13 @@ def rng_states() -> dict[str, Any]:
         import numpy
 
         name, keys, position, has_gauss, cached = numpy.random.get_state()
-        states["numpy"] = [name, torch.from_numpy(keys.astype("int64")), position, has_gauss, cached]
+        states["numpy"] = [
+            name,
+            torch.from_numpy(keys.astype("int64")),
+            position,
+            has_gauss,
+            cached,
+        ]
     except ImportError:
         pass
     return states
@@ -229,9 +279,13 @@ def set_rng_states(states: dict[str, Any]) -> None:
         numpy.random.set_state((name, keys.numpy().astype("uint32"), position, has_gauss, cached))
 
 
-def export_safetensors(model: torch.nn.Module, model_config: dict[str, Any], path: str | Path) -> None:
+def export_safetensors(
+    model: torch.nn.Module, model_config: dict[str, Any], path: str | Path
+) -> None:
     """The model's weights alone, loadable anywhere without pickle; its config in the metadata."""
     from safetensors.torch import save_file
 
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    state = {
+        name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
+    }
     save_file(state, str(path), metadata={"model_config": json.dumps(model_config), "format": "pt"})

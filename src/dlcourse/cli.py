@@ -21,7 +21,9 @@ import threading
 
 def run_quietly(module: str) -> None:
     threading.excepthook = quiet_about_a_full_disk
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises its errors to us instead of printing them
+    os.environ.setdefault(
+        "HYDRA_FULL_ERROR", "1"
+    )  # Hydra raises its errors to us instead of printing them
     # Until training starts (which catches Ctrl-C itself, to save first) there is nothing to save:
     # exit at once. A KeyboardInterrupt raised inside Hydra's or OmegaConf's start-up can leave
     # them half-initialised and surface as some other error, with a traceback.

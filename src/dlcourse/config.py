@@ -41,7 +41,9 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("run_dir"):
         OmegaConf.register_new_resolver("run_dir", resumed_run_dir)
     if not OmegaConf.has_resolver("threads_per_job"):
-        OmegaConf.register_new_resolver("threads_per_job", lambda jobs: max(1, (os.cpu_count() or 1) // int(jobs)))
+        OmegaConf.register_new_resolver(
+            "threads_per_job", lambda jobs: max(1, (os.cpu_count() or 1) // int(jobs))
+        )
 
 
 def resumed_run_dir(resume: str | None, new_run_dir: str) -> str:
@@ -89,8 +91,12 @@ def check_folder(path: str) -> None:
     except OSError as error:
         import sys
 
-        print(f"error: cannot make the output folder {str(path)[:120]}: {error.strerror or error}. Choose another "
-              "paths.output_dir (or hydra.run.dir / hydra.sweep.dir)", file=sys.stderr, flush=True)
+        print(
+            f"error: cannot make the output folder {str(path)[:120]}: {error.strerror or error}. Choose another "
+            "paths.output_dir (or hydra.run.dir / hydra.sweep.dir)",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.exit(2)
 
 
@@ -116,7 +122,9 @@ def build(cfg: DictConfig, key: str, **runtime: Any) -> Any:
             raise cause from None
         # Out of memory included: a size that no machine can hold (model.hidden_sizes=[10**12]).
         if isinstance(cause, (TypeError, ValueError, OverflowError, RuntimeError, MemoryError)):
-            reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            reason = (
+                str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            )
             raise UserError(f"cannot build {key} from its config: {reason}") from None
         raise
 
@@ -125,8 +133,12 @@ def build(cfg: DictConfig, key: str, **runtime: Any) -> Any:
 def shipped_targets() -> dict[str, frozenset[str]]:
     """Per component group, the `_target_` of every option in dlcourse's own configs/."""
     root = Path(config_dir())
-    return {group: frozenset(str(OmegaConf.load(path).get("_target_")) for path in (root / group).glob("*.yaml"))
-            for group in COMPONENTS}
+    return {
+        group: frozenset(
+            str(OmegaConf.load(path).get("_target_")) for path in (root / group).glob("*.yaml")
+        )
+        for group in COMPONENTS
+    }
 
 
 def stored_config(config: Any, source: str | Path) -> DictConfig:
@@ -147,7 +159,10 @@ def stored_config(config: Any, source: str | Path) -> DictConfig:
         if not isinstance(node, dict) or not isinstance(node.get("_target_"), str):
             refuse(source, f"its config has no {group} with a _target_")
         if node["_target_"] not in shipped_targets()[group]:
-            refuse(source, f"{group}._target_={node['_target_']!r} is not a {group} that dlcourse's configs define")
+            refuse(
+                source,
+                f"{group}._target_={node['_target_']!r} is not a {group} that dlcourse's configs define",
+            )
     for key, kind in (("trainer", dict), ("seed", int)):
         if not isinstance(config.get(key), kind):
             refuse(source, f"its config's {key} is missing or not a {kind.__name__}")
@@ -165,7 +180,9 @@ def check_plain_data(value: Any, source: str | Path, where: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 refuse(source, f"{where} has a key {key!r} that is not a string")
-            if key in INSTANTIATE_KEYS and not (key == "_target_" and where in (f"config.{g}" for g in COMPONENTS)):
+            if key in INSTANTIATE_KEYS and not (
+                key == "_target_" and where in (f"config.{g}" for g in COMPONENTS)
+            ):
                 refuse(source, f"{where}.{key} would make Hydra build or call {str(item)[:60]!r}")
             check_plain_data(item, source, f"{where}.{key}")
     elif isinstance(value, (list, tuple)):

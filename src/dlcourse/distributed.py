@@ -25,7 +25,9 @@ class SingleProcess:
     rank, world_size, local_rank = 0, 1, 0
     is_main = True
 
-    def all_reduce_sums(self, sums: dict[str, torch.Tensor], count: int) -> tuple[dict[str, torch.Tensor], int]:
+    def all_reduce_sums(
+        self, sums: dict[str, torch.Tensor], count: int
+    ) -> tuple[dict[str, torch.Tensor], int]:
         return sums, count
 
     def agree_on_signal(self, received: int, step: int) -> int:
@@ -56,12 +58,19 @@ class ProcessGroup(SingleProcess):
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.is_main = self.rank == 0
-        self.device = torch.device("cuda", self.local_rank) if backend == "nccl" else torch.device("cpu")
+        self.device = (
+            torch.device("cuda", self.local_rank) if backend == "nccl" else torch.device("cpu")
+        )
 
-    def all_reduce_sums(self, sums: dict[str, torch.Tensor], count: int) -> tuple[dict[str, torch.Tensor], int]:
+    def all_reduce_sums(
+        self, sums: dict[str, torch.Tensor], count: int
+    ) -> tuple[dict[str, torch.Tensor], int]:
         """Sum every metric and the sample count over all processes (metrics stay sums)."""
         names = sorted(sums)
-        values = [*(sums[name].float().to(self.device) for name in names), torch.tensor(float(count), device=self.device)]
+        values = [
+            *(sums[name].float().to(self.device) for name in names),
+            torch.tensor(float(count), device=self.device),
+        ]
         stacked = torch.stack(values)
         dist.all_reduce(stacked)
         return {name: stacked[i] for i, name in enumerate(names)}, int(stacked[-1].item())
@@ -86,7 +95,9 @@ class ProcessGroup(SingleProcess):
         dist.barrier()
 
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
-        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        return nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     def check_in_sync(self, model: nn.Module) -> None:
         """DDP keeps the copies equal; say so (or fail) once, at the end of training."""
@@ -96,7 +107,9 @@ class ProcessGroup(SingleProcess):
             dist.all_reduce(low, op=dist.ReduceOp.MIN)
             dist.all_reduce(high, op=dist.ReduceOp.MAX)
         if not torch.equal(low, high):
-            raise RuntimeError("the ranks' parameters differ after training: DDP lost synchronisation")
+            raise RuntimeError(
+                "the ranks' parameters differ after training: DDP lost synchronisation"
+            )
         log.info("Parameters are identical on all %d ranks.", self.world_size)
 
     def close(self) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -34,8 +35,12 @@ def exit_on_user_error(function: Callable[..., T]) -> Callable[..., T]:
         except OSError as error:
             if error.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            print(f"error: no space left on the device ({error.filename or error}); free some and run "
-                  "again (checkpoints already written are intact)", file=sys.stderr, flush=True)
+            print(
+                f"error: no space left on the device ({error.filename or error}); free some and run "
+                "again (checkpoints already written are intact)",
+                file=sys.stderr,
+                flush=True,
+            )
             sys.exit(1)
         except KeyboardInterrupt:
             print("\nInterrupted before anything needed saving.", file=sys.stderr, flush=True)

@@ -20,20 +20,24 @@ from omegaconf import DictConfig, OmegaConf
 from dlcourse.checkpoint import BEST, model_from_checkpoint, open_checkpoint
 from dlcourse.config import build, config_dir
 from dlcourse.errors import UserError, exit_on_user_error, write_text
-from dlcourse.evaluation import evaluate
+from dlcourse.metrics import measure
 from dlcourse.runtime import autocast_dtype, select_device
 
 
 def evaluate_checkpoint(
-    ckpt_path: str | Path, output_path: str | Path | None = None,
-    data_dir: str | None = None, device: str = "auto",
+    ckpt_path: str | Path,
+    output_path: str | Path | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
 ) -> dict[str, float]:
     """Rebuild the run's dataset and model from the checkpoint (a file, or a run folder's best.pt),
     and measure the test split."""
     ckpt_path, checkpoint, cfg = open_checkpoint(ckpt_path, prefer=BEST)
     output_path = Path(output_path) if output_path else ckpt_path.with_suffix(".test.json")
     if output_path.is_dir():
-        raise UserError(f"output_path={output_path} is a folder; name a file, e.g. output_path={output_path / 'test.json'}")
+        raise UserError(
+            f"output_path={output_path} is a folder; name a file, e.g. output_path={output_path / 'test.json'}"
+        )
     if data_dir is not None:
         cfg.dataset.data_dir = data_dir
     elif "download_missing" in cfg.dataset:
@@ -45,10 +49,11 @@ def evaluate_checkpoint(
     loss_fn = build(cfg, "loss")
     dtype = autocast_dtype(str(cfg.trainer.precision), device)
     try:
-        metrics = evaluate(model, loss_fn, data.test, data.task, device, dtype)
+        metrics, baselines = measure(model, loss_fn, data.test, data.task, "test", device, dtype)
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
-        raise UserError(f"the model in {ckpt_path} cannot take its dataset's batches: {str(error).splitlines()[0][:200]}") from None
-    metrics = {(name if "/" in name else f"test/{name}"): value for name, value in metrics.items()}
+        reason = str(error).splitlines()[0][:200]
+        raise UserError(f"the model in {ckpt_path} cannot take its dataset's batches: {reason}") from None
+    metrics |= baselines
 
     write_text(output_path, json.dumps(metrics, indent=2) + "\n")
     for name, value in metrics.items():
@@ -61,7 +66,9 @@ def evaluate_checkpoint(
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     if OmegaConf.is_missing(cfg, "ckpt_path"):
-        raise UserError("dlcourse-eval needs a checkpoint: dlcourse-eval ckpt_path=outputs/runs/<run> (or a .pt file)")
+        raise UserError(
+            "dlcourse-eval needs a checkpoint: dlcourse-eval ckpt_path=outputs/runs/<run> (or a .pt file)"
+        )
     evaluate_checkpoint(cfg.ckpt_path, cfg.output_path, cfg.data_dir, cfg.device)
 
 

@@ -31,15 +31,22 @@ from dlcourse.schema import at_least, between, check_limits, validate_config, va
 Batch = tuple[torch.Tensor, ...]
 # configs/gradcheck.yaml's own settings: what each must be.
 CHECK_LIMITS = [
-    ("num_classes", at_least(1), "at least 1"), ("batch_size", at_least(1), "at least 1"),
-    ("elements_per_parameter", at_least(1), "at least 1"), ("epsilon", between(0, 1), "between 0 and 1"),
-    ("tolerance", between(0, 1), "between 0 and 1"), ("atol", at_least(0), "0 or more"),
+    ("num_classes", at_least(1), "at least 1"),
+    ("batch_size", at_least(1), "at least 1"),
+    ("elements_per_parameter", at_least(1), "at least 1"),
+    ("epsilon", between(0, 1), "between 0 and 1"),
+    ("tolerance", between(0, 1), "between 0 and 1"),
+    ("atol", at_least(0), "0 or more"),
     ("seed", lambda value: 0 <= value < 2**63, "between 0 and 2**63 - 1"),
 ]
 
 
 def example_batch(
-    model: nn.Module, input_shape: Sequence[int], batch_size: int = 4, num_classes: int = 10, seed: int = 0
+    model: nn.Module,
+    input_shape: Sequence[int],
+    batch_size: int = 4,
+    num_classes: int = 10,
+    seed: int = 0,
 ) -> Batch:
     """A random batch shaped like the data: (images, labels) for a classifier, or
     (masked, complete, mask) for a model whose forward also takes a mask (inpainting)."""
@@ -59,18 +66,27 @@ class ParameterCheck:
     largest_gradient: float
     relative_error: float  # the largest over the checked elements
     absolute_error: float
-    passed: bool  # every checked element within tolerance (relative) or atol (absolute), or at a kink
+    passed: (
+        bool  # every checked element within tolerance (relative) or atol (absolute), or at a kink
+    )
     kinks: int  # elements where ±epsilon crossed a kink (see `judge`)
 
 
 def gradient_check(
-    model: nn.Module, loss_fn: nn.Module, batch: Batch,
-    elements_per_parameter: int = 20, epsilon: float = 1e-6, seed: int = 0,
-    tolerance: float = 1e-5, atol: float = 1e-8,
+    model: nn.Module,
+    loss_fn: nn.Module,
+    batch: Batch,
+    elements_per_parameter: int = 20,
+    epsilon: float = 1e-6,
+    seed: int = 0,
+    tolerance: float = 1e-5,
+    atol: float = 1e-8,
 ) -> list[ParameterCheck]:
     """Autograd against central differences for a sample of each parameter's elements, in float64."""
     if not any(p.requires_grad for p in model.parameters()):
-        raise UserError(f"{type(model).__name__} has no trainable parameters: there is no gradient to check")
+        raise UserError(
+            f"{type(model).__name__} has no trainable parameters: there is no gradient to check"
+        )
     model, loss_fn = model.double(), loss_fn.double()
     inputs, targets, *context = (t.double() if t.is_floating_point() else t for t in batch)
     model.train()
@@ -99,18 +115,38 @@ def gradient_check(
         for name, parameter in model.named_parameters():
             flat, analytic = parameter.view(-1), parameter.grad.view(-1)
             indices = torch.randperm(flat.numel(), generator=generator)[:elements_per_parameter]
-            results = [judge(analytic[i].item(), *differences(loss, flat, i, epsilon, loss_zero), tolerance, atol)
-                       for i in indices.tolist()]
+            results = [
+                judge(
+                    analytic[i].item(),
+                    *differences(loss, flat, i, epsilon, loss_zero),
+                    tolerance,
+                    atol,
+                )
+                for i in indices.tolist()
+            ]
             relative, absolute, verdicts = zip(*results)
-            checks.append(ParameterCheck(
-                name, tuple(parameter.shape), len(results), analytic[indices].abs().max().item(),
-                max(relative), max(absolute), passed="fail" not in verdicts, kinks=verdicts.count("kink"),
-            ))
+            checks.append(
+                ParameterCheck(
+                    name,
+                    tuple(parameter.shape),
+                    len(results),
+                    analytic[indices].abs().max().item(),
+                    max(relative),
+                    max(absolute),
+                    passed="fail" not in verdicts,
+                    kinks=verdicts.count("kink"),
+                )
+            )
     return checks
 
 
-def differences(loss: Callable[[], torch.Tensor], flat: torch.Tensor, index: int, epsilon: float,
-                loss_zero: float) -> tuple[float, float, float]:
+def differences(
+    loss: Callable[[], torch.Tensor],
+    flat: torch.Tensor,
+    index: int,
+    epsilon: float,
+    loss_zero: float,
+) -> tuple[float, float, float]:
     """The central, right and left difference quotients of the loss in one parameter entry."""
     original = flat[index].item()
     flat[index] = original + epsilon
@@ -118,10 +154,16 @@ def differences(loss: Callable[[], torch.Tensor], flat: torch.Tensor, index: int
     flat[index] = original - epsilon
     minus = loss().item()
     flat[index] = original
-    return (plus - minus) / (2 * epsilon), (plus - loss_zero) / epsilon, (loss_zero - minus) / epsilon
+    return (
+        (plus - minus) / (2 * epsilon),
+        (plus - loss_zero) / epsilon,
+        (loss_zero - minus) / epsilon,
+    )
 
 
-def judge(exact: float, central: float, right: float, left: float, tolerance: float, atol: float) -> tuple[float, float, str]:
+def judge(
+    exact: float, central: float, right: float, left: float, tolerance: float, atol: float
+) -> tuple[float, float, str]:
     """(relative error, absolute error, "pass" | "kink" | "fail") for one entry.
 
     A kink within ±ε (a ReLU input crossing 0, a max-pool tie changing hands) makes the central
@@ -142,15 +184,21 @@ def judge(exact: float, central: float, right: float, left: float, tolerance: fl
 def report(checks: list[ParameterCheck], tolerance: float, atol: float) -> bool:
     """Print one row per parameter; True when every one passes."""
     width = max(len(check.name) for check in checks)
-    print(f"{'parameter':<{width}}  {'shape':<18} {'checked':>7}  {'max |grad|':>10}  {'max rel error':>13}  "
-          f"{'max abs error':>13}  {'kinks':>5}  result")
+    print(
+        f"{'parameter':<{width}}  {'shape':<18} {'checked':>7}  {'max |grad|':>10}  {'max rel error':>13}  "
+        f"{'max abs error':>13}  {'kinks':>5}  result"
+    )
     for check in checks:
-        print(f"{check.name:<{width}}  {str(check.shape):<18} {check.checked:>7}  {check.largest_gradient:>10.3e}  "
-              f"{check.relative_error:>13.3e}  {check.absolute_error:>13.3e}  {check.kinks:>5}  "
-              f"{'PASS' if check.passed else 'FAIL'}")
+        print(
+            f"{check.name:<{width}}  {str(check.shape):<18} {check.checked:>7}  {check.largest_gradient:>10.3e}  "
+            f"{check.relative_error:>13.3e}  {check.absolute_error:>13.3e}  {check.kinks:>5}  "
+            f"{'PASS' if check.passed else 'FAIL'}"
+        )
     failed = [check.name for check in checks if not check.passed]
-    print(f"{len(checks) - len(failed)} of {len(checks)} parameters PASS (tolerance {tolerance:g}, atol {atol:g})"
-          + (f"; FAIL: {', '.join(failed)}" if failed else ""))
+    print(
+        f"{len(checks) - len(failed)} of {len(checks)} parameters PASS (tolerance {tolerance:g}, atol {atol:g})"
+        + (f"; FAIL: {', '.join(failed)}" if failed else "")
+    )
     return not failed
 
 
@@ -164,8 +212,16 @@ def main(cfg: DictConfig) -> None:
     torch.manual_seed(cfg.seed)  # the same initial weights on every run
     model, loss_fn = build(cfg, "model"), build(cfg, "loss")
     batch = example_batch(model, cfg.input_shape, cfg.batch_size, cfg.num_classes, cfg.seed)
-    checks = gradient_check(model, loss_fn, batch, cfg.elements_per_parameter, cfg.epsilon, cfg.seed,
-                            cfg.tolerance, cfg.atol)
+    checks = gradient_check(
+        model,
+        loss_fn,
+        batch,
+        cfg.elements_per_parameter,
+        cfg.epsilon,
+        cfg.seed,
+        cfg.tolerance,
+        cfg.atol,
+    )
     if not report(checks, cfg.tolerance, cfg.atol):
         raise SystemExit(1)
 

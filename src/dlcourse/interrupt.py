@@ -25,7 +25,9 @@ class TrainingInterrupted(Exception):
 
     def __init__(self, signal_number: int, checkpoint_path: str, step: int) -> None:
         self.signal_number, self.checkpoint_path, self.step = signal_number, checkpoint_path, step
-        super().__init__(f"stopped by {signal.Signals(signal_number).name} after step {step}; saved {checkpoint_path}")
+        super().__init__(
+            f"stopped by {signal.Signals(signal_number).name} after step {step}; saved {checkpoint_path}"
+        )
 
     @property
     def exit_code(self) -> int:
@@ -37,8 +39,10 @@ class FinalTestInterrupted(TrainingInterrupted):
 
     def __init__(self, signal_number: int, checkpoint_path: str, step: int) -> None:
         super().__init__(signal_number, checkpoint_path, step)
-        self.args = (f"stopped by {signal.Signals(signal_number).name} during the final test, after step {step} "
-                     f"(the trained weights are in {checkpoint_path})",)
+        self.args = (
+            f"stopped by {signal.Signals(signal_number).name} during the final test, after step {step} "
+            f"(the trained weights are in {checkpoint_path})",
+        )
 
 
 class StopSignal:
@@ -60,12 +64,19 @@ class StopSignal:
         if self.final_test is not None:
             raise FinalTestInterrupted(signal_number, *self.final_test)
         if self.received is not None:
-            print(f"\n{signal.Signals(signal_number).name} again: exiting now, without saving.",
-                  file=sys.stderr, flush=True)
+            print(
+                f"\n{signal.Signals(signal_number).name} again: exiting now, without saving.",
+                file=sys.stderr,
+                flush=True,
+            )
             os._exit(128 + signal_number)
         self.received = signal_number
-        print(f"\n{signal.Signals(signal_number).name} received: saving a checkpoint at the end of "
-              "this step (send it again to exit at once).", file=sys.stderr, flush=True)
+        print(
+            f"\n{signal.Signals(signal_number).name} received: saving a checkpoint at the end of "
+            "this step (send it again to exit at once).",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def __enter__(self) -> StopSignal:
         if threading.current_thread() is not threading.main_thread():
@@ -74,7 +85,9 @@ class StopSignal:
             # A job run side by side with others: a terminal's Ctrl-C reaches every process of
             # the group; only the sweep's process acts on it, and tells each job (SIGTERM) once.
             ignored = signal_number == signal.SIGINT and os.environ.get(FROM_PARENT)
-            self.previous_handlers[signal_number] = signal.signal(signal_number, signal.SIG_IGN if ignored else self.handle)
+            self.previous_handlers[signal_number] = signal.signal(
+                signal_number, signal.SIG_IGN if ignored else self.handle
+            )
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -117,8 +130,12 @@ class ForwardStopToJobs(Callback):
             self.end(signal_number)
         self.stopping = True
         (self.sweep_dir / STOP_MARKER).touch()
-        print(f"\n{signal.Signals(signal_number).name} received: each running job saves a checkpoint at the end "
-              "of its step and stops (send it again to stop them at once).", file=sys.stderr, flush=True)
+        print(
+            f"\n{signal.Signals(signal_number).name} received: each running job saves a checkpoint at the end "
+            "of its step and stops (send it again to stop them at once).",
+            file=sys.stderr,
+            flush=True,
+        )
         told: set[int] = set()
         deadline = time.monotonic() + self.WAIT_SECONDS
         while (holders := self.lock_holders()) and time.monotonic() < deadline:
@@ -126,7 +143,11 @@ class ForwardStopToJobs(Callback):
                 os.kill(pid, signal.SIGTERM)
             told |= holders
             time.sleep(0.2)  # signal handlers stay live here: a second signal ends it at once
-        print(f"Sweep stopped; continue a job with: dlcourse-train resume={self.sweep_dir}/<job>", file=sys.stderr, flush=True)
+        print(
+            f"Sweep stopped; continue a job with: dlcourse-train resume={self.sweep_dir}/<job>",
+            file=sys.stderr,
+            flush=True,
+        )
         (self.sweep_dir / STOP_MARKER).unlink(missing_ok=True)
         sys.exit(128 + signal_number)  # raised where the launcher waits: it ends its (idle) workers
 

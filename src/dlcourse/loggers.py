@@ -16,7 +16,9 @@ class Logger(Protocol):
     def log_scalars(self, metrics: Mapping[str, float], step: int) -> None: ...
     def log_image(self, tag: str, image: torch.Tensor, step: int) -> None: ...
     def log_histograms(self, model: nn.Module, step: int) -> None: ...
-    def log_hparams(self, hparams: Mapping[str, HParamValue], metric_names: Iterable[str]) -> None: ...
+    def log_hparams(
+        self, hparams: Mapping[str, HParamValue], metric_names: Iterable[str]
+    ) -> None: ...
     def close(self) -> None: ...
 
 
@@ -45,7 +47,9 @@ class TensorBoardLogger:
     def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
         """`purge_step`: when continuing a run, hide its events from this step on (logged after
         the checkpoint it resumes from), so no step appears twice."""
-        from torch.utils.tensorboard import SummaryWriter  # imported here: tensorboard is slow to import
+        from torch.utils.tensorboard import (
+            SummaryWriter,
+        )  # imported here: tensorboard is slow to import
 
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 

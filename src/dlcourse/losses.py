@@ -31,15 +31,29 @@ class PixelLoss(nn.Module):
     """
 
     def __init__(
-        self, kind: Literal["mse", "l1"] = "mse", hole_weight: float = 1.0, kept_weight: float = 1.0,
+        self,
+        kind: Literal["mse", "l1"] = "mse",
+        hole_weight: float = 1.0,
+        kept_weight: float = 1.0,
         reduction: Literal["mean", "pixel_mean"] = "mean",
     ) -> None:
         super().__init__()
-        self.kind, self.hole_weight, self.kept_weight, self.reduction = kind, hole_weight, kept_weight, reduction
+        self.kind, self.hole_weight, self.kept_weight, self.reduction = (
+            kind,
+            hole_weight,
+            kept_weight,
+            reduction,
+        )
 
-    def forward(self, outputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        difference = outputs.to(targets.dtype) - targets  # float32 under autocast, float64 in gradcheck
-        error = 0.5 * difference.square() if self.kind == "mse" else difference.abs()  # (B, C, H, W)
+    def forward(
+        self, outputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        difference = (
+            outputs.to(targets.dtype) - targets
+        )  # float32 under autocast, float64 in gradcheck
+        error = (
+            0.5 * difference.square() if self.kind == "mse" else difference.abs()
+        )  # (B, C, H, W)
         weight = self.kept_weight + (self.hole_weight - self.kept_weight) * mask  # (B, 1, H, W)
         per_image = (weight * error).flatten(start_dim=1).sum(dim=1)  # (B,)
         if self.reduction == "pixel_mean":

@@ -39,9 +39,14 @@ def grid(tiles: torch.Tensor, columns: int, min_size: int = 28, padding: int = 2
     tiles = F.interpolate(tiles, scale_factor=factor, mode="nearest") if factor > 1 else tiles
     count, _, height, width = tiles.shape
     rows, columns = -(-count // columns), min(columns, count)
-    image = torch.full((3, rows * (height + padding) + padding, columns * (width + padding) + padding), 0.5)
+    image = torch.full(
+        (3, rows * (height + padding) + padding, columns * (width + padding) + padding), 0.5
+    )
     for index, tile in enumerate(tiles):
-        top, left = padding + (index // columns) * (height + padding), padding + (index % columns) * (width + padding)
+        top, left = (
+            padding + (index // columns) * (height + padding),
+            padding + (index % columns) * (width + padding),
+        )
         image[:, top : top + height, left : left + width] = tile
     return image
 
@@ -64,7 +69,9 @@ def first_layer(model: nn.Module) -> nn.Module | None:
 
 
 @torch.no_grad()
-def model_pictures(model: nn.Module, inputs: torch.Tensor, *context: torch.Tensor) -> dict[str, torch.Tensor]:
+def model_pictures(
+    model: nn.Module, inputs: torch.Tensor, *context: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """What the first layer learned, for the linear classifier, MLPs, CNNs and template matching:
 
     - weights that see the whole image (a linear or MLP first layer, class templates): each
@@ -74,7 +81,11 @@ def model_pictures(model: nn.Module, inputs: torch.Tensor, *context: torch.Tenso
     image_shape = inputs.shape[1:]
     templates = getattr(model, "templates", None)
     layer = first_layer(model)
-    if templates is None and isinstance(layer, nn.Linear) and layer.in_features >= image_shape.numel():
+    if (
+        templates is None
+        and isinstance(layer, nn.Linear)
+        and layer.in_features >= image_shape.numel()
+    ):
         templates = layer.weight  # (units, in_features)
     if isinstance(templates, torch.Tensor):
         # Inputs beyond the image (an inpainting mask channel, say) are left out of the picture.
@@ -82,7 +93,9 @@ def model_pictures(model: nn.Module, inputs: torch.Tensor, *context: torch.Tenso
         return {"templates": grid(stretch(images[:, :3]), columns=10)}
     if not isinstance(layer, nn.Conv2d):
         return {}
-    filters = layer.weight[:, :3] if layer.in_channels >= 3 else layer.weight[:, :1]  # RGB filters in colour
+    filters = (
+        layer.weight[:, :3] if layer.in_channels >= 3 else layer.weight[:, :1]
+    )  # RGB filters in colour
     maps: list[torch.Tensor] = []
     handle = layer.register_forward_hook(lambda module, args, output: maps.append(output))
     try:
@@ -91,8 +104,12 @@ def model_pictures(model: nn.Module, inputs: torch.Tensor, *context: torch.Tenso
     finally:
         handle.remove()
     activations = maps[0][:, :16]  # (4, ≤16, H, W): the first 16 maps of each image
-    return {"filters": grid(stretch(filters), columns=16, min_size=24),
-            "activations": grid(stretch(activations.flatten(0, 1)[:, None]), columns=activations.shape[1])}
+    return {
+        "filters": grid(stretch(filters), columns=16, min_size=24),
+        "activations": grid(
+            stretch(activations.flatten(0, 1)[:, None]), columns=activations.shape[1]
+        ),
+    }
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -102,16 +119,22 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 
 
 def from_pil(picture: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(picture.convert("RGB")).copy()).permute(2, 0, 1).float() / 255
+    return (
+        torch.from_numpy(np.asarray(picture.convert("RGB")).copy()).permute(2, 0, 1).float() / 255
+    )
 
 
 def save_png(image: torch.Tensor, path: str | Path) -> None:
     to_pil(image).save(path)
 
 
-def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+def confusion_matrix(
+    predictions: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> torch.Tensor:
     """counts[t, p]: how many images of class t were predicted as p."""
-    return torch.bincount(labels * num_classes + predictions, minlength=num_classes**2).view(num_classes, num_classes)
+    return torch.bincount(labels * num_classes + predictions, minlength=num_classes**2).view(
+        num_classes, num_classes
+    )
 
 
 def confusion_matrix_image(counts: torch.Tensor, cell: int = 26) -> torch.Tensor:
@@ -128,13 +151,24 @@ def confusion_matrix_image(counts: torch.Tensor, cell: int = 26) -> torch.Tensor
     for true in range(num_classes):
         for predicted in range(num_classes):
             shade = int(255 * (1 - fractions[true, predicted].item()))
-            box = (margin + predicted * cell, margin + true * cell, margin + (predicted + 1) * cell, margin + (true + 1) * cell)
+            box = (
+                margin + predicted * cell,
+                margin + true * cell,
+                margin + (predicted + 1) * cell,
+                margin + (true + 1) * cell,
+            )
             draw.rectangle(box, fill=(shade, shade, 255), outline=(200, 200, 200))
-            draw.text((box[0] + 3, box[1] + 7), str(int(counts[true, predicted])), fill="black" if shade > 120 else "white")
+            draw.text(
+                (box[0] + 3, box[1] + 7),
+                str(int(counts[true, predicted])),
+                fill="black" if shade > 120 else "white",
+            )
     return from_pil(picture)
 
 
-def labelled_grid(images: torch.Tensor, labels: list[str], columns: int = 8, title: str = "") -> torch.Tensor:
+def labelled_grid(
+    images: torch.Tensor, labels: list[str], columns: int = 8, title: str = ""
+) -> torch.Tensor:
     """Images (N, C, h, w) each with a caption below it, and a title line on top."""
     tiles = F.interpolate(stretch(images.float().cpu()), scale_factor=2, mode="nearest")
     body = to_pil(grid(tiles, columns=columns, padding=14))
@@ -144,6 +178,9 @@ def labelled_grid(images: torch.Tensor, labels: list[str], columns: int = 8, tit
     draw.text((2, 1), title, fill="black")
     height, width = tiles.shape[-2:]
     for index, label in enumerate(labels):
-        top, left = 14 + 14 + (index // columns) * (height + 14), 14 + (index % columns) * (width + 14)
+        top, left = (
+            14 + 14 + (index // columns) * (height + 14),
+            14 + (index % columns) * (width + 14),
+        )
         draw.text((left, top + height), label, fill="black")
     return from_pil(picture)

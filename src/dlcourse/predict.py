@@ -44,7 +44,9 @@ def read_digit(path: Path, size: int = 28) -> torch.Tensor:
     square = torch.zeros(1, side, side)
     top, left = (side - image.shape[1]) // 2, (side - image.shape[2]) // 2
     square[:, top : top + image.shape[1], left : left + image.shape[2]] = image
-    digit = torch.nn.functional.interpolate(square[None], size=(20, 20), mode="bilinear", antialias=True)[0]
+    digit = torch.nn.functional.interpolate(
+        square[None], size=(20, 20), mode="bilinear", antialias=True
+    )[0]
     canvas = torch.zeros(1, size, size)
     canvas[:, 4:24, 4:24] = digit
     return (canvas - MEAN) / STD
@@ -68,26 +70,47 @@ def classify(model: torch.nn.Module, paths: list[Path], top_k: int) -> list[dict
         try:
             probabilities = model(read_digit(path)[None]).softmax(dim=1)[0]  # (num_classes,)
         except (RuntimeError, ValueError, IndexError) as error:
-            raise UserError(f"this model cannot classify 28×28 digits ({str(error).splitlines()[0][:120]}); "
-                            "dlcourse-predict takes MNIST-like classifiers") from None
+            raise UserError(
+                f"this model cannot classify 28×28 digits ({str(error).splitlines()[0][:120]}); "
+                "dlcourse-predict takes MNIST-like classifiers"
+            ) from None
         values, classes = probabilities.topk(min(top_k, len(probabilities)))
-        results.append({"image": str(path), "top": [{"class": c, "probability": round(v, 6)}
-                                                    for c, v in zip(classes.tolist(), values.tolist())]})
+        results.append(
+            {
+                "image": str(path),
+                "top": [
+                    {"class": c, "probability": round(v, 6)}
+                    for c, v in zip(classes.tolist(), values.tolist())
+                ],
+            }
+        )
     return results
 
 
 def hole_mask(args: argparse.Namespace, height: int, width: int) -> torch.Tensor:
     """(1, H, W): 1 in the hole, from a mask image (white = hole) or a box, at the image's size."""
     if args.mask:
-        return (read_image(checked(Path(args.mask)), "L", (height, width), resample="nearest") > 0.5).float()
+        return (
+            read_image(checked(Path(args.mask)), "L", (height, width), resample="nearest") > 0.5
+        ).float()
     try:
         top, left, box_height, box_width = (int(v) for v in args.box.split(","))
     except (AttributeError, ValueError):
-        raise UserError("an inpainting checkpoint needs --mask MASK.png or --box TOP,LEFT,HEIGHT,WIDTH") from None
-    if not (0 <= top and 0 <= left and box_height >= 1 and box_width >= 1
-            and top + box_height <= height and left + box_width <= width):
-        raise UserError(f"--box {args.box} is not inside the {height}×{width} image: TOP,LEFT ≥ 0, HEIGHT,WIDTH ≥ 1, "
-                        f"TOP+HEIGHT ≤ {height} and LEFT+WIDTH ≤ {width}")
+        raise UserError(
+            "an inpainting checkpoint needs --mask MASK.png or --box TOP,LEFT,HEIGHT,WIDTH"
+        ) from None
+    if not (
+        top >= 0
+        and left >= 0
+        and box_height >= 1
+        and box_width >= 1
+        and top + box_height <= height
+        and left + box_width <= width
+    ):
+        raise UserError(
+            f"--box {args.box} is not inside the {height}×{width} image: TOP,LEFT ≥ 0, HEIGHT,WIDTH ≥ 1, "
+            f"TOP+HEIGHT ≤ {height} and LEFT+WIDTH ≤ {width}"
+        )
     mask = torch.zeros(1, height, width)
     mask[:, top : top + box_height, left : left + box_width] = 1
     return mask
@@ -107,19 +130,31 @@ def inpaint(model: torch.nn.Module, checkpoint: dict, args: argparse.Namespace) 
         raise UserError("an inpainting checkpoint fills one image at a time")
     output = output_path(args)
     channels, height, width = checkpoint["input_shape"]
-    image = read_image(checked(Path(args.images[0])), "RGB" if has_colour(Path(args.images[0])) else "L", None)
+    image = read_image(
+        checked(Path(args.images[0])), "RGB" if has_colour(Path(args.images[0])) else "L", None
+    )
     mask = hole_mask(args, *image.shape[1:])  # (1, H, W) at the image's own size
-    resize = partial(torch.nn.functional.interpolate, mode="bilinear", antialias=True, align_corners=False)
-    small = resize(image[:, None], size=(height, width))  # (C, 1, h, w): one grayscale image per channel
+    resize = partial(
+        torch.nn.functional.interpolate, mode="bilinear", antialias=True, align_corners=False
+    )
+    small = resize(
+        image[:, None], size=(height, width)
+    )  # (C, 1, h, w): one grayscale image per channel
     small_mask = (resize(mask[None], size=(height, width)) > 0.5).float()  # (1, 1, h, w)
     if channels == 3:
-        small = small.view(1, -1, height, width).expand(1, 3, height, width)  # gray → RGB when needed
+        small = small.view(1, -1, height, width).expand(
+            1, 3, height, width
+        )  # gray → RGB when needed
     fill_value = checkpoint["config"]["dataset"].get("fill_value", 0.0)
     masked = torch.lerp(small, torch.full_like(small, fill_value), small_mask)
     try:
-        prediction = model(masked, small_mask.expand(len(masked), -1, -1, -1)).clamp(0, 1)  # (N, channels, h, w)
+        prediction = model(masked, small_mask.expand(len(masked), -1, -1, -1)).clamp(
+            0, 1
+        )  # (N, channels, h, w)
     except (RuntimeError, ValueError, TypeError) as error:
-        raise UserError(f"this model cannot fill a {channels}×{height}×{width} image ({str(error).splitlines()[0][:120]})") from None
+        raise UserError(
+            f"this model cannot fill a {channels}×{height}×{width} image ({str(error).splitlines()[0][:120]})"
+        ) from None
     prediction = prediction[:, : image.shape[0]].reshape(image.shape[0], 1, height, width)
     prediction = resize(prediction, size=image.shape[1:]).clamp(0, 1)[:, 0]  # (C, H, W)
     save_image(torch.where(mask.bool(), prediction, image), output)
@@ -139,7 +174,9 @@ def output_path(args: argparse.Namespace) -> Path:
 
     output = Path(args.output or Path(args.images[0]).with_suffix("").as_posix() + "_filled.png")
     if output.suffix.lower() not in Image.registered_extensions():
-        raise UserError(f"--output {output}: name an image file (.png, .jpg, ...); PIL cannot write {output.suffix or 'files without an extension'}")
+        raise UserError(
+            f"--output {output}: name an image file (.png, .jpg, ...); PIL cannot write {output.suffix or 'files without an extension'}"
+        )
     if not output.parent.is_dir():
         raise UserError(f"--output {output}: the folder {output.parent} does not exist")
     return output
@@ -147,10 +184,15 @@ def output_path(args: argparse.Namespace) -> Path:
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="dlcourse-predict", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="a run folder (its best.pt) or a checkpoints/*.pt file written by dlcourse-train")
+    parser.add_argument(
+        "checkpoint",
+        help="a run folder (its best.pt) or a checkpoints/*.pt file written by dlcourse-train",
+    )
     parser.add_argument("images", nargs="+", help="image files (any format PIL reads)")
     parser.add_argument("--top-k", type=int, default=3, help="classes to show (classification)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text (classification)")
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON instead of text (classification)"
+    )
     parser.add_argument("--mask", help="mask image, white = hole (inpainting)")
     parser.add_argument("--box", help="hole as TOP,LEFT,HEIGHT,WIDTH in pixels (inpainting)")
     parser.add_argument("--output", help="where to write the filled PNG (inpainting)")
@@ -167,7 +209,9 @@ def main(argv: list[str] | None = None) -> None:
     if task == "inpainting":
         print(f"Wrote {inpaint(model, checkpoint, args)}")
     elif args.mask or args.box:
-        raise UserError(f"{args.checkpoint} is a {task} checkpoint: --mask and --box are for inpainting ones")
+        raise UserError(
+            f"{args.checkpoint} is a {task} checkpoint: --mask and --box are for inpainting ones"
+        )
     else:
         results = classify(model, [Path(p) for p in args.images], args.top_k)
         if args.json:

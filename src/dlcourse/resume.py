@@ -22,35 +22,46 @@ from dlcourse.checkpoint import LAST, check_resumable, find_checkpoint, load_che
 from dlcourse.config import stored_config, to_plain_dict
 from dlcourse.errors import UserError
 from dlcourse.schema import validate_config
+from dlcourse.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 # Settings a resume may change: they do not change what the saved state means.
-CHANGEABLE = ("trainer.", "optimizer.", "paths.", "dataset.data_dir", "dataset.eval_batch_size",
-              "dataset.num_workers", "dataset.download_missing", "optimized_metric")
+CHANGEABLE = (
+    "trainer.",
+    "optimizer.",
+    "paths.",
+    "dataset.data_dir",
+    "dataset.eval_batch_size",
+    "dataset.num_workers",
+    "dataset.download_missing",
+    "optimized_metric",
+)
 # Config groups that only say where or how jobs run, not what is trained.
 LAUNCH_GROUPS = ("launcher", "hparams_search")
 # Schedules whose length is fixed when the run starts.
 FIXED_LENGTH = ("dlcourse.schedulers.onecycle", "dlcourse.schedulers.cosine")
 
 
-def run_config(cfg: DictConfig, overrides: list[str], run_dir: Path) -> DictConfig:
-    """The config this run uses, checked before anything is written: a resume's comes from its
-    checkpoint; `resume=auto` continues the run folder's own run when it has a checkpoint (a
-    requeued cluster job), else starts one."""
+def run_config(cfg: DictConfig, overrides: list[str], run_dir: Path) -> tuple[DictConfig, dict | None]:
+    """The config this run uses, checked before anything is written, and the checkpoint it
+    continues (None: a new run). A resume's config comes from its checkpoint; `resume=auto`
+    continues the run folder's own run when it has a checkpoint (a requeued cluster job)."""
     repeated: list[str] = []
     if cfg.get("resume") == "auto":
         last = run_dir / "checkpoints" / LAST
         cfg.resume = str(last) if last.is_file() else None
         repeated = original_overrides(run_dir)
+    checkpoint = None
     if cfg.get("resume"):
-        cfg = resume_config(cfg, overrides, repeated)
+        cfg, checkpoint = resume_config(cfg, overrides, repeated)
     validate_config(to_plain_dict(cfg))
-    return cfg
+    return cfg, checkpoint
 
 
-def resume_config(cfg: DictConfig, overrides: list[str], repeated: list[str] = ()) -> DictConfig:
-    """The stopped run's config with the command line's `key=value` overrides on top.
+def resume_config(cfg: DictConfig, overrides: list[str], repeated: list[str] = ()) -> tuple[DictConfig, dict]:
+    """The stopped run's config with the command line's `key=value` overrides on top, and its
+    checkpoint.
 
     `overrides` are the command line's (Hydra's task overrides); `repeated`, the ones the run
     started with, which a requeued cluster job (resume=auto) repeats and which change nothing.
@@ -60,21 +71,31 @@ def resume_config(cfg: DictConfig, overrides: list[str], repeated: list[str] = (
     check_resumable(checkpoint, path)
     stored = stored_config(checkpoint["config"], path)
     check_latest(path, checkpoint)
-    updates = [o.lstrip("+") for o in overrides if not o.startswith(("resume=", "+resume=")) and o not in repeated]
+    updates = [
+        o.lstrip("+")
+        for o in overrides
+        if not o.startswith(("resume=", "+resume=")) and o not in repeated
+    ]
     for update in updates:
         check_override(update, stored)
     resumed = OmegaConf.merge(stored, OmegaConf.from_dotlist(updates))
     resumed.resume = str(path)
     check_length(resumed, stored, checkpoint, path)
-    return resumed
+    return resumed, checkpoint
 
 
 def check_latest(path: Path, checkpoint: dict[str, Any]) -> None:
     """Resuming from an older checkpoint of a run (best.pt) would overwrite its later state."""
     last = path.parent / LAST
-    if path.name != LAST and last.is_file() and load_checkpoint(last).get("step", 0) > checkpoint["step"]:
-        raise UserError(f"{path} (step {checkpoint['step']}) is older than {last} of the same run; resuming from "
-                        f"it would overwrite what came after. Resume the run folder (its {LAST}) instead")
+    if (
+        path.name != LAST
+        and last.is_file()
+        and load_checkpoint(last).get("step", 0) > checkpoint["step"]
+    ):
+        raise UserError(
+            f"{path} (step {checkpoint['step']}) is older than {last} of the same run; resuming from "
+            f"it would overwrite what came after. Resume the run folder (its {LAST}) instead"
+        )
 
 
 def original_overrides(run_dir: Path | None) -> list[str]:
@@ -92,35 +113,53 @@ def check_override(update: str, stored: DictConfig) -> None:
     if key.split(".")[0] in LAUNCH_GROUPS:
         return
     if "." not in key and key not in ("seed", "optimized_metric"):
-        raise UserError(f"'{update}' cannot change a resumed run's components; on resume, only overrides of "
-                        "single settings apply (e.g. trainer.epochs=10 trainer.device=cpu)")
+        raise UserError(
+            f"'{update}' cannot change a resumed run's components; on resume, only overrides of "
+            "single settings apply (e.g. trainer.epochs=10 trainer.device=cpu)"
+        )
     if key.startswith(CHANGEABLE) or key == "optimized_metric":
         if key == "optimizer.lr" and stored.scheduler._target_ != "dlcourse.schedulers.constant":
-            raise UserError(f"'{update}': the run's scheduler sets its learning rate, so a new optimizer.lr would "
-                            "not be used; resume without it, or start a new run")
+            raise UserError(
+                f"'{update}': the run's scheduler sets its learning rate, so a new optimizer.lr would "
+                "not be used; resume without it, or start a new run"
+            )
         return
     new = OmegaConf.select(OmegaConf.from_dotlist([update]), key)
     if OmegaConf.select(stored, key, default="<missing>") != new:
-        raise UserError(f"'{update}' would change what the stopped run was training; on resume only trainer.*, "
-                        "optimizer.* and where the data is (dataset.data_dir) may change. Start a new run for it")
+        raise UserError(
+            f"'{update}' would change what the stopped run was training; on resume only trainer.*, "
+            "optimizer.* and where the data is (dataset.data_dir) may change. Start a new run for it"
+        )
 
 
-def check_length(resumed: DictConfig, stored: DictConfig, checkpoint: dict[str, Any], path: Path) -> None:
+def check_length(
+    resumed: DictConfig, stored: DictConfig, checkpoint: dict[str, Any], path: Path
+) -> None:
     """Refuse a resume that has nothing left to train, or that a fixed-length schedule cannot follow."""
     epoch, epochs = checkpoint["epoch"], resumed.trainer.epochs
     if epochs < epoch:
-        done = f"has trained {epoch - 1} epochs" + (f" and part of epoch {epoch}" if checkpoint["batch_in_epoch"] else "")
-        raise UserError(f"the run in {path} {done}: trainer.epochs={epochs} leaves nothing to train. To train "
-                        f"longer, pass trainer.epochs={max(epoch, epochs + 1)} or more (its results stay as they are)")
+        done = f"has trained {epoch - 1} epochs" + (
+            f" and part of epoch {epoch}" if checkpoint["batch_in_epoch"] else ""
+        )
+        raise UserError(
+            f"the run in {path} {done}: trainer.epochs={epochs} leaves nothing to train. To train "
+            f"longer, pass trainer.epochs={max(epoch, epochs + 1)} or more (its results stay as they are)"
+        )
     length = ("epochs", "limit_train_batches")
-    if resumed.scheduler._target_ in FIXED_LENGTH and any(resumed.trainer.get(k) != stored.trainer.get(k) for k in length):
+    if resumed.scheduler._target_ in FIXED_LENGTH and any(
+        resumed.trainer.get(k) != stored.trainer.get(k) for k in length
+    ):
         name = resumed.scheduler._target_.rsplit(".", 1)[1]
-        raise UserError(f"scheduler={name} fixed the run's length ({stored.trainer.epochs} epochs) when it started, so "
-                        "it cannot follow a new trainer.epochs or trainer.limit_train_batches; resume with the same "
-                        "ones, or start a new run (scheduler=step or none can be extended)")
+        raise UserError(
+            f"scheduler={name} fixed the run's length ({stored.trainer.epochs} epochs) when it started, so "
+            "it cannot follow a new trainer.epochs or trainer.limit_train_batches; resume with the same "
+            "ones, or start a new run (scheduler=step or none can be extended)"
+        )
 
 
-def apply_optimizer_overrides(optimizer: torch.optim.Optimizer, settings: dict[str, Any], stored: dict[str, Any]) -> None:
+def apply_optimizer_overrides(
+    optimizer: torch.optim.Optimizer, settings: dict[str, Any], stored: dict[str, Any]
+) -> None:
     """Set the optimizer settings that this resume changed on the restored optimizer, whose
     state (learning rate included) came from the checkpoint."""
     for name, value in settings.items():
@@ -129,3 +168,22 @@ def apply_optimizer_overrides(optimizer: torch.optim.Optimizer, settings: dict[s
         for group in optimizer.param_groups:
             group[name] = tuple(value) if isinstance(group.get(name), tuple) else value
         log.info("Resumed with optimizer.%s=%s (was %s).", name, value, stored.get(name))
+
+
+def load_resumable(path: str) -> dict[str, Any]:
+    """The checkpoint to continue from, with the whole training state in it."""
+    checkpoint_path = find_checkpoint(path)
+    checkpoint = load_checkpoint(checkpoint_path)
+    check_resumable(checkpoint, checkpoint_path)
+    return checkpoint
+
+
+def restore(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
+    """Put the trainer where the checkpoint left off, with this resume's optimizer settings."""
+    log.info("Resuming from %s (epoch %d, step %d).", path, checkpoint["epoch"], checkpoint["step"])
+    try:
+        trainer.restore(checkpoint)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path} cannot be resumed: its saved state does not fit this run ({reason[:200]})") from None
+    apply_optimizer_overrides(trainer.optimizer, trainer.config["optimizer"], checkpoint["config"]["optimizer"])

@@ -4,7 +4,8 @@
     metrics = train(cfg, "outputs/runs/my_run")   # cfg: configs/train.yaml, composed by Hydra
 
 `dlcourse-train` (dlcourse/train.py) is the thin Hydra wrapper around it; tests call `train`
-with a composed config and a tmp_path.
+with a composed config and a tmp_path. Reading order: `train` below, then the loop in
+trainer.py (`Trainer.fit` → `train_one_epoch` → `train_step`), then the model's file.
 """
 
 from __future__ import annotations
@@ -17,36 +18,35 @@ import torch
 from omegaconf import DictConfig
 
 from dlcourse import distributed
-from dlcourse.checkpoint import check_resumable, find_checkpoint, load_checkpoint
 from dlcourse.config import build, to_plain_dict
+from dlcourse.distributed import unwrap
 from dlcourse.errors import SweepError, UserError
 from dlcourse.interrupt import StopSignal
-from dlcourse.distributed import unwrap
-from dlcourse.resume import apply_optimizer_overrides
 from dlcourse.loggers import NullLogger, TensorBoardLogger, flatten_hparams
-from dlcourse.run_files import NullRunFiles, RunFiles
+from dlcourse.resume import load_resumable, restore
+from dlcourse.run_folder import NullRunFiles, RunFiles
 from dlcourse.runtime import autocast_dtype, configure_determinism, seed_everything, select_device
 from dlcourse.schedulers import Scheduler
-from dlcourse.schema import validate_config
-from dlcourse.settings import TrainerSettings
+from dlcourse.schema import TrainerSettings, validate_config
 from dlcourse.tasks import Task
 from dlcourse.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
+def train(cfg: DictConfig, output_dir: str | Path, checkpoint: dict | None = None) -> dict[str, float]:
     """Data → model → loss → optimizer → scheduler → logger → trainer; fit; write the results.
 
-    With `cfg.resume` set (a checkpoint or run folder), the run continues from that checkpoint.
+    With `cfg.resume` set (a checkpoint or run folder), the run continues from that checkpoint
+    (`checkpoint`, when the caller has loaded it already).
     """
-    output_dir = Path(output_dir)
     config = to_plain_dict(cfg)
     validate_config(config)  # before any data is loaded
     settings = TrainerSettings(**config["trainer"])
     processes, device = setup_runtime(settings, cfg.seed)
-    autocast_dtype(str(settings.precision), device)  # refuse a precision this device lacks, now
     output_dir = Path(processes.broadcast(str(output_dir)))  # all ranks share rank 0's folder
+    if cfg.get("resume") and checkpoint is None:
+        checkpoint = load_resumable(cfg.resume)
 
     data = build(cfg, "dataset", device=device)
     data.shard(processes.rank, processes.world_size)
@@ -54,29 +54,21 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     loss_fn = build(cfg, "loss")
     metric_names = check_model_fits(model, loss_fn, data.task, next(iter(data.val)), device)
     check_optimized_metric(cfg.get("optimized_metric"), metric_names)
-    trainable = any(p.requires_grad for p in model.parameters())  # else a classical method
-    if not trainable and processes.world_size > 1:
-        raise UserError(f"{type(model).__name__} learns without gradients and runs in one process: start it without torchrun")
-    model = prepare_model(model, settings, processes, device) if trainable else model
-    optimizer, scheduler = build_optimization(cfg, model, len(data.train), settings) if trainable else (None, None)
-    checkpoint = load_resumable(cfg.resume) if cfg.get("resume") else None
-    if checkpoint and not trainable:
-        raise UserError(f"{type(model).__name__} is fitted in one pass, so there is nothing to resume: run it again without resume=")
+    model, optimizer, scheduler = prepare_training(cfg, model, len(data.train), settings, processes, device,
+                                                   resuming=checkpoint is not None)
     # Rank 0 writes the run's files; other ranks get the no-op twins. On resume, TensorBoard
     # drops whatever the stopped run logged after its checkpoint.
     purge_step = checkpoint["step"] + 1 if checkpoint else None
     logger = TensorBoardLogger(output_dir, purge_step) if processes.is_main else NullLogger()
     files = RunFiles(output_dir) if processes.is_main else NullRunFiles(output_dir)
     with StopSignal() as stop_signal:
-        trainer = Trainer(
-            model, loss_fn, optimizer, scheduler, data, logger, settings, device,
-            files=files, config=config, stop_signal=stop_signal, processes=processes,
-        )
+        trainer = Trainer(model, loss_fn, optimizer, scheduler, data, logger, settings, device,
+                          files=files, config=config, stop_signal=stop_signal, processes=processes)
         if checkpoint:
             restore(trainer, checkpoint, cfg.resume)
         try:
-            metrics = trainer.fit() if trainable else trainer.fit_without_gradients()
-            logger.log_hparams(flatten_hparams(config), [k for k in metrics if "/" in k])
+            metrics = trainer.fit()
+            logger.log_hparams(flatten_hparams(config), metric_names)
         finally:
             logger.close()
             processes.close()
@@ -86,27 +78,28 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict[str, float]:
     return metrics
 
 
-def load_resumable(path: str) -> dict:
-    """The checkpoint to continue from, with the whole training state in it."""
-    checkpoint_path = find_checkpoint(path)
-    checkpoint = load_checkpoint(checkpoint_path)
-    check_resumable(checkpoint, checkpoint_path)
-    log.info("Resuming from %s (epoch %d, step %d).", checkpoint_path, checkpoint["epoch"], checkpoint["step"])
-    return checkpoint
-
-
-def restore(trainer: Trainer, checkpoint: dict, path: str) -> None:
-    """Put the trainer where the checkpoint left off, with this resume's optimizer settings."""
-    try:
-        trainer.restore(checkpoint)
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path} cannot be resumed: its saved state does not fit this run ({reason[:200]})") from None
-    apply_optimizer_overrides(trainer.optimizer, trainer.config["optimizer"], checkpoint["config"]["optimizer"])
+def prepare_training(
+    cfg: DictConfig, model: torch.nn.Module, batches_per_epoch: int, settings: TrainerSettings,
+    processes: distributed.SingleProcess, device: torch.device, resuming: bool,
+) -> tuple[torch.nn.Module, torch.optim.Optimizer | None, Scheduler | None]:
+    """The model made ready to train, with its optimizer and scheduler. A model without trainable
+    parameters is a classical method, fitted in one pass: it gets neither (and no resume)."""
+    if not any(p.requires_grad for p in model.parameters()):
+        name = type(model).__name__
+        if processes.world_size > 1:
+            raise UserError(f"{name} learns without gradients and runs in one process: start it without torchrun")
+        if resuming:
+            raise UserError(f"{name} is fitted in one pass, so there is nothing to resume: run it again without resume=")
+        return model, None, None
+    model = prepare_model(model, settings, processes, device)
+    return (model, *build_optimization(cfg, model, batches_per_epoch, settings))
 
 
 def prepare_model(
-    model: torch.nn.Module, settings: TrainerSettings, processes: distributed.SingleProcess, device: torch.device
+    model: torch.nn.Module,
+    settings: TrainerSettings,
+    processes: distributed.SingleProcess,
+    device: torch.device,
 ) -> torch.nn.Module:
     """DistributedDataParallel under torchrun, then the memory layout and compilation switches."""
     model = processes.wrap(model, device)
@@ -124,24 +117,36 @@ def build_optimization(
     optimizer = build(cfg, "optimizer", params=model.parameters())
     steps_per_epoch = min(batches_per_epoch, settings.limit_train_batches or math.inf)
     scheduler = build(
-        cfg, "scheduler", optimizer=optimizer,
-        total_steps=steps_per_epoch * settings.epochs, steps_per_epoch=steps_per_epoch,
+        cfg,
+        "scheduler",
+        optimizer=optimizer,
+        total_steps=steps_per_epoch * settings.epochs,
+        steps_per_epoch=steps_per_epoch,
     )
     return optimizer, scheduler
 
 
-def setup_runtime(settings: TrainerSettings, seed: int) -> tuple[distributed.SingleProcess, torch.device]:
-    """Threads, this process's place among torchrun's (if any), seeds, determinism, device."""
+def setup_runtime(
+    settings: TrainerSettings, seed: int
+) -> tuple[distributed.SingleProcess, torch.device]:
+    """Threads, this process's place among torchrun's (if any), seeds, determinism, device (and
+    that it has the precision asked for)."""
     if settings.num_threads:
         torch.set_num_threads(settings.num_threads)
     processes = distributed.setup(settings.device)
     seed_everything(seed)
     configure_determinism(settings.deterministic)
-    return processes, select_device(settings.device, processes.local_rank)
+    device = select_device(settings.device, processes.local_rank)
+    autocast_dtype(settings.precision, device)  # refuse, now, a precision this device lacks
+    return processes, device
 
 
 def check_model_fits(
-    model: torch.nn.Module, loss_fn: torch.nn.Module, task: Task, batch: tuple[torch.Tensor, ...], device: torch.device
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    task: Task,
+    batch: tuple[torch.Tensor, ...],
+    device: torch.device,
 ) -> list[str]:
     """Fail before training, in one sentence, when the model or loss cannot take the dataset's
     batches; return the names of the metrics the run will report (val/acc, test/mse_hole, ...)."""
@@ -167,7 +172,9 @@ def check_model_fits(
 def check_optimized_metric(name: str | None, available: list[str]) -> None:
     """A sweeper optimises `optimized_metric`: refuse a name the run will not report."""
     if name and name not in available:
-        raise SweepError(f"optimized_metric={name!r} is not a metric of this run; choose one of: {', '.join(available)}")
+        raise SweepError(
+            f"optimized_metric={name!r} is not a metric of this run; choose one of: {', '.join(available)}"
+        )
 
 
 def shortest_path(path: Path) -> str:

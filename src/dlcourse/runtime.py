@@ -10,12 +10,16 @@ import re
 import torch
 
 from dlcourse.errors import UserError
-from dlcourse.settings import DEVICES
+from dlcourse.schema import DEVICES
 
 log = logging.getLogger(__name__)
 
 # precision setting → autocast dtype (None: plain float32)
-PRECISIONS: dict[str, torch.dtype | None] = {"32": None, "bf16": torch.bfloat16, "16-mixed": torch.float16}
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "32": None,
+    "bf16": torch.bfloat16,
+    "16-mixed": torch.float16,
+}
 
 
 def seed_everything(seed: int) -> None:
@@ -36,7 +40,9 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
     Under torchrun, 'auto' and 'cuda' mean this process's own GPU (its LOCAL_RANK).
     """
     if not re.fullmatch(DEVICES, name):
-        raise UserError(f"device={name!r} is not one dlcourse runs on; use auto, cpu, cuda, cuda:N or mps")
+        raise UserError(
+            f"device={name!r} is not one dlcourse runs on; use auto, cpu, cuda, cuda:N or mps"
+        )
     if name == "auto" or (name == "cuda" and torch.cuda.is_available()):
         if torch.cuda.is_available():
             return torch.device("cuda", local_rank)
@@ -48,7 +54,9 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
             "use trainer.device=auto (GPU when present, else CPU) or trainer.device=cpu"
         )
     if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
-        raise UserError(f"trainer.device={name} but this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
+        raise UserError(
+            f"trainer.device={name} but this machine has {torch.cuda.device_count()} GPU(s), numbered from 0"
+        )
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserError("device=mps but this PyTorch sees no Apple GPU; use auto or cpu")
     return torch.device(name)
@@ -57,7 +65,9 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype autocast should use for `precision`, or None for plain float32."""
     if precision not in PRECISIONS:
-        raise UserError(f"trainer.precision={precision!r} is not known; use one of {list(PRECISIONS)}")
+        raise UserError(
+            f"trainer.precision={precision!r} is not known; use one of {list(PRECISIONS)}"
+        )
     if precision == "16-mixed" and device.type != "cuda":
         raise UserError("trainer.precision=16-mixed needs a CUDA GPU; on the CPU use bf16 or 32")
     return PRECISIONS[precision]

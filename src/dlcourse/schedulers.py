@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch.optim import Optimizer
-from torch.optim import lr_scheduler
+from torch.optim import Optimizer, lr_scheduler
 
 
 class Constant:
@@ -44,8 +43,11 @@ def constant(optimizer: Optimizer, total_steps: int, steps_per_epoch: int) -> Co
 
 
 def step(
-    optimizer: Optimizer, total_steps: int, steps_per_epoch: int,
-    step_epochs: float = 1.0, gamma: float = 0.7,
+    optimizer: Optimizer,
+    total_steps: int,
+    steps_per_epoch: int,
+    step_epochs: float = 1.0,
+    gamma: float = 0.7,
 ) -> lr_scheduler.LRScheduler:
     """Multiply the learning rate by `gamma` every `step_epochs` epochs."""
     step_size = max(1, round(step_epochs * steps_per_epoch))
@@ -60,8 +62,11 @@ def cosine(
 
 
 def onecycle(
-    optimizer: Optimizer, total_steps: int, steps_per_epoch: int,
-    max_lr: float = 0.1, pct_start: float = 0.25,
+    optimizer: Optimizer,
+    total_steps: int,
+    steps_per_epoch: int,
+    max_lr: float = 0.1,
+    pct_start: float = 0.25,
 ) -> lr_scheduler.LRScheduler:
     """Warm up to `max_lr` over the first `pct_start` of the run, then anneal to near zero."""
     return lr_scheduler.OneCycleLR(

@@ -1,8 +1,9 @@
-"""Check a composed config before anything is loaded: every key known, every value of its type.
+"""What a config may hold, checked before anything is loaded: every key known, every value of
+its type and within its limits.
 
 Each component's settings are checked against the signature of the class or function its
-`_target_` names (its type hints are the schema), the trainer's against `TrainerSettings`, and
-a short table holds the values that no run can use. Hydra itself already refuses unknown group
+`_target_` names (its type hints are the schema), the trainer's against `TrainerSettings` (the
+`trainer:` group as a typed dataclass), and a short table holds the values that no run can use. Hydra itself already refuses unknown group
 options (`model=resnet`) and new keys given without `+`.
 """
 
@@ -14,27 +15,74 @@ import math
 import re
 import types
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from hydra.utils import get_object
 
 from dlcourse.errors import UserError
-from dlcourse.settings import DEVICES, TrainerSettings
+
+DEVICES = r"auto|cpu|cuda|cuda:\d+|mps"  # the values of trainer.device (a regular expression)
+
+
+@dataclass
+class TrainerSettings:
+    """The `trainer:` config group, typed. Each default is configs/trainer/default.yaml's (whose
+    comments say what the settings do); tests/test_configs.py fails if the two drift apart."""
+
+    epochs: int = 5
+    device: str = "auto"
+    # The command line reads trainer.precision=32 as a number: taken, and stored as "32".
+    precision: Literal["32", "bf16", "16-mixed", 32] = "32"
+    grad_clip: float = 0.0
+    limit_train_batches: int | None = None
+    limit_eval_batches: int | None = None
+    log_every_n_steps: int = 50
+    histogram_every_n_steps: int | None = None
+    eval_every_n_epochs: int = 1
+    test_curve: bool = False
+    progress_bar: bool | None = None
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    deterministic: bool = False
+    num_threads: int | None = None
+    channels_last: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        self.precision = str(self.precision)
+
 
 # Arguments that the run passes at the call, not the config.
 RUNTIME_ARGUMENTS = {
-    "model": set(), "loss": set(), "dataset": {"device"},
-    "optimizer": {"params"}, "scheduler": {"optimizer", "total_steps", "steps_per_epoch"},
+    "model": set(),
+    "loss": set(),
+    "dataset": {"device"},
+    "optimizer": {"params"},
+    "scheduler": {"optimizer", "total_steps", "steps_per_epoch"},
 }
 FLOAT32_MAX = 3.4e38  # larger learning rates cannot even be multiplied into float32 weights
 # Sizes that a model needs at least one of (a list: each entry); other model integers must be ≥ 0.
-MODEL_SIZES = ("input_size", "num_classes", "image_size", "in_channels", "channels", "widths",
-               "hidden_sizes", "kernel_sizes", "strides", "k", "chunk_size")
+MODEL_SIZES = (
+    "input_size",
+    "num_classes",
+    "image_size",
+    "in_channels",
+    "channels",
+    "widths",
+    "hidden_sizes",
+    "kernel_sizes",
+    "strides",
+    "k",
+    "chunk_size",
+)
 
 
 def at_least(bound: float) -> Callable[[Any], bool]:
     """A test that a number, or every number in a list, is finite and at least `bound`."""
-    return lambda value: all(math.isfinite(v) and v >= bound for v in (value if isinstance(value, list) else [value]))
+    return lambda value: all(
+        math.isfinite(v) and v >= bound for v in (value if isinstance(value, list) else [value])
+    )
 
 
 def between(low: float, high: float) -> Callable[[Any], bool]:
@@ -61,19 +109,32 @@ LIMITS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("dataset.seed", lambda value: 0 <= value < 2**63, "between 0 and 2**63 - 1"),
     ("loss.label_smoothing", lambda value: 0 <= value <= 1, "between 0 and 1"),
     ("trainer.epochs", at_least(1), "at least 1"),
-    ("trainer.device", lambda value: re.fullmatch(DEVICES, value) is not None, "auto, cpu, cuda, cuda:N or mps"),
+    (
+        "trainer.device",
+        lambda value: re.fullmatch(DEVICES, value) is not None,
+        "auto, cpu, cuda, cuda:N or mps",
+    ),
     ("trainer.limit_train_batches", at_least(1), "at least 1, or null for the whole epoch"),
     ("trainer.limit_eval_batches", at_least(1), "at least 1, or null for the whole split"),
     ("trainer.log_every_n_steps", at_least(1), "at least 1"),
     ("trainer.histogram_every_n_steps", at_least(0), "0 (never) or more"),
     ("trainer.eval_every_n_epochs", at_least(1), "at least 1"),
     ("trainer.grad_clip", at_least(0), "0 (off) or more"),
-    ("trainer.num_threads", lambda value: 1 <= value <= 1024, "between 1 and 1024, or null for torch's default"),
-    *((f"model.{name}", at_least(1), "at least 1 (each entry, for a list)") for name in MODEL_SIZES),
+    (
+        "trainer.num_threads",
+        lambda value: 1 <= value <= 1024,
+        "between 1 and 1024, or null for torch's default",
+    ),
+    *(
+        (f"model.{name}", at_least(1), "at least 1 (each entry, for a list)")
+        for name in MODEL_SIZES
+    ),
 ]
 
 
-def validate_config(config: dict[str, Any], groups: tuple[str, ...] = tuple(RUNTIME_ARGUMENTS)) -> None:
+def validate_config(
+    config: dict[str, Any], groups: tuple[str, ...] = tuple(RUNTIME_ARGUMENTS)
+) -> None:
     """Raise one `UserError` naming the first bad key, and what it should be. `groups`: the
     components to check (a tool such as dlcourse-summary builds only a model)."""
     if not isinstance(config.get("seed"), int) or isinstance(config.get("seed"), bool):
@@ -84,9 +145,13 @@ def validate_config(config: dict[str, Any], groups: tuple[str, ...] = tuple(RUNT
         check_arguments("trainer", config["trainer"], TrainerSettings, set())
     check_limits(config, LIMITS)
     check_integers(config, "")
-    negative = [name for name, value in config["model"].items() if isinstance(value, int) and value < 0]
+    negative = [
+        name for name, value in config["model"].items() if isinstance(value, int) and value < 0
+    ]
     if negative:
-        raise UserError(f"model.{negative[0]}={config['model'][negative[0]]} is impossible: sizes cannot be negative")
+        raise UserError(
+            f"model.{negative[0]}={config['model'][negative[0]]} is impossible: sizes cannot be negative"
+        )
 
 
 def check_integers(node: Any, where: str) -> None:
@@ -101,7 +166,9 @@ def check_integers(node: Any, where: str) -> None:
         raise UserError(f"{where}={node} is impossible: it does not fit in 64 bits")
 
 
-def check_limits(config: dict[str, Any], limits: list[tuple[str, Callable[[Any], bool], str]]) -> None:
+def check_limits(
+    config: dict[str, Any], limits: list[tuple[str, Callable[[Any], bool], str]]
+) -> None:
     for key, test, requirement in limits:
         value = config
         for part in key.split("."):
@@ -112,10 +179,15 @@ def check_limits(config: dict[str, Any], limits: list[tuple[str, Callable[[Any],
 
 def validate_input_shape(shape: Any) -> tuple[int, ...]:
     """One input's shape from a tool's config (input_shape=[C,H,W]), as a tuple of sizes ≥ 1."""
-    if not (isinstance(shape, (list, tuple)) and 1 <= len(shape) <= 3
-            and all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 16384 for n in shape)):
-        raise UserError(f"input_shape={shape!r} should be one input's [C,H,W]: up to three sizes from 1 to 16384 "
-                        "(MNIST: [1,28,28], AlexNet: [3,224,224])")
+    if not (
+        isinstance(shape, (list, tuple))
+        and 1 <= len(shape) <= 3
+        and all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 16384 for n in shape)
+    ):
+        raise UserError(
+            f"input_shape={shape!r} should be one input's [C,H,W]: up to three sizes from 1 to 16384 "
+            "(MNIST: [1,28,28], AlexNet: [3,224,224])"
+        )
     return tuple(shape)
 
 
@@ -124,7 +196,9 @@ def locate(key: str, node: dict[str, Any]) -> Callable:
     try:
         return get_object(target)
     except Exception:
-        raise UserError(f"{key}._target_={target!r} cannot be imported; check the name in configs/{key}/") from None
+        raise UserError(
+            f"{key}._target_={target!r} cannot be imported; check the name in configs/{key}/"
+        ) from None
 
 
 def check_arguments(key: str, node: dict[str, Any], target: Callable, runtime: set[str]) -> None:
@@ -139,10 +213,16 @@ def check_arguments(key: str, node: dict[str, Any], target: Callable, runtime: s
         if name.startswith("_"):
             continue
         if name not in parameters and not takes_any:
-            known = ", ".join(p for p in parameters if p not in runtime and p not in ("self", "args", "kwargs"))
-            raise UserError(f"{key}.{name} is not a setting of {key} ({target.__name__}); its settings are: {known}")
+            known = ", ".join(
+                p for p in parameters if p not in runtime and p not in ("self", "args", "kwargs")
+            )
+            raise UserError(
+                f"{key}.{name} is not a setting of {key} ({target.__name__}); its settings are: {known}"
+            )
         if name in hints and not matches(value, hints[name]):
-            raise UserError(f"{key}.{name}={value!r} has the wrong type: expected {describe(hints[name])}")
+            raise UserError(
+                f"{key}.{name}={value!r} has the wrong type: expected {describe(hints[name])}"
+            )
 
 
 def matches(value: Any, hint: Any) -> bool:
@@ -178,7 +258,9 @@ def describe(hint: Any) -> str:
     """A type hint in words a student reads: 'float', 'int or None', 'one of stop, skip'."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(describe(arg) for arg in args if getattr(arg, "__name__", "") != "Tensor")
+        return " or ".join(
+            describe(arg) for arg in args if getattr(arg, "__name__", "") != "Tensor"
+        )
     if origin is typing.Literal:
         return "one of " + ", ".join(str(arg) for arg in dict.fromkeys(str(a) for a in args))
     if origin in (list, tuple, collections.abc.Sequence):

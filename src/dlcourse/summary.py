@@ -44,19 +44,30 @@ def summarize(model: nn.Module, input_shape: Sequence[int]) -> list[Layer]:
             return
         own = sum(p.numel() for p in module.parameters(recurse=False)) if name not in seen else 0
         seen.add(name)
-        neurons = output[0].numel() if getattr(module, "weight", None) is not None and not is_normalization(module) else 0
+        neurons = (
+            output[0].numel()
+            if getattr(module, "weight", None) is not None and not is_normalization(module)
+            else 0
+        )
         layers.append(Layer(name, type(module).__name__, tuple(output.shape[1:]), own, neurons))
 
-    leaves = [(name, module) for name, module in model.named_modules() if not list(module.children())]
-    handles = [module.register_forward_hook(lambda m, _, out, name=name: record(name, m, out)) for name, module in leaves]
+    leaves = [
+        (name, module) for name, module in model.named_modules() if not list(module.children())
+    ]
+    handles = [
+        module.register_forward_hook(lambda m, _, out, name=name: record(name, m, out))
+        for name, module in leaves
+    ]
     inputs, _, *context = example_batch(model, input_shape, batch_size=1)
     model.eval()  # batch norm with a batch of one
     try:
         with torch.no_grad():
             model(inputs, *context)
     except (RuntimeError, TypeError, ValueError) as error:
-        raise UserError(f"{type(model).__name__} cannot take an input of shape {tuple(input_shape)}: "
-                        f"{str(error).splitlines()[0]}. Set input_shape=[C,H,W] (AlexNet: [3,224,224])") from None
+        raise UserError(
+            f"{type(model).__name__} cannot take an input of shape {tuple(input_shape)}: "
+            f"{str(error).splitlines()[0]}. Set input_shape=[C,H,W] (AlexNet: [3,224,224])"
+        ) from None
     finally:
         for handle in handles:
             handle.remove()
@@ -70,14 +81,20 @@ def is_normalization(module: nn.Module) -> bool:
 def print_summary(model: nn.Module, layers: list[Layer], input_shape: Sequence[int]) -> None:
     width = max(len(layer.name) for layer in layers)
     print(f"{type(model).__name__} for inputs of shape {tuple(input_shape)}")
-    print(f"{'layer':<{width}}  {'type':<18} {'output shape':<18} {'parameters':>12} {'neurons':>10}")
+    print(
+        f"{'layer':<{width}}  {'type':<18} {'output shape':<18} {'parameters':>12} {'neurons':>10}"
+    )
     for layer in layers:
-        print(f"{layer.name:<{width}}  {layer.kind:<18} {str(layer.output_shape):<18} "
-              f"{layer.parameters:>12,} {layer.neurons:>10,}")
+        print(
+            f"{layer.name:<{width}}  {layer.kind:<18} {str(layer.output_shape):<18} "
+            f"{layer.parameters:>12,} {layer.neurons:>10,}"
+        )
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"Total parameters: {total:,} ({trainable:,} trainable)")
-    print(f"Total neurons (outputs of conv and linear layers, per input): {sum(layer.neurons for layer in layers):,}")
+    print(
+        f"Total neurons (outputs of conv and linear layers, per input): {sum(layer.neurons for layer in layers):,}"
+    )
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="summary")

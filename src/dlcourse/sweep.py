@@ -26,15 +26,18 @@ from dlcourse.errors import UserError, exit_on_user_error
 
 log = logging.getLogger(__name__)
 FAILED = "failed.json"
-DEFAULT_METRICS = (("val/acc", "max"), ("val/mse_hole", "min"))
 
 
 def record_failure(job_dir: Path, error: BaseException, overrides: list[str] | None = None) -> None:
     """Write the job's error (and its overrides, for a job refused before it wrote its record)
     into its folder, where the sweep status and the report find it."""
     text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-    details = {"error": text, "type": type(error).__name__, "overrides": overrides or [],
-               "traceback": traceback.format_exc()}
+    details = {
+        "error": text,
+        "type": type(error).__name__,
+        "overrides": overrides or [],
+        "traceback": traceback.format_exc(),
+    }
     job_dir.mkdir(parents=True, exist_ok=True)  # a job refused before it started has no folder left
     (job_dir / FAILED).write_text(json.dumps(details, indent=2) + "\n")
     log.error("This job failed (%s); the sweep goes on. Details: %s", text, job_dir / FAILED)
@@ -50,7 +53,10 @@ class SweepStatus(Callback):
         if failed:
             for path in failed:
                 details, problem = read_json(path)
-                print(f"job {path.parent.name} failed: {details.get('error') if details else problem}", file=sys.stderr)
+                print(
+                    f"job {path.parent.name} failed: {details.get('error') if details else problem}",
+                    file=sys.stderr,
+                )
             print(f"{len(failed)} job(s) of the sweep in {sweep_dir} failed", file=sys.stderr)
             sys.exit(1)
 
@@ -60,6 +66,7 @@ class Job:
     name: str
     overrides: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    kinds: dict[str, Any] = field(default_factory=dict)  # metrics.json's monitor and higher_is_better
     error: str | None = None  # why the job has no metrics: its failed.json, or still running
     unreadable: list[str] = field(default_factory=list)  # its files that could not be read
 
@@ -85,17 +92,24 @@ def read_overrides(job_dir: Path) -> tuple[list[str], str | None]:
         overrides = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
         return [], f".hydra/overrides.yaml could not be read ({type(error).__name__})"
-    if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+    if not isinstance(overrides, list) or not all(
+        isinstance(o, str) and "=" in o for o in overrides
+    ):
         return [], ".hydra/overrides.yaml is not a list of key=value overrides"
     return overrides, None
 
 
 def read_job(job_dir: Path) -> Job:
     overrides, problem = read_overrides(job_dir)
-    job = Job(job_dir.name, dict(item.split("=", 1) for item in overrides), unreadable=[problem] if problem else [])
+    job = Job(
+        job_dir.name,
+        dict(item.split("=", 1) for item in overrides),
+        unreadable=[problem] if problem else [],
+    )
     if (job_dir / "metrics.json").is_file():
         metrics, problem = read_json(job_dir / "metrics.json")
         job.metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
+        job.kinds = {k: v for k, v in (metrics or {}).items() if k in ("monitor", "higher_is_better")}
     elif (job_dir / FAILED).is_file():
         details, problem = read_json(job_dir / FAILED)
         job.error = str(details.get("error")) if details else "failed"
@@ -107,10 +121,18 @@ def read_job(job_dir: Path) -> Job:
 
 def read_jobs(sweep_dir: Path) -> list[Job]:
     if not sweep_dir.is_dir():
-        raise UserError(f"{sweep_dir} is not a folder; pass a sweep's folder, outputs/multirun/<sweep>")
-    job_dirs = [d for d in sweep_dir.iterdir() if (d / ".hydra" / "overrides.yaml").is_file() or (d / FAILED).is_file()]
+        raise UserError(
+            f"{sweep_dir} is not a folder; pass a sweep's folder, outputs/multirun/<sweep>"
+        )
+    job_dirs = [
+        d
+        for d in sweep_dir.iterdir()
+        if (d / ".hydra" / "overrides.yaml").is_file() or (d / FAILED).is_file()
+    ]
     if not job_dirs:
-        raise UserError(f"{sweep_dir} holds no sweep jobs (folders with .hydra/overrides.yaml); pass outputs/multirun/<sweep>")
+        raise UserError(
+            f"{sweep_dir} holds no sweep jobs (folders with .hydra/overrides.yaml); pass outputs/multirun/<sweep>"
+        )
     return [read_job(job_dir) for job_dir in sorted(job_dirs, key=lambda d: natural(d.name))]
 
 
@@ -119,15 +141,19 @@ def natural(name: str) -> tuple:
 
 
 def choose_metric(jobs: list[Job], metric: str | None, mode: str | None) -> tuple[str, str]:
+    """The metric to sort by (by default, the one that picked each run's best checkpoint) and
+    its direction, as the runs' metrics.json declare them (`monitor`, `higher_is_better`)."""
     available = sorted({name for job in jobs for name in job.metrics})
+    declared = next((job.kinds for job in jobs if job.kinds), {})
+    metric = metric or declared.get("monitor")
     if metric is None:
-        metric, default_mode = next(((m, d) for m, d in DEFAULT_METRICS if m in available), (None, None))
-        if metric is None:
-            raise UserError(f"no job has val/acc or val/mse_hole; choose --metric from: {', '.join(available) or 'none'}")
-        return metric, mode or default_mode
+        raise UserError(f"no job says which metric it monitors; choose --metric from: {', '.join(available) or 'none'}")
     if metric not in available:
         raise UserError(f"metric {metric!r} is in no job's metrics.json; available: {', '.join(available)}")
-    return metric, mode or ("min" if "loss" in metric or "mse" in metric else "max")
+    higher_is_better = declared.get("higher_is_better", {}).get(metric.rsplit("/", 1)[-1])  # val/acc → acc
+    if mode is None and higher_is_better is None:
+        raise UserError(f"the runs do not say whether a higher {metric} is better; pass --mode max or --mode min")
+    return metric, mode or ("max" if higher_is_better else "min")
 
 
 def report(sweep_dir: str | Path, metric: str | None = None, mode: str | None = None) -> str:
@@ -135,27 +161,61 @@ def report(sweep_dir: str | Path, metric: str | None = None, mode: str | None = 
     sweep_dir = Path(sweep_dir)
     jobs = read_jobs(sweep_dir)
     metric, mode = choose_metric(jobs, metric, mode)
-    done = [job for job in jobs if job.error is None and math.isfinite(job.metrics.get(metric, math.nan))]
+    done = [
+        job
+        for job in jobs
+        if job.error is None and math.isfinite(job.metrics.get(metric, math.nan))
+    ]
     done.sort(key=lambda job: job.metrics[metric], reverse=mode == "max")
-    swept = [key for key in dict.fromkeys(k for job in jobs for k in job.overrides)
-             if len({job.overrides.get(key) for job in jobs}) > 1] or list(dict.fromkeys(k for j in jobs for k in j.overrides))
+    swept = [
+        key
+        for key in dict.fromkeys(k for job in jobs for k in job.overrides)
+        if len({job.overrides.get(key) for job in jobs}) > 1
+    ] or list(dict.fromkeys(k for j in jobs for k in j.overrides))
     header = ["", "job", *swept, metric]
-    rows = [["★" if i == 0 else "", job.name, *(job.overrides.get(k, "") for k in swept), f"{job.metrics[metric]:.4f}"]
-            for i, job in enumerate(done)]
+    rows = [
+        [
+            "★" if i == 0 else "",
+            job.name,
+            *(job.overrides.get(k, "") for k in swept),
+            f"{job.metrics[metric]:.4f}",
+        ]
+        for i, job in enumerate(done)
+    ]
     failed = [job for job in jobs if job.error is not None]
     no_value = [job for job in jobs if job not in done and job not in failed]
-    lines = [f"# Sweep {sweep_dir.name}: {len(done)} done, {len(failed)} failed; sorted by {metric} ({mode})", "",
-             "| " + " | ".join(header) + " |", "|" + " --- |" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+    lines = [
+        f"# Sweep {sweep_dir.name}: {len(done)} done, {len(failed)} failed; sorted by {metric} ({mode})",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + " --- |" * len(header),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
     lines += section("Failed jobs", [f"{describe(job)}: {job.error}" for job in failed])
-    lines += section(f"Jobs without a finite {metric}", [f"{describe(job)}: {metric}={job.metrics.get(metric, 'missing')}"
-                                                        for job in no_value])
-    lines += section("Files that could not be read", [f"job {job.name}: {p}" for job in jobs for p in job.unreadable])
+    lines += section(
+        f"Jobs without a finite {metric}",
+        [f"{describe(job)}: {metric}={job.metrics.get(metric, 'missing')}" for job in no_value],
+    )
+    lines += section(
+        "Files that could not be read",
+        [f"job {job.name}: {p}" for job in jobs for p in job.unreadable],
+    )
     markdown = "\n".join(lines) + "\n"
     (sweep_dir / "report.md").write_text(markdown)
     with open(sweep_dir / "report.csv", "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["job", *swept, metric, "error"])
-        writer.writerows([[j.name, *(j.overrides.get(k, "") for k in swept), j.metrics.get(metric, ""), j.error or ""] for j in jobs])
+        writer.writerows(
+            [
+                [
+                    j.name,
+                    *(j.overrides.get(k, "") for k in swept),
+                    j.metrics.get(metric, ""),
+                    j.error or "",
+                ]
+                for j in jobs
+            ]
+        )
     plot(done, swept, metric, sweep_dir / "report.png")
     return markdown
 
@@ -175,13 +235,20 @@ def plot(jobs: list[Job], swept: list[str], metric: str, path: Path) -> None:
     matplotlib.use("Agg")  # files only, no window
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, max(len(swept), 1), figsize=(4 * max(len(swept), 1), 3.2), squeeze=False)
+    figure, axes = plt.subplots(
+        1, max(len(swept), 1), figsize=(4 * max(len(swept), 1), 3.2), squeeze=False
+    )
     for axis, key in zip(axes[0], swept):
         values = [job.overrides.get(key, "") for job in jobs]
         numeric = all(is_number(value) for value in values)
         xs = [float(v) for v in values] if numeric else values
         axis.scatter(xs, [job.metrics[metric] for job in jobs])
-        if numeric and len({x for x in xs if x > 0}) > 2 and min(xs) > 0 and max(xs) / min(xs) >= 100:
+        if (
+            numeric
+            and len({x for x in xs if x > 0}) > 2
+            and min(xs) > 0
+            and max(xs) / min(xs) >= 100
+        ):
             axis.set_xscale("log")
         axis.set_xlabel(key)
         axis.set_ylabel(metric)
@@ -200,9 +267,13 @@ def is_number(text: str) -> bool:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="dlcourse-sweep-report", description="Compare the jobs of a sweep.")
+    parser = argparse.ArgumentParser(
+        prog="dlcourse-sweep-report", description="Compare the jobs of a sweep."
+    )
     parser.add_argument("sweep_dir", type=Path, help="outputs/multirun/<sweep>")
-    parser.add_argument("--metric", help="metrics.json key to sort by (default: val/acc, or val/mse_hole)")
+    parser.add_argument(
+        "--metric", help="metrics.json key to sort by (default: val/acc, or val/mse_hole)"
+    )
     parser.add_argument("--mode", choices=["max", "min"], help="which direction is better")
     args = parser.parse_args(argv)
     print(report(args.sweep_dir, args.metric, args.mode))

@@ -12,21 +12,35 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from dlcourse.pictures import confusion_matrix, confusion_matrix_image, evaluation_mode, grid, labelled_grid
+from dlcourse.pictures import (
+    confusion_matrix,
+    confusion_matrix_image,
+    evaluation_mode,
+    grid,
+    labelled_grid,
+)
 
 
 class Task(Protocol):
     name: str  # stored in checkpoints, so tools such as dlcourse-predict know what a model does
     monitor: str  # the validation metric that picks the best checkpoint, e.g. "acc"
-    mode: str  # "max" or "min": which direction of `monitor` is better
+    # Every metric the task reports (and "loss"), and whether a higher value is better: which
+    # checkpoint is best, and how a sweep report sorts, follow from it.
+    higher_is_better: dict[str, bool]
 
-    def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor, *context: torch.Tensor) -> dict[str, torch.Tensor]:
+    def batch_sums(
+        self, outputs: torch.Tensor, targets: torch.Tensor, *context: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Each metric summed over the batch's samples; the trainer divides by the count once."""
 
-    def baselines(self, inputs: torch.Tensor, targets: torch.Tensor, *context: torch.Tensor) -> dict[str, torch.Tensor]:
+    def baselines(
+        self, inputs: torch.Tensor, targets: torch.Tensor, *context: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Predictions of simple non-learned methods, measured like the model."""
 
-    def pictures(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    def pictures(
+        self, model: nn.Module, batch: tuple[torch.Tensor, ...]
+    ) -> dict[str, torch.Tensor]:
         """Images (3, H, W) in [0, 1] that show what the model does on a fixed batch."""
 
 
@@ -35,7 +49,7 @@ class ClassificationTask:
 
     name = "classification"
     monitor = "acc"
-    mode = "max"
+    higher_is_better = {"loss": False, "acc": True}
 
     def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"acc": (outputs.argmax(dim=1) == targets).sum()}
@@ -44,7 +58,9 @@ class ClassificationTask:
         return {}
 
     @torch.no_grad()
-    def pictures(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    def pictures(
+        self, model: nn.Module, batch: tuple[torch.Tensor, ...]
+    ) -> dict[str, torch.Tensor]:
         """A confusion matrix of the fixed test batch, and the images in it the model got wrong."""
         images, labels = batch
         with evaluation_mode(model):
@@ -54,7 +70,10 @@ class ClassificationTask:
         pictures = {"confusion_matrix": confusion_matrix_image(counts)}
         wrong = (predictions != labels).nonzero().flatten()
         if len(wrong):
-            captions = [f"{p} / {t}" for p, t in zip(predictions[wrong[:32]].tolist(), labels[wrong[:32]].tolist())]
+            captions = [
+                f"{p} / {t}"
+                for p, t in zip(predictions[wrong[:32]].tolist(), labels[wrong[:32]].tolist())
+            ]
             title = f"predicted / true: {len(wrong)} of {len(labels)} fixed test images wrong"
             pictures["misclassified"] = labelled_grid(images[wrong[:32]], captions, title=title)
         return pictures
@@ -74,23 +93,34 @@ class InpaintingTask:
 
     name = "inpainting"
     monitor = "mse_hole"
-    mode = "min"
+    higher_is_better = {"loss": False, "mse": False, "psnr": True, "mse_hole": False, "psnr_hole": True}
 
     def __init__(self, mean_image: torch.Tensor) -> None:
         self.mean_image = mean_image  # (C, H, W), on the training device
 
-    def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def batch_sums(
+        self, outputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         squared_error = (outputs.float() - targets).square()  # (B, C, H, W)
         hole = mask.expand_as(squared_error)
         mse = squared_error.mean(dim=(1, 2, 3))  # (B,)
         mse_hole = (squared_error * hole).sum(dim=(1, 2, 3)) / hole.sum(dim=(1, 2, 3)).clamp_min(1)
-        return {"mse": mse.sum(), "psnr": psnr(mse).sum(), "mse_hole": mse_hole.sum(), "psnr_hole": psnr(mse_hole).sum()}
+        return {
+            "mse": mse.sum(),
+            "psnr": psnr(mse).sum(),
+            "mse_hole": mse_hole.sum(),
+            "psnr_hole": psnr(mse_hole).sum(),
+        }
 
-    def baselines(self, masked: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    def baselines(
+        self, masked: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         return {"unfilled": masked, "meanfill": torch.where(mask.bool(), self.mean_image, masked)}
 
     @torch.no_grad()
-    def pictures(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    def pictures(
+        self, model: nn.Module, batch: tuple[torch.Tensor, ...]
+    ) -> dict[str, torch.Tensor]:
         """One row per sample: masked input | prediction | ground truth | mask."""
         masked, targets, mask = (t[:8] for t in batch)
         with evaluation_mode(model):

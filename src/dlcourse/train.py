@@ -51,18 +51,22 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as error:
         if hydra_cfg.mode != RunMode.MULTIRUN or isinstance(error, SweepError):
             raise
-        record_failure(run_dir, error, list(hydra_cfg.overrides.task))  # one bad job must not end the sweep
+        record_failure(
+            run_dir, error, list(hydra_cfg.overrides.task)
+        )  # one bad job must not end the sweep
         return None  # a sweeper such as Optuna counts the trial as failed
     # Sweepers (e.g. Optuna) maximise what the task function returns.
     return metrics.get(cfg.get("optimized_metric") or "", None)
 
 
-def run(cfg: DictConfig, overrides: list[str], hydra_cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+def run(
+    cfg: DictConfig, overrides: list[str], hydra_cfg: DictConfig, run_dir: Path
+) -> dict[str, float]:
     """Settle the config (a resume's comes from its checkpoint), claim the folder, train."""
     from dlcourse.distributed import launched_rank  # torch is imported from here on
     from dlcourse.resume import run_config
     from dlcourse.run import train
-    from dlcourse.run_files import NullRunFolder, RunFolder, discard_if_empty
+    from dlcourse.run_folder import NullRunFolder, RunFolder, discard_if_empty
 
     if launched_rank() > 0:  # rank 0 owns the run folder; Hydra gave this rank a scratch one
         discard_if_empty(run_dir)
@@ -70,14 +74,15 @@ def run(cfg: DictConfig, overrides: list[str], hydra_cfg: DictConfig, run_dir: P
         discard_if_empty(run_dir)  # the sweep is stopping: this job does not start
         return {}
     try:
-        cfg = run_config(cfg, overrides, run_dir)
+        cfg, checkpoint = run_config(cfg, overrides, run_dir)
     except UserError:
         discard_if_empty(run_dir)  # refused before anything was written: leave no empty run folder
         raise
-    folder = RunFolder(run_dir, resuming=bool(cfg.get("resume"))) if launched_rank() == 0 else NullRunFolder()
+    resuming = checkpoint is not None
+    folder = RunFolder(run_dir, resuming) if launched_rank() == 0 else NullRunFolder()
     with folder:
         folder.record(cfg, hydra_cfg)
-        return train(cfg, run_dir)
+        return train(cfg, run_dir, checkpoint)
 
 
 def report_stop(stop: TrainingInterrupted, run_dir: Path) -> None:
@@ -87,7 +92,9 @@ def report_stop(stop: TrainingInterrupted, run_dir: Path) -> None:
     folder = shortest_path(run_dir)
     if isinstance(stop, FinalTestInterrupted):
         command = f"dlcourse-eval {shlex.quote('ckpt_path=' + hydra_quote(folder))}"
-        log.warning("Stopped: %s. Training had finished. Test the best weights with:\n  %s", stop, command)
+        log.warning(
+            "Stopped: %s. Training had finished. Test the best weights with:\n  %s", stop, command
+        )
     else:
         command = f"dlcourse-train {shlex.quote('resume=' + hydra_quote(folder))}"
         log.warning("Stopped: %s. Resume with:\n  %s", stop, command)

@@ -96,8 +96,14 @@ class LoaderBatches:
     ) -> None:
         self.seed, self.shuffle, self.start_batch = seed, shuffle, 0
         self.generator = torch.Generator().manual_seed(seed)
-        self.settings = {"batch_size": batch_size, "num_workers": num_workers, "pin_memory": torch.cuda.is_available()}
-        self.loader = DataLoader(dataset, shuffle=shuffle, generator=self.generator, **self.settings)
+        self.settings = {
+            "batch_size": batch_size,
+            "num_workers": num_workers,
+            "pin_memory": torch.cuda.is_available(),
+        }
+        self.loader = DataLoader(
+            dataset, shuffle=shuffle, generator=self.generator, **self.settings
+        )
         self.sampler: DistributedSampler | None = None
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -111,10 +117,14 @@ class LoaderBatches:
         every `world_size`-th item from `rank` on (exact shards)."""
         dataset = self.loader.dataset
         if self.shuffle:
-            self.sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=self.seed)
+            self.sampler = DistributedSampler(
+                dataset, world_size, rank, shuffle=True, seed=self.seed
+            )
             self.loader = DataLoader(dataset, sampler=self.sampler, **self.settings)
         else:
-            self.loader = DataLoader(Subset(dataset, range(rank, len(dataset), world_size)), **self.settings)
+            self.loader = DataLoader(
+                Subset(dataset, range(rank, len(dataset), world_size)), **self.settings
+            )
 
     def __len__(self) -> int:
         return len(self.loader)

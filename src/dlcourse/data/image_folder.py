@@ -33,7 +33,9 @@ def read_image(
             white = Image.new("RGBA", image.size, (255, 255, 255, 255))
             image = Image.alpha_composite(white, image.convert("RGBA"))
         image = image.convert(mode)
-        height, width = (size, size) if isinstance(size, int) else size or (image.height, image.width)
+        height, width = (
+            (size, size) if isinstance(size, int) else size or (image.height, image.width)
+        )
         if image.size != (width, height):
             image = image.resize((width, height), getattr(Image.Resampling, resample.upper()))
         pixels = torch.from_numpy(numpy.array(image, dtype=numpy.uint8))  # (H, W) or (H, W, C)
@@ -66,16 +68,22 @@ def find_pairs(root: Path) -> list[Pair]:
     folders = {name: root / name for name in ("masked", "complete", "mask")}
     for name in ("masked", "complete"):
         if not folders[name].is_dir() or not any(folders[name].iterdir()):
-            raise UserError(f"{folders[name]} is missing or empty: an inpainting folder needs masked/ and complete/ with matching file names")
+            raise UserError(
+                f"{folders[name]} is missing or empty: an inpainting folder needs masked/ and complete/ with matching file names"
+            )
     files = {name: files_by_stem(folder) for name, folder in folders.items() if folder.is_dir()}
     names = set(files["masked"])
     for name, by_stem in files.items():
         unmatched = sorted(names.symmetric_difference(by_stem))
         if unmatched:
-            raise UserError(f"{len(unmatched)} file name(s) in {root} do not match between masked/ and "
-                            f"{name}/: {', '.join(unmatched[:5])}. Every image needs one file in each folder")
+            raise UserError(
+                f"{len(unmatched)} file name(s) in {root} do not match between masked/ and "
+                f"{name}/: {', '.join(unmatched[:5])}. Every image needs one file in each folder"
+            )
     masks = files.get("mask", {})
-    return [(files["masked"][stem], files["complete"][stem], masks.get(stem)) for stem in sorted(names)]
+    return [
+        (files["masked"][stem], files["complete"][stem], masks.get(stem)) for stem in sorted(names)
+    ]
 
 
 def files_by_stem(folder: Path) -> dict[str, Path]:
@@ -83,8 +91,10 @@ def files_by_stem(folder: Path) -> dict[str, Path]:
     by_stem: dict[str, Path] = {}
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         if path.stem in by_stem:
-            raise UserError(f"{folder} holds both {by_stem[path.stem].name} and {path.name}: files pair up by name "
-                            "without extension, so keep one of them")
+            raise UserError(
+                f"{folder} holds both {by_stem[path.stem].name} and {path.name}: files pair up by name "
+                "without extension, so keep one of them"
+            )
         by_stem[path.stem] = path
     return by_stem
 
@@ -104,11 +114,17 @@ def check_pairs(pairs: list[Pair], image_size: int | None) -> None:
             except Exception as error:  # PIL raises several types for unreadable files
                 raise UserError(f"cannot read image {path}: {error}") from None
         if len(set(pair_sizes.values())) > 1:
-            described = ", ".join(f"{p.parent.name}/{p.name} is {w}×{h}" for p, (w, h) in pair_sizes.items())
-            raise UserError(f"the images of one pair differ in size ({described}); they must match to be resized together")
+            described = ", ".join(
+                f"{p.parent.name}/{p.name} is {w}×{h}" for p, (w, h) in pair_sizes.items()
+            )
+            raise UserError(
+                f"the images of one pair differ in size ({described}); they must match to be resized together"
+            )
         sizes |= set(pair_sizes.values())
     if image_size is None and len(sizes) > 1:
-        raise UserError(f"the images come in {len(sizes)} sizes {sorted(sizes)[:4]}; set dataset.image_size to resize them")
+        raise UserError(
+            f"the images come in {len(sizes)} sizes {sorted(sizes)[:4]}; set dataset.image_size to resize them"
+        )
 
 
 def inpainting_folder(
@@ -126,14 +142,25 @@ def inpainting_folder(
     """Pairs from `data_dir`, split into train / val / test by the fractions (fixed by the seed)."""
     root = Path(data_dir).expanduser()
     if not root.is_dir():
-        raise UserError(f"inpainting folder {root} does not exist; set dataset.data_dir to a folder with masked/ and complete/")
+        raise UserError(
+            f"inpainting folder {root} does not exist; set dataset.data_dir to a folder with masked/ and complete/"
+        )
     pairs = find_pairs(root)
     check_pairs(pairs, image_size)
     order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed)).tolist()
-    num_test, num_val = max(1, round(test_fraction * len(pairs))), max(1, round(val_fraction * len(pairs)))
+    num_test, num_val = (
+        max(1, round(test_fraction * len(pairs))),
+        max(1, round(val_fraction * len(pairs))),
+    )
     if num_test + num_val >= len(pairs):
-        raise UserError(f"{root} has {len(pairs)} pairs: too few for a train, a val and a test split")
-    test, val, train = order[:num_test], order[num_test : num_test + num_val], order[num_test + num_val :]
+        raise UserError(
+            f"{root} has {len(pairs)} pairs: too few for a train, a val and a test split"
+        )
+    test, val, train = (
+        order[:num_test],
+        order[num_test : num_test + num_val],
+        order[num_test + num_val :],
+    )
 
     def split(indices: list[int]) -> PairFolder:
         return PairFolder([pairs[i] for i in indices], image_size, channels)
@@ -141,8 +168,14 @@ def inpainting_folder(
     train_set = split(train)
     mean_image = torch.stack([train_set[i][1] for i in range(len(train_set))]).mean(dim=0)
     return DataSplits(
-        train=LoaderBatches(train_set, batch_size, shuffle=True, seed=seed, num_workers=num_workers),
-        val=LoaderBatches(split(val), eval_batch_size, shuffle=False, seed=seed, num_workers=num_workers),
-        test=LoaderBatches(split(test), eval_batch_size, shuffle=False, seed=seed, num_workers=num_workers),
+        train=LoaderBatches(
+            train_set, batch_size, shuffle=True, seed=seed, num_workers=num_workers
+        ),
+        val=LoaderBatches(
+            split(val), eval_batch_size, shuffle=False, seed=seed, num_workers=num_workers
+        ),
+        test=LoaderBatches(
+            split(test), eval_batch_size, shuffle=False, seed=seed, num_workers=num_workers
+        ),
         task=InpaintingTask(mean_image=mean_image.to(device)),
     )

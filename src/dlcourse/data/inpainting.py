@@ -28,10 +28,18 @@ class MaskedPairBatches(TensorBatches):
     """
 
     def __init__(
-        self, images: torch.Tensor, masks: torch.Tensor | None, batch_size: int, shuffle: bool,
-        seed: int = 0, fill_value: float = 0.0, draw_masks: Callable[[int], torch.Tensor] | None = None,
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor | None,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        fill_value: float = 0.0,
+        draw_masks: Callable[[int], torch.Tensor] | None = None,
     ) -> None:
-        super().__init__((images, masks if masks is not None else draw_masks(0)), batch_size, shuffle, seed)
+        super().__init__(
+            (images, masks if masks is not None else draw_masks(0)), batch_size, shuffle, seed
+        )
         self.fill_value = fill_value
         self.draw_masks = draw_masks
 
@@ -42,7 +50,9 @@ class MaskedPairBatches(TensorBatches):
 
     def __iter__(self) -> Iterator[Batch]:
         for images, masks in super().__iter__():
-            masked = torch.lerp(images, torch.full_like(images, self.fill_value), masks)  # fill the holes
+            masked = torch.lerp(
+                images, torch.full_like(images, self.fill_value), masks
+            )  # fill the holes
             yield masked, images, masks
 
 
@@ -72,10 +82,27 @@ def inpainting(
 
     return DataSplits(
         train=MaskedPairBatches(
-            train_images, None, batch_size, shuffle=True, seed=seed, fill_value=fill_value,
+            train_images,
+            None,
+            batch_size,
+            shuffle=True,
+            seed=seed,
+            fill_value=fill_value,
             draw_masks=lambda epoch: masks_for(len(train_images), "train-masks", epoch),
         ),
-        val=MaskedPairBatches(val_images, masks_for(val_size, "val-masks"), eval_batch_size, False, fill_value=fill_value),
-        test=MaskedPairBatches(test_images, masks_for(len(test_images), "test-masks"), eval_batch_size, False, fill_value=fill_value),
+        val=MaskedPairBatches(
+            val_images,
+            masks_for(val_size, "val-masks"),
+            eval_batch_size,
+            False,
+            fill_value=fill_value,
+        ),
+        test=MaskedPairBatches(
+            test_images,
+            masks_for(len(test_images), "test-masks"),
+            eval_batch_size,
+            False,
+            fill_value=fill_value,
+        ),
         task=InpaintingTask(mean_image=train_images.mean(dim=0)),
     )

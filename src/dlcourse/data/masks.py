@@ -17,12 +17,19 @@ SIDES = ("top", "bottom", "left", "right")
 
 
 def rectangles(
-    count: int, height: int, width: int, generator: torch.Generator,
-    number: int = 2, min_size: int = 6, max_size: int = 12,
+    count: int,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    number: int = 2,
+    min_size: int = 6,
+    max_size: int = 12,
 ) -> torch.Tensor:
     """`number` axis-aligned rectangles per image, each side between min_size and max_size."""
     if not 1 <= min_size <= max_size <= min(height, width):
-        raise UserError(f"mask sizes need 1 <= min_size <= max_size <= {min(height, width)}; got {min_size}, {max_size}")
+        raise UserError(
+            f"mask sizes need 1 <= min_size <= max_size <= {min(height, width)}; got {min_size}, {max_size}"
+        )
     device = generator.device
     shape = (count, number, 1, 1)
     heights = torch.randint(min_size, max_size + 1, shape, generator=generator, device=device)
@@ -32,11 +39,15 @@ def rectangles(
     lefts = (torch.rand(shape, generator=generator, device=device) * (width - widths + 1)).long()
     rows = torch.arange(height, device=device).view(1, 1, height, 1)
     columns = torch.arange(width, device=device).view(1, 1, 1, width)
-    inside = (rows >= tops) & (rows < tops + heights) & (columns >= lefts) & (columns < lefts + widths)
+    inside = (
+        (rows >= tops) & (rows < tops + heights) & (columns >= lefts) & (columns < lefts + widths)
+    )
     return inside.any(dim=1, keepdim=True).float()  # (count, 1, height, width)
 
 
-def pixels(count: int, height: int, width: int, generator: torch.Generator, rate: float = 0.5) -> torch.Tensor:
+def pixels(
+    count: int, height: int, width: int, generator: torch.Generator, rate: float = 0.5
+) -> torch.Tensor:
     """Each pixel is a hole with probability `rate`."""
     if not 0 < rate < 1:
         raise UserError(f"a pixel-dropout mask needs 0 < rate < 1; got rate={rate}")
@@ -44,21 +55,29 @@ def pixels(count: int, height: int, width: int, generator: torch.Generator, rate
     return (noise < rate).float()
 
 
-def half(count: int, height: int, width: int, generator: torch.Generator, side: str = "random") -> torch.Tensor:
+def half(
+    count: int, height: int, width: int, generator: torch.Generator, side: str = "random"
+) -> torch.Tensor:
     """One half of the image: the `side` given, or a random side per image."""
     if side not in (*SIDES, "random"):
-        raise UserError(f"a half mask's side must be one of {', '.join(SIDES)} or random; got {side!r}")
+        raise UserError(
+            f"a half mask's side must be one of {', '.join(SIDES)} or random; got {side!r}"
+        )
     templates = torch.zeros((len(SIDES), 1, height, width), device=generator.device)
     templates[0, :, : height // 2] = 1
     templates[1, :, height // 2 :] = 1
     templates[2, :, :, : width // 2] = 1
     templates[3, :, :, width // 2 :] = 1
     if side == "random":
-        return templates[torch.randint(len(SIDES), (count,), generator=generator, device=generator.device)]
+        return templates[
+            torch.randint(len(SIDES), (count,), generator=generator, device=generator.device)
+        ]
     return templates[SIDES.index(side)].expand(count, -1, -1, -1).clone()
 
 
-def center_box(count: int, height: int, width: int, generator: torch.Generator, size: int = 14) -> torch.Tensor:
+def center_box(
+    count: int, height: int, width: int, generator: torch.Generator, size: int = 14
+) -> torch.Tensor:
     """The same size × size box in the middle of every image."""
     if not 1 <= size <= min(height, width):
         raise UserError(f"a centre box needs 1 <= size <= {min(height, width)}; got size={size}")
@@ -71,7 +90,9 @@ def center_box(count: int, height: int, width: int, generator: torch.Generator, 
 MASKS = {"rectangles": rectangles, "pixels": pixels, "half": half, "center_box": center_box}
 
 
-def make_masks(spec: dict[str, Any], count: int, height: int, width: int, seed: int, device: torch.device) -> torch.Tensor:
+def make_masks(
+    spec: dict[str, Any], count: int, height: int, width: int, seed: int, device: torch.device
+) -> torch.Tensor:
     """Masks from a config such as {kind: rectangles, number: 2, min_size: 6, max_size: 12}."""
     settings = dict(spec)
     kind = settings.pop("kind", None)
@@ -81,7 +102,9 @@ def make_masks(spec: dict[str, Any], count: int, height: int, width: int, seed: 
     try:
         return MASKS[kind](count, height, width, generator, **settings)
     except TypeError as error:
-        raise UserError(f"bad settings for a {kind} mask ({error}); see configs/dataset/inpainting.yaml") from None
+        raise UserError(
+            f"bad settings for a {kind} mask ({error}); see configs/dataset/inpainting.yaml"
+        ) from None
 
 
 def stream_seed(seed: int, stream: str, index: int = 0) -> int:

@@ -84,11 +84,15 @@ def read_idx(path: Path) -> torch.Tensor:
     uint32 size per dimension, then the data."""
     raw = path.read_bytes()
     if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or raw[3] == 0:
-        raise ValueError(f"{path.name} is not an IDX file of unsigned bytes with at least one dimension")
+        raise ValueError(
+            f"{path.name} is not an IDX file of unsigned bytes with at least one dimension"
+        )
     sizes = struct.unpack(f">{raw[3]}I", raw[4 : 4 + 4 * raw[3]])
     data = torch.frombuffer(bytearray(raw[4 + 4 * raw[3] :]), dtype=torch.uint8)
     if data.numel() != torch.Size(sizes).numel():
-        raise ValueError(f"{path.name} holds {data.numel()} bytes of data, its header promises {torch.Size(sizes).numel()}")
+        raise ValueError(
+            f"{path.name} holds {data.numel()} bytes of data, its header promises {torch.Size(sizes).numel()}"
+        )
     return data.view(*sizes)
 
 
@@ -96,22 +100,35 @@ def read_split(root: Path, train: bool) -> Split:
     prefix = "train" if train else "t10k"
     raw = root / "MNIST" / "raw"
     try:
-        images, labels = read_idx(raw / f"{prefix}-images-idx3-ubyte"), read_idx(raw / f"{prefix}-labels-idx1-ubyte")
+        images, labels = (
+            read_idx(raw / f"{prefix}-images-idx3-ubyte"),
+            read_idx(raw / f"{prefix}-labels-idx1-ubyte"),
+        )
     except (ValueError, struct.error, OSError) as error:
         raise UserError(missing_data_message(root, f"could not read it: {error}")) from None
-    check_split(raw / f"{prefix}-images-idx3-ubyte", images, raw / f"{prefix}-labels-idx1-ubyte", labels)
+    check_split(
+        raw / f"{prefix}-images-idx3-ubyte", images, raw / f"{prefix}-labels-idx1-ubyte", labels
+    )
     return Split(images, labels.long())
 
 
-def check_split(images_path: Path, images: torch.Tensor, labels_path: Path, labels: torch.Tensor) -> None:
+def check_split(
+    images_path: Path, images: torch.Tensor, labels_path: Path, labels: torch.Tensor
+) -> None:
     """Images (N, H, W) and N labels, each a class 0-9: else one line naming the file."""
     if images.dim() != 3:
-        raise UserError(f"{images_path} holds an array of shape {tuple(images.shape)}; MNIST images are (N, 28, 28)")
+        raise UserError(
+            f"{images_path} holds an array of shape {tuple(images.shape)}; MNIST images are (N, 28, 28)"
+        )
     if labels.dim() != 1 or len(labels) != len(images):
-        raise UserError(f"{labels_path} holds {tuple(labels.shape)} labels for the {len(images)} images of "
-                        f"{images_path.name}; each image needs one label")
+        raise UserError(
+            f"{labels_path} holds {tuple(labels.shape)} labels for the {len(images)} images of "
+            f"{images_path.name}; each image needs one label"
+        )
     if len(labels) and labels.max() >= NUM_CLASSES:
-        raise UserError(f"{labels_path} holds label {labels.max().item()}; MNIST's classes are 0 to {NUM_CLASSES - 1}")
+        raise UserError(
+            f"{labels_path} holds label {labels.max().item()}; MNIST's classes are 0 to {NUM_CLASSES - 1}"
+        )
 
 
 def normalize(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -147,12 +164,16 @@ def open_mnist(
     if not 0 < val_size < num_train:
         raise UserError(f"dataset.val_size={val_size} must be between 1 and {num_train - 1}")
     if train_subset is not None and not 0 < train_subset <= num_train - val_size:
-        raise UserError(f"dataset.train_subset={train_subset} must be between 1 and {num_train - val_size} "
-                        f"(the training images left beside val_size={val_size}), or null for all of them")
+        raise UserError(
+            f"dataset.train_subset={train_subset} must be between 1 and {num_train - val_size} "
+            f"(the training images left beside val_size={val_size}), or null for all of them"
+        )
     # The validation images are fixed by the seed alone, so every run with that seed shares them.
     order = torch.randperm(num_train, generator=torch.Generator().manual_seed(seed))
     train_indices = order[val_size:][:train_subset]  # [:None] keeps all
-    return MnistFiles(root, train_set, test_set, train_indices=train_indices, val_indices=order[:val_size])
+    return MnistFiles(
+        root, train_set, test_set, train_indices=train_indices, val_indices=order[:val_size]
+    )
 
 
 def mnist(
@@ -183,11 +204,15 @@ def mnist(
         from torch.utils.data import Subset
         from torchvision import transforms
 
-        to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+        to_tensor = transforms.Compose(
+            [transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))]
+        )
         train_set = load_split(files.root, train=True, transform=to_tensor)
 
         def batches(indices, size, shuffle) -> Batches:
-            return LoaderBatches(Subset(train_set, indices.tolist()), size, shuffle, seed, num_workers)
+            return LoaderBatches(
+                Subset(train_set, indices.tolist()), size, shuffle, seed, num_workers
+            )
 
         test_set = load_split(files.root, train=False, transform=to_tensor)
         test = LoaderBatches(test_set, eval_batch_size, False, seed, num_workers)

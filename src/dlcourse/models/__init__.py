@@ -7,4 +7,13 @@ from dlcourse.models.inpainting import ConvInpaint, MLPInpaint
 from dlcourse.models.linear import LinearClassifier
 from dlcourse.models.mlp import MLP
 
-__all__ = ["AlexNet", "CNN", "ConvInpaint", "LinearClassifier", "MLP", "MLPInpaint", "NearestNeighbor", "TemplateNCC"]
+__all__ = [
+    "AlexNet",
+    "CNN",
+    "ConvInpaint",
+    "LinearClassifier",
+    "MLP",
+    "MLPInpaint",
+    "NearestNeighbor",
+    "TemplateNCC",
+]

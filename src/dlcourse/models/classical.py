@@ -54,7 +54,11 @@ class NearestNeighbor(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int = 10, metric: Literal["l2", "cosine"] = "l2", k: int = 1, chunk_size: int = 8192
+        self,
+        num_classes: int = 10,
+        metric: Literal["l2", "cosine"] = "l2",
+        k: int = 1,
+        chunk_size: int = 8192,
     ) -> None:
         super().__init__()
         self.num_classes, self.metric, self.k, self.chunk_size = num_classes, metric, k, chunk_size
@@ -63,7 +67,9 @@ class NearestNeighbor(nn.Module):
 
     @torch.no_grad()
     def fit(self, batches: Iterable[tuple[torch.Tensor, ...]]) -> None:
-        images, labels = zip(*((images.flatten(start_dim=1), labels) for images, labels, *_ in batches))
+        images, labels = zip(
+            *((images.flatten(start_dim=1), labels) for images, labels, *_ in batches)
+        )
         self.memory, self.memory_labels = torch.cat(images).float(), torch.cat(labels)
 
     def distances(self, x: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
@@ -88,7 +94,9 @@ class NearestNeighbor(nn.Module):
             best, index = torch.cat([best, chunk], dim=1).topk(k, dim=1, largest=False)  # (B, k)
             best_labels = torch.cat([best_labels, labels], dim=1).gather(1, index)
         scores.scatter_add_(1, best_labels, torch.ones_like(best))  # the k nearest vote
-        scores.scatter_add_(1, best_labels[:, :1], torch.full_like(best[:, :1], 0.5))  # ties: the nearest decides
+        scores.scatter_add_(
+            1, best_labels[:, :1], torch.full_like(best[:, :1], 0.5)
+        )  # ties: the nearest decides
         return scores  # (B, C)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:

@@ -17,8 +17,13 @@ def per_stage(value: int | Sequence[int], num_stages: int, name: str) -> list[in
 
 
 def conv_stage(
-    in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int,
-    pool_size: int, batch_norm: bool,
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    pool_size: int,
+    batch_norm: bool,
 ) -> nn.Sequential:
     """conv → (batch norm) → ReLU → (max-pool); a pool size of 0 or 1 means no pooling."""
     layers: list[nn.Module] = [
@@ -57,7 +62,8 @@ class CNN(nn.Module):
         super().__init__()
         num_stages = len(channels)
         stage_settings = zip(
-            [in_channels, *channels[:-1]], channels,
+            [in_channels, *channels[:-1]],
+            channels,
             per_stage(kernel_sizes, num_stages, "kernel_sizes"),
             per_stage(strides, num_stages, "strides"),
             per_stage(paddings, num_stages, "paddings"),

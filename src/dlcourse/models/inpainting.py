@@ -16,13 +16,19 @@ class MLPInpaint(nn.Module):
     """The lecture's MLP: flatten → hidden ReLU layer(s) → one output per pixel → sigmoid."""
 
     def __init__(
-        self, channels: int = 1, image_size: int = 28, hidden_sizes: Sequence[int] = (512,), use_mask: bool = True
+        self,
+        channels: int = 1,
+        image_size: int = 28,
+        hidden_sizes: Sequence[int] = (512,),
+        use_mask: bool = True,
     ) -> None:
         super().__init__()
         num_pixels = channels * image_size * image_size
         in_features = num_pixels + (image_size * image_size if use_mask else 0)
         self.use_mask = use_mask
-        self.mlp = MLP(input_size=in_features, hidden_sizes=list(hidden_sizes), num_classes=num_pixels)
+        self.mlp = MLP(
+            input_size=in_features, hidden_sizes=list(hidden_sizes), num_classes=num_pixels
+        )
 
     def forward(self, masked: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = masked.flatten(start_dim=1)  # (B, C*H*W)
@@ -32,12 +38,19 @@ class MLPInpaint(nn.Module):
         return torch.sigmoid(x).view_as(masked)  # (B, C, H, W), in the pixel range [0, 1]
 
 
-def up_stage(in_channels: int, out_channels: int, upsampling: str, batch_norm: bool) -> nn.Sequential:
+def up_stage(
+    in_channels: int, out_channels: int, upsampling: str, batch_norm: bool
+) -> nn.Sequential:
     """Double the height and width: a transpose convolution, or nearest upsampling + convolution."""
     if upsampling == "transpose":
-        layers: list[nn.Module] = [nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)]
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
+        ]
     else:
-        layers = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_channels, out_channels, 3, padding=1)]
+        layers = [
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+        ]
     if batch_norm:
         layers.append(nn.BatchNorm2d(out_channels))
     layers.append(nn.ReLU())
@@ -68,17 +81,25 @@ class ConvInpaint(nn.Module):
         self.use_mask, self.skip_connections = use_mask, skip_connections
         widths = list(widths)
         stage_inputs = [channels + int(use_mask), *widths[:-1]]  # what each encoder stage sees
-        self.encoder = nn.ModuleList(conv_stage(i, o, 3, 1, 1, 2, batch_norm) for i, o in zip(stage_inputs, widths))
+        self.encoder = nn.ModuleList(
+            conv_stage(i, o, 3, 1, 1, 2, batch_norm) for i, o in zip(stage_inputs, widths)
+        )
         # Each 3×3 layer at the smallest size widens the receptive field by 2 pixels there (8 in the
         # image at 1/4 size): cheap reach into the middle of large holes.
         self.bottleneck = nn.Sequential(
-            *(conv_stage(widths[-1], widths[-1], 3, 1, 1, 0, batch_norm) for _ in range(bottleneck_layers))
+            *(
+                conv_stage(widths[-1], widths[-1], 3, 1, 1, 0, batch_norm)
+                for _ in range(bottleneck_layers)
+            )
         )
         decoder_widths = [*widths[-2::-1], widths[0]]
-        self.up = nn.ModuleList(up_stage(i, o, upsampling, batch_norm) for i, o in zip(widths[::-1], decoder_widths))
+        self.up = nn.ModuleList(
+            up_stage(i, o, upsampling, batch_norm) for i, o in zip(widths[::-1], decoder_widths)
+        )
         skip_widths = [width if skip_connections else 0 for width in stage_inputs[::-1]]
         self.fuse = nn.ModuleList(
-            conv_stage(o + s, o, 3, 1, 1, 0, batch_norm) for o, s in zip(decoder_widths, skip_widths)
+            conv_stage(o + s, o, 3, 1, 1, 0, batch_norm)
+            for o, s in zip(decoder_widths, skip_widths)
         )
         self.head = nn.Conv2d(widths[0], channels, kernel_size=1)
 

@@ -29,7 +29,6 @@ from dlcourse.checkpoint import export_safetensors, save_checkpoint
 from dlcourse.errors import SweepError, UserError, write_text
 from dlcourse.pictures import save_png
 
-
 LOCK = ".lock"
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's own
 
@@ -45,9 +44,13 @@ class RunFolder:
         self.log_handler: logging.Handler | None = None
 
     def __enter__(self) -> RunFolder:
-        if not self.resuming and any((self.path / name).exists() for name in ("checkpoints", "metrics.json")):
-            raise FolderInUse(f"{self.path} already holds a run; continue it with dlcourse-train "
-                              f"resume={self.path}, or give this run another folder")
+        if not self.resuming and any(
+            (self.path / name).exists() for name in ("checkpoints", "metrics.json")
+        ):
+            raise FolderInUse(
+                f"{self.path} already holds a run; continue it with dlcourse-train "
+                f"resume={self.path}, or give this run another folder"
+            )
         self.take_lock()
         self.log_handler = RunLog(self.path / "train.log")
         self.log_handler.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -57,30 +60,50 @@ class RunFolder:
     def __exit__(self, exc_type: type | None, error: BaseException | None, traceback: Any) -> None:
         if self.log_handler:
             if isinstance(error, Exception):  # the log says how the run ended, as the console did
-                text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-                self.log_handler.handle(logging.makeLogRecord(
-                    {"name": "dlcourse.train", "levelno": logging.ERROR, "levelname": "ERROR", "msg": f"error: {text}"}))
+                text = (
+                    str(error)
+                    if isinstance(error, UserError)
+                    else f"{type(error).__name__}: {error}"
+                )
+                self.log_handler.handle(
+                    logging.makeLogRecord(
+                        {
+                            "name": "dlcourse.train",
+                            "levelno": logging.ERROR,
+                            "levelname": "ERROR",
+                            "msg": f"error: {text}",
+                        }
+                    )
+                )
             logging.getLogger().removeHandler(self.log_handler)
             self.log_handler.close()
         self.lock.unlink(missing_ok=True)
 
     def take_lock(self) -> None:
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "slurm_job": os.environ.get("SLURM_JOB_ID")}
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        }
         for _ in range(2):  # a second try after removing a stale lock
             try:
                 descriptor = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = read_lock(self.lock)
                 if holder is not None and not is_stale(holder, me):
-                    raise FolderInUse(f"{self.path} is in use by process {holder.get('pid')} on "
-                                      f"{holder.get('host')}; wait for it to finish (if that process is gone, "
-                                      f"delete {self.lock})") from None
+                    raise FolderInUse(
+                        f"{self.path} is in use by process {holder.get('pid')} on "
+                        f"{holder.get('host')}; wait for it to finish (if that process is gone, "
+                        f"delete {self.lock})"
+                    ) from None
                 self.lock.unlink(missing_ok=True)
                 continue
             with os.fdopen(descriptor, "w") as file:
                 json.dump(me, file)
             return
-        raise FolderInUse(f"{self.path}: another process took its lock at the same moment; try again")
+        raise FolderInUse(
+            f"{self.path}: another process took its lock at the same moment; try again"
+        )
 
     def record(self, cfg: DictConfig, hydra_cfg: DictConfig | None = None) -> None:
         """The composed config and the command line's overrides, as Hydra would write them: in
@@ -165,7 +188,9 @@ class RunFiles:
     def save_image(self, name: str, image: torch.Tensor) -> None:
         save_png(image, self.output_dir / f"{name}.png")
 
-    def write_results(self, metrics: dict[str, float], model: nn.Module, model_config: dict[str, Any]) -> None:
+    def write_results(
+        self, metrics: dict[str, float], model: nn.Module, model_config: dict[str, Any]
+    ) -> None:
         """metrics.json, and the weights as model.safetensors (no pickle; config in the metadata)."""
         export_safetensors(model, model_config, self.output_dir / "model.safetensors")
         write_text(self.output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -180,5 +205,7 @@ class NullRunFiles(RunFiles):
     def save_image(self, name: str, image: torch.Tensor) -> None:
         pass
 
-    def write_results(self, metrics: dict[str, float], model: nn.Module, model_config: dict[str, Any]) -> None:
+    def write_results(
+        self, metrics: dict[str, float], model: nn.Module, model_config: dict[str, Any]
+    ) -> None:
         pass
