@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test benchmark clean
+.PHONY: install train test lint format benchmark clean
 
 install: $(STAMP)
 
@@ -19,6 +19,15 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -m "not benchmark" $(ARGS)
+
+# ruff's formatter and linter (settings in pyproject.toml); `make format` rewrites in place.
+lint: $(STAMP)
+	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests scripts
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests scripts
+	$(BIN)/ruff check --fix src tests scripts
 
 benchmark: $(STAMP)
 	$(BIN)/python scripts/benchmark_presets.py $(ARGS)

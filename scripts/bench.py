@@ -1,6 +1,7 @@
 """Side-by-side speed benchmarks: dlcourse against a bare PyTorch loop on the same tensors.
 
-    DLCOURSE_DATA_DIR=../shared/data python scripts/bench.py [--repeats 5] [--only overhead data logging]
+    DLCOURSE_DATA_DIR=../shared/data python scripts/bench.py [--repeats 5] [--only overhead data
+    logging]
 
 Variants run in one process, interleaved (A B A B ...), each repeated; the table gives min and
 median seconds per epoch and the ratio of the minima. Not a test: timings on shared machines
@@ -62,9 +63,8 @@ def report(title: str, timings: dict[str, list[float]], baseline: str) -> list[s
     ]
     base = min(timings[baseline])
     for name, values in timings.items():
-        lines.append(
-            f"| {name} | {min(values):.4f} | {statistics.median(values):.4f} | {min(values) / base:.3f} |"
-        )
+        low, median = min(values), statistics.median(values)
+        lines.append(f"| {name} | {low:.4f} | {median:.4f} | {low / base:.3f} |")
     print("\n".join(lines) + "\n", flush=True)
     return lines + [""]
 
@@ -134,8 +134,8 @@ def trainer_overhead(repeats: int) -> list[str]:
                 "bare loop + loss and accuracy summed every step": bare_loop(
                     build(), images, labels, 128, metrics=True
                 ),
-                "dlcourse Trainer.train_one_epoch (TensorBoard on)": lambda: (
-                    trainer.train_one_epoch(next(epochs))
+                "dlcourse Trainer.train_one_epoch (TensorBoard on)": (
+                    lambda trainer=trainer, epochs=epochs: trainer.train_one_epoch(next(epochs))
                 ),
             },
             repeats,
@@ -262,8 +262,9 @@ BENCHMARKS = {
 
 def machine_line(repeats: int) -> str:
     return (
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, Python {platform.python_version()}; {repeats} interleaved rounds."
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads, Python "
+        f"{platform.python_version()}; {repeats} interleaved rounds."
     )
 
 
@@ -276,7 +277,8 @@ def main() -> int:
     print(machine + "\n")
     lines = [
         machine,
-        f"Command: `DLCOURSE_DATA_DIR=../shared/data python scripts/bench.py --repeats {args.repeats}`",
+        f"Command: `DLCOURSE_DATA_DIR=../shared/data python scripts/bench.py --repeats "
+        f"{args.repeats}`",
         "",
     ]
     for name in args.only:
@@ -286,7 +288,7 @@ def main() -> int:
 
 
 def write_section(name: str, lines: list[str]) -> None:
-    """Replace the doc's text between `<!-- name:begin -->` and `<!-- name:end -->` (or append it)."""
+    """Replace the text between `<!-- name:begin -->` and `<!-- name:end -->`, or append it."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     text = DOC.read_text()
     section = "\n".join([begin, *lines, end])

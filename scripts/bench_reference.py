@@ -1,7 +1,9 @@
 """pytorch/examples' MNIST recipe: dlcourse's trainer against a loop written like the reference.
 
-    DLCOURSE_DATA_DIR=../shared/data python scripts/bench_reference.py [--epochs 2] [--repeats 3] [--first-seed 1]
-    python scripts/bench_reference.py --variants "" "trainer.precision=bf16 trainer.channels_last=true"
+    DLCOURSE_DATA_DIR=../shared/data python scripts/bench_reference.py [--epochs 2] [--repeats 3]
+    [--first-seed 1]
+    python scripts/bench_reference.py --variants "" "trainer.precision=bf16
+    trainer.channels_last=true"
 
 The reference (github.com/pytorch/examples, mnist/main.py): conv 32 → conv 64 → max-pool →
 dropout → fc 128 → dropout → fc 10, batch 64, Adadelta lr 1.0, StepLR gamma 0.7, a torchvision
@@ -138,8 +140,8 @@ def main() -> int:
             print(name, results[name][-1], flush=True)
     lines = [
         machine_line(args.repeats),
-        f"Command: `DLCOURSE_DATA_DIR=../shared/data python scripts/bench_reference.py --epochs {args.epochs} "
-        f"--repeats {args.repeats} --first-seed {args.first_seed} --variants "
+        f"Command: `DLCOURSE_DATA_DIR=../shared/data python scripts/bench_reference.py --epochs "
+        f"{args.epochs} --repeats {args.repeats} --first-seed {args.first_seed} --variants "
         + " ".join(f'"{v}"' for v in args.variants)
         + "`",
         "",
@@ -153,8 +155,8 @@ def main() -> int:
         accuracies = ", ".join(f"{a:.2%}" for _, a in values)
         mean = statistics.mean(a for _, a in values)
         lines.append(
-            f"| {name} | {min(seconds):.2f} | {statistics.median(seconds):.2f} | {min(seconds) / base:.3f} | "
-            f"{accuracies} | {mean:.2%} |"
+            f"| {name} | {min(seconds):.2f} | {statistics.median(seconds):.2f} | "
+            f"{min(seconds) / base:.3f} | {accuracies} | {mean:.2%} |"
         )
     print("\n".join(lines))
     write_section(

@@ -87,8 +87,9 @@ def classification_row(preset: str, metrics: dict[str, float]) -> tuple[str, boo
         target = f"≥ {accuracy:.0%}" + (f" in ≤ {seconds:g} s" if seconds else "")
         verdict = "yes" if met else "NO"
     return (
-        f"| `{preset}` | {' '.join(overrides)} | {metrics['epochs']} | {metrics['test/acc']:.2%} | {target} | "
-        f"{verdict} | {metrics['val/acc']:.2%} | {metrics['best_epoch']} | {metrics['train_seconds']:.1f} |"
+        f"| `{preset}` | {' '.join(overrides)} | {metrics['epochs']} | {metrics['test/acc']:.2%} | "
+        f"{target} | {verdict} | {metrics['val/acc']:.2%} | {metrics['best_epoch']} | "
+        f"{metrics['train_seconds']:.1f} |"
     ), met
 
 
@@ -97,9 +98,10 @@ def inpainting_row(preset: str, metrics: dict[str, float]) -> tuple[str, bool]:
     met = ratio <= INPAINTING[preset]
     return (
         f"| `{preset}` | {metrics['epochs']} | {metrics['test/mse_hole']:.4f} | "
-        f"{metrics['baseline_meanfill/mse_hole']:.4f} | {metrics['baseline_unfilled/mse_hole']:.4f} | "
-        f"{ratio:.3f} | ≤ {INPAINTING[preset]} | {'yes' if met else 'NO'} | {metrics['test/psnr_hole']:.2f} | "
-        f"{metrics['train_seconds']:.1f} |"
+        f"{metrics['baseline_meanfill/mse_hole']:.4f} | "
+        f"{metrics['baseline_unfilled/mse_hole']:.4f} | "
+        f"{ratio:.3f} | ≤ {INPAINTING[preset]} | {'yes' if met else 'NO'} | "
+        f"{metrics['test/psnr_hole']:.2f} | {metrics['train_seconds']:.1f} |"
     ), met
 
 
@@ -107,13 +109,14 @@ TABLES = {
     "presets": (
         "MNIST classification presets (issue #2)",
         classification_row,
-        "| preset | overrides | epochs | test/acc | target | met | val/acc | best epoch | train + eval seconds |",
+        "| preset | overrides | epochs | test/acc | target | met | val/acc | best epoch | train + "
+        "eval seconds |",
     ),
     "inpainting": (
         "Inpainting presets (issue #4), on the test split",
         inpainting_row,
-        "| preset | epochs | test/mse_hole | mean-fill mse_hole | unfilled mse_hole | ratio to mean-fill "
-        "| target | met | test/psnr_hole (dB) | train seconds |",
+        "| preset | epochs | test/mse_hole | mean-fill mse_hole | unfilled mse_hole | ratio to "
+        "mean-fill | target | met | test/psnr_hole (dB) | train seconds |",
     ),
 }
 

@@ -14,7 +14,8 @@ from helpers import NUM_TINY_TEST, NUM_TINY_TRAIN, SHARED_MNIST, make_folder, ti
 @pytest.fixture(autouse=True)
 def same_random_state_in_every_test():
     """Each test starts from the same random state whatever ran before it, so a result cannot hang
-    on the order tests ran in. DLCOURSE_TEST_SEED=N tries another state (to look for fragile tests)."""
+    on the order tests ran in. DLCOURSE_TEST_SEED=N tries another state (to look for fragile
+    tests)."""
     torch.manual_seed(int(os.environ.get("DLCOURSE_TEST_SEED", "0")))
 
 

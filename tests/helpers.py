@@ -28,7 +28,7 @@ STEPS_PER_EPOCH = math.ceil((NUM_TINY_TRAIN - TINY_VAL_SIZE) / TINY_BATCH_SIZE) 
 
 
 def write_idx(path: Path, array: torch.Tensor) -> None:
-    """An IDX file as the MNIST release has it: magic (0, 0, type 0x08 = ubyte, ndim), sizes, bytes."""
+    """An IDX file as MNIST has it: magic (0, 0, type 0x08 = ubyte, ndim), sizes, bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     header = struct.pack(">BBBB", 0, 0, 0x08, array.dim()) + struct.pack(
         f">{array.dim()}I", *array.shape

@@ -323,7 +323,8 @@ def test_the_sweep_report_reads_what_it_can_and_lists_what_it_could_not(
 def test_a_config_dir_yaml_with_python_tags_runs_nothing(tiny_mnist, tmp_path, monkeypatch, capsys):
     (tmp_path / "experiment").mkdir()
     (tmp_path / "experiment" / "evil.yaml").write_text(
-        f"# @package _global_\nseed: !!python/object/apply:os.system ['touch {tmp_path / 'pwned'}']\n"
+        "# @package _global_\n"
+        f"seed: !!python/object/apply:os.system ['touch {tmp_path / 'pwned'}']\n"
     )
     argv = [f"--config-dir={tmp_path}", "experiment=evil", *quick_overrides(tiny_mnist)]
     status, output = call("dlcourse-train", argv, monkeypatch, capsys)

@@ -121,3 +121,20 @@ def test_runtime_arguments_are_the_ones_the_run_passes(tiny_mnist, tmp_path, mon
     monkeypatch.setattr(run, "build", recording_build)
     run.train(compose_config([*quick_overrides(tiny_mnist), "trainer.epochs=1"]), tmp_path)
     assert passed == RUNTIME_ARGUMENTS
+
+
+@pytest.mark.parametrize(
+    "path", sorted((CONFIGS / "experiment").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_each_experiment_names_the_components_it_composes(path):
+    """A preset says, in its opening comment, which classes and functions it builds, so that a
+    reader goes from the YAML to the code without opening the group files (and it cannot drift)."""
+    text = " ".join(
+        line.lstrip("# ") for line in path.read_text().splitlines() if line.startswith("#")
+    )
+    named = text.split("Composes: ", 1)[1].split(", ")
+    cfg = compose_config([f"experiment={path.stem}"])
+    groups = ("model", "dataset", "loss", "optimizer", "scheduler")
+    assert [item.strip().rstrip(",") for item in named] == [
+        f"{g} {cfg[g]._target_}" for g in groups
+    ]

@@ -80,7 +80,8 @@ SMALL = {  # each model config, made small enough to check in seconds
 
 def test_every_model_config_is_checked():
     configs = {path.stem for path in (Path(config_dir()) / "model").glob("*.yaml")}
-    # AlexNet (62M parameters) takes minutes in float64; test_models checks its forward and backward.
+    # AlexNet (62M parameters) takes minutes in float64; test_models checks its forward and
+    # backward.
     # template_ncc and nearest_neighbor have no parameters (test_pictures_and_baselines.py).
     assert configs - {"alexnet", "template_ncc", "nearest_neighbor"} == set(SMALL)
 
@@ -99,7 +100,8 @@ def test_gradients_of_every_model_match_central_differences(name):
     assert all(check.passed for check in checks), checks
     # Passing must not lean on the kink rule or the float64 noise floor: away from kinks, each
     # parameter with a real gradient matches to 1e-5 relative (or to 1e-8 absolute where one sampled
-    # entry is tiny). Biases right before batch norm have no gradient at all (it subtracts the mean).
+    # entry is tiny). Biases right before batch norm have no gradient at all (it subtracts the
+    # mean).
     judged = [check for check in checks if check.kinks == 0 and check.largest_gradient > 1e-6]
     assert all(check.relative_error < 1e-5 or check.absolute_error < 1e-8 for check in judged), (
         checks
@@ -154,10 +156,9 @@ def run(
 
 def test_gradcheck_cli_passes_fails_and_explains(tmp_path):
     (tmp_path / "user_models.py").write_text(
-        "from torch import nn\n"
-        "class Net(nn.Module):\n"
-        "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(784, 10)\n"
-        "    def forward(self, x):\n        return self.fc(x.flatten(1))\n"
+        "from torch import nn\nclass Net(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(784, "
+        "10)\n    def forward(self, x):\n        return self.fc(x.flatten(1))\n"
     )
     good = run(
         [
@@ -177,13 +178,12 @@ def test_gradcheck_cli_passes_fails_and_explains(tmp_path):
 
 def test_gradcheck_cli_exits_1_on_fail(tmp_path):
     (tmp_path / "buggy.py").write_text(
-        "import torch\nfrom torch import nn\n"
-        "class Twice(torch.autograd.Function):\n"
+        "import torch\nfrom torch import nn\nclass Twice(torch.autograd.Function):\n"
         "    @staticmethod\n    def forward(ctx, x):\n        return x.clone()\n"
         "    @staticmethod\n    def backward(ctx, g):\n        return 2 * g\n"
-        "class Net(nn.Module):\n"
-        "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(784, 10)\n"
-        "    def forward(self, x):\n        return Twice.apply(self.fc(x.flatten(1)))\n"
+        "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        "
+        "self.fc = nn.Linear(784, 10)\n    def forward(self, x):\n        return "
+        "Twice.apply(self.fc(x.flatten(1)))\n"
     )
     result = run(
         ["dlcourse-gradcheck", "~model", "+model._target_=buggy.Net", "elements_per_parameter=2"],
@@ -214,7 +214,8 @@ def test_alexnet_summary_matches_the_lecture():
         == sum(p.numel() for p in model.parameters())
         == 62_378_344
     )
-    # Neurons: the outputs of the conv and fully-connected layers, computed by hand from the shapes above.
+    # Neurons: the outputs of the conv and fully-connected layers, computed by hand from the shapes
+    # above.
     by_hand = 96 * 55 * 55 + 256 * 27 * 27 + 2 * 384 * 13 * 13 + 256 * 13 * 13 + 4096 + 4096 + 1000
     assert sum(layer.neurons for layer in layers) == by_hand == 659_272  # "about 650,000"
 
@@ -228,7 +229,8 @@ def test_summary_cli_prints_the_table(tmp_path):
 
 
 def test_a_kink_between_the_nudges_is_recognised_not_failed():
-    # ReLU(x) at x = 0.3e-6 with ε = 1e-6: right slope 1, left slope 0.65, central 0.825; autograd says 1.
+    # ReLU(x) at x = 0.3e-6 with ε = 1e-6: right slope 1, left slope 0.65, central 0.825; autograd
+    # says 1.
     right, left = 1.0, 0.65
     assert judge(1.0, (right + left) / 2, right, left, tolerance=1e-5, atol=1e-8)[2] == "kink"
     # A smooth point (equal one-sided slopes) that disagrees with autograd is a failure.

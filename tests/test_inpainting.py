@@ -164,7 +164,8 @@ def test_inpainting_metrics_against_hand_computed_values():
     outputs = torch.tensor([[[[0.9, 1.0], [0.0, 0.0]]], [[[0.0, 0.0], [0.0, 0.5]]]])
     mask = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]], [[[0.0, 0.0], [0.0, 1.0]]]])
     sums = InpaintingTask(mean_image=torch.zeros(1, 2, 2)).batch_sums(outputs, targets, mask)
-    # image 1: squared errors 0.01, 0, 0, 0 → mse 0.0025, hole mse 0.005; image 2: 0.25 → mse 0.0625, hole 0.25
+    # image 1: squared errors 0.01, 0, 0, 0 → mse 0.0025, hole mse 0.005; image 2: 0.25 → mse
+    # 0.0625, hole 0.25
     assert sums["mse"].item() == pytest.approx(0.0025 + 0.0625)
     assert sums["mse_hole"].item() == pytest.approx(0.005 + 0.25)
     assert sums["psnr"].item() == pytest.approx(

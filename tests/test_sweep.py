@@ -80,7 +80,7 @@ def test_report_sorts_marks_the_best_and_lists_failures(tmp_path):
     assert table[0].startswith("| ★ | 2 | mlp | 0.01 |")
     assert "seed" not in markdown.splitlines()[2]  # a setting every job shares is no column
     assert "- job 3 (model=mlp, optimizer.lr=0.1, seed=1): the training loss became nan" in markdown
-    rows = list(csv.DictReader(open(sweep / "report.csv")))
+    rows = list(csv.DictReader((sweep / "report.csv").read_text().splitlines()))
     assert [row["job"] for row in rows] == ["0", "1", "2", "3"] and rows[3]["error"]
     assert (sweep / "report.md").read_text() == markdown and (sweep / "report.png").is_file()
 

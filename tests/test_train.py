@@ -124,7 +124,8 @@ def test_cuda_without_a_gpu_is_a_clear_error(tiny_mnist, tmp_path):
 def test_model_that_does_not_fit_the_data_is_refused_before_training(tiny_mnist, tmp_path):
     with pytest.raises(
         UserError,
-        match=r"AlexNet with CrossEntropyLoss cannot take this dataset's batches \(inputs of shape \(1, 28, 28\)\)",
+        match=r"AlexNet with CrossEntropyLoss cannot take this dataset's batches \(inputs of shape "
+        r"\(1, 28, 28\)\)",
     ):
         train(compose_config(["model=alexnet", *quick_overrides(tiny_mnist)]), tmp_path)
     assert not (tmp_path / "checkpoints").exists()

@@ -101,7 +101,8 @@ def relu_network(
 def sigmoid_neuron(
     w0: float = -3.0, w1: float = 2.0, x1: float = -1.0, w2: float = -3.0, x2: float = -2.0
 ) -> dict[str, float]:
-    """f = 1 / (1 + e^−(w₀ + w₁x₁ + w₂x₂)), one elementary stage at a time (the lecture's circuit)."""
+    """f = 1 / (1 + e^−(w₀ + w₁x₁ + w₂x₂)), one elementary stage at a time (the lecture's
+    circuit)."""
     s = w0 + w1 * x1 + w2 * x2  # the weighted sum
     negated = -s
     exp = math.exp(negated)
@@ -128,28 +129,24 @@ def sigmoid_neuron(
         "df/dw2": df_ds * x2,
         "df/dx2": df_ds * w2,
     }
-    leaves = {
-        name: scalar(value)
-        for name, value in {"w0": w0, "w1": w1, "x1": x1, "w2": w2, "x2": x2}.items()
-    }
-    weighted = (
-        leaves["w0"]
-        + Multiply.apply(leaves["w1"], leaves["x1"])
-        + Multiply.apply(leaves["w2"], leaves["x2"])
-    )
-    torch.sigmoid(weighted).backward()
-    return values | {f"autograd df/d{name}": leaf.grad.item() for name, leaf in leaves.items()}
+    return values | sigmoid_neuron_by_autograd(w0=w0, w1=w1, x1=x1, w2=w2, x2=x2)
+
+
+def sigmoid_neuron_by_autograd(**inputs: float) -> dict[str, float]:
+    """The same gradients from autograd, through the Multiply Function above."""
+    leaves = {name: scalar(value) for name, value in inputs.items()}
+    w0, w1, x1, w2, x2 = leaves.values()
+    torch.sigmoid(w0 + Multiply.apply(w1, x1) + Multiply.apply(w2, x2)).backward()
+    return {f"autograd df/d{name}": leaf.grad.item() for name, leaf in leaves.items()}
 
 
 def main() -> None:
-    print(
-        "ReLU network  f = w1·x, g = relu(f), y_hat = w2·g, L = ½(y_hat − y)²  with x=5, w1=1, w2=2, y=2"
-    )
+    print("ReLU network  f = w1·x, g = relu(f), y_hat = w2·g, L = ½(y_hat − y)²")
+    print("  with x=5, w1=1, w2=2, y=2")
     for name, value in relu_network().items():
         print(f"  {name:>18} = {value:g}")
-    print(
-        "Sigmoid neuron  f = 1 / (1 + exp(−(w0 + w1·x1 + w2·x2)))  with w0=−3, w1=2, x1=−1, w2=−3, x2=−2"
-    )
+    print("Sigmoid neuron  f = 1 / (1 + exp(−(w0 + w1·x1 + w2·x2)))")
+    print("  with w0=−3, w1=2, x1=−1, w2=−3, x2=−2")
     for name, value in sigmoid_neuron().items():
         print(f"  {name:>18} = {value:.4f}")
 

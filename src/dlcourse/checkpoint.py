@@ -93,7 +93,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         if refused:  # a class or function the safe unpickler does not allow
             raise UserError(
                 f"refused to load {path}: it holds a pickled object that is not plain data "
-                f"({refused[0]}). Nothing in it was run. Load only checkpoints written by dlcourse-train"
+                f"({refused[0]}). Nothing in it was run. Load only checkpoints written by "
+                f"dlcourse-train"
             ) from None
         raise UserError(damaged_message(path, "not a PyTorch checkpoint")) from None
     except MemoryError:
@@ -150,9 +151,16 @@ class Position:
 # What a checkpoint must hold, and of which type, to continue training from it: the position's
 # fields (a float may have been saved as an int), then the states.
 RESUME_FIELDS: dict[str, type | tuple[type, ...]] = {
-    **{name: (int, float) if hint is float else typing.get_origin(hint) or hint
-       for name, hint in typing.get_type_hints(Position).items()},
-    "epoch_count": int, "epoch_sums": dict, "optimizer": dict, "scheduler": dict, "scaler": dict, "rng": dict,
+    **{
+        name: (int, float) if hint is float else typing.get_origin(hint) or hint
+        for name, hint in typing.get_type_hints(Position).items()
+    },
+    "epoch_count": int,
+    "epoch_sums": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "scaler": dict,
+    "rng": dict,
 }
 
 
@@ -205,7 +213,8 @@ def open_checkpoint(
     cfg = stored_config(checkpoint["config"], checkpoint_path)
     if checkpoint.get("task", "classification") not in TASKS:
         raise UserError(
-            f"{checkpoint_path} names task {checkpoint.get('task')!r}; dlcourse knows {', '.join(TASKS)}"
+            f"{checkpoint_path} names task {checkpoint.get('task')!r}; dlcourse knows "
+            f"{', '.join(TASKS)}"
         )
     shape = checkpoint.get("input_shape")
     if not (

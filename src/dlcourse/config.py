@@ -92,8 +92,8 @@ def check_folder(path: str) -> None:
         import sys
 
         print(
-            f"error: cannot make the output folder {str(path)[:120]}: {error.strerror or error}. Choose another "
-            "paths.output_dir (or hydra.run.dir / hydra.sweep.dir)",
+            f"error: cannot make the output folder {str(path)[:120]}: {error.strerror or error}. "
+            f"Choose another paths.output_dir (or hydra.run.dir / hydra.sweep.dir)",
             file=sys.stderr,
             flush=True,
         )
@@ -161,7 +161,8 @@ def stored_config(config: Any, source: str | Path) -> DictConfig:
         if node["_target_"] not in shipped_targets()[group]:
             refuse(
                 source,
-                f"{group}._target_={node['_target_']!r} is not a {group} that dlcourse's configs define",
+                f"{group}._target_={node['_target_']!r} is not a {group} that dlcourse's "
+                "configs define",
             )
     for key, kind in (("trainer", dict), ("seed", int)):
         if not isinstance(config.get(key), kind):
@@ -197,6 +198,6 @@ def check_plain_data(value: Any, source: str | Path, where: str) -> None:
 
 def refuse(source: str | Path, problem: str) -> None:
     raise UserError(
-        f"refused {source}: {problem}. Nothing in it was run: files you did not write are data, and "
-        "only components that dlcourse's own configs define are built from them"
+        f"refused {source}: {problem}. Nothing in it was run: files you did not write are data, "
+        f"and only components that dlcourse's own configs define are built from them"
     )

@@ -36,8 +36,8 @@ def exit_on_user_error(function: Callable[..., T]) -> Callable[..., T]:
             if error.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
             print(
-                f"error: no space left on the device ({error.filename or error}); free some and run "
-                "again (checkpoints already written are intact)",
+                f"error: no space left on the device ({error.filename or error}); free some and "
+                f"run again (checkpoints already written are intact)",
                 file=sys.stderr,
                 flush=True,
             )

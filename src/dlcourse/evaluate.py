@@ -36,7 +36,8 @@ def evaluate_checkpoint(
     output_path = Path(output_path) if output_path else ckpt_path.with_suffix(".test.json")
     if output_path.is_dir():
         raise UserError(
-            f"output_path={output_path} is a folder; name a file, e.g. output_path={output_path / 'test.json'}"
+            f"output_path={output_path} is a folder; name a file, e.g. "
+            f"output_path={output_path / 'test.json'}"
         )
     if data_dir is not None:
         cfg.dataset.data_dir = data_dir
@@ -52,7 +53,9 @@ def evaluate_checkpoint(
         metrics, baselines = measure(model, loss_fn, data.test, data.task, "test", device, dtype)
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
         reason = str(error).splitlines()[0][:200]
-        raise UserError(f"the model in {ckpt_path} cannot take its dataset's batches: {reason}") from None
+        raise UserError(
+            f"the model in {ckpt_path} cannot take its dataset's batches: {reason}"
+        ) from None
     metrics |= baselines
 
     write_text(output_path, json.dumps(metrics, indent=2) + "\n")
@@ -67,7 +70,8 @@ def evaluate_checkpoint(
 def main(cfg: DictConfig) -> None:
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         raise UserError(
-            "dlcourse-eval needs a checkpoint: dlcourse-eval ckpt_path=outputs/runs/<run> (or a .pt file)"
+            "dlcourse-eval needs a checkpoint: dlcourse-eval ckpt_path=outputs/runs/<run> (or a "
+            ".pt file)"
         )
     evaluate_checkpoint(cfg.ckpt_path, cfg.output_path, cfg.data_dir, cfg.device)
 

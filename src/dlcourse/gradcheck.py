@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import hydra
 import torch
@@ -82,11 +83,11 @@ def gradient_check(
     tolerance: float = 1e-5,
     atol: float = 1e-8,
 ) -> list[ParameterCheck]:
-    """Autograd against central differences for a sample of each parameter's elements, in float64."""
+    """Autograd against central differences, in float64, for a sample of each parameter's
+    elements."""
     if not any(p.requires_grad for p in model.parameters()):
-        raise UserError(
-            f"{type(model).__name__} has no trainable parameters: there is no gradient to check"
-        )
+        name = type(model).__name__
+        raise UserError(f"{name} has no trainable parameters: there is no gradient to check")
     model, loss_fn = model.double(), loss_fn.double()
     inputs, targets, *context = (t.double() if t.is_floating_point() else t for t in batch)
     model.train()
@@ -97,47 +98,62 @@ def gradient_check(
         torch.manual_seed(seed)
         return loss_fn(model(inputs, *context), targets, *context)
 
+    backward_once(loss, model, loss_fn, inputs)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        loss_zero = loss().item()
+        # Float64 rounding in L(θ ± ε) leaves about this much noise in a difference quotient.
+        atol = atol + 100 * torch.finfo(torch.float64).eps * abs(loss_zero) / epsilon
+        checks = []
+        for name, parameter in model.named_parameters():
+            flat = parameter.view(-1)
+            indices = torch.randperm(flat.numel(), generator=generator)[:elements_per_parameter]
+            quotients = partial(differences, loss, epsilon=epsilon, loss_zero=loss_zero)
+            checks.append(check_parameter(name, parameter, indices, quotients, tolerance, atol))
+    return checks
+
+
+def backward_once(
+    loss: Callable[[], torch.Tensor], model: nn.Module, loss_fn: nn.Module, inputs: torch.Tensor
+) -> None:
+    """Autograd's gradients into each parameter's .grad (one line if the batch does not fit)."""
     model.zero_grad(set_to_none=True)
     try:
         loss().backward()
     except (RuntimeError, TypeError, ValueError, IndexError) as error:
         raise UserError(
-            f"{type(model).__name__} with {type(loss_fn).__name__} cannot take a batch of inputs shaped "
-            f"{tuple(inputs.shape[1:])}: {str(error).splitlines()[0]}. Set input_shape=[C,H,W] for the model "
-            "(AlexNet: [3,224,224]) and a loss made for it (loss=pixel_mse for inpainting models)"
+            f"{type(model).__name__} with {type(loss_fn).__name__} cannot take a batch of inputs "
+            f"shaped {tuple(inputs.shape[1:])}: {str(error).splitlines()[0]}. Set "
+            "input_shape=[C,H,W] for the model (AlexNet: [3,224,224]) and a loss made for it "
+            "(loss=pixel_mse for inpainting models)"
         ) from None
-    generator = torch.Generator().manual_seed(seed)
-    checks = []
-    with torch.no_grad():
-        loss_zero = loss().item()
-        # Float64 rounding in L(θ ± ε) leaves about this much noise in a difference quotient.
-        atol = atol + 100 * torch.finfo(torch.float64).eps * abs(loss_zero) / epsilon
-        for name, parameter in model.named_parameters():
-            flat, analytic = parameter.view(-1), parameter.grad.view(-1)
-            indices = torch.randperm(flat.numel(), generator=generator)[:elements_per_parameter]
-            results = [
-                judge(
-                    analytic[i].item(),
-                    *differences(loss, flat, i, epsilon, loss_zero),
-                    tolerance,
-                    atol,
-                )
-                for i in indices.tolist()
-            ]
-            relative, absolute, verdicts = zip(*results)
-            checks.append(
-                ParameterCheck(
-                    name,
-                    tuple(parameter.shape),
-                    len(results),
-                    analytic[indices].abs().max().item(),
-                    max(relative),
-                    max(absolute),
-                    passed="fail" not in verdicts,
-                    kinks=verdicts.count("kink"),
-                )
-            )
-    return checks
+
+
+def check_parameter(
+    name: str,
+    parameter: torch.Tensor,
+    indices: torch.Tensor,
+    quotients: Callable[[torch.Tensor, int], tuple[float, float, float]],
+    tolerance: float,
+    atol: float,
+) -> ParameterCheck:
+    """Judge the sampled entries of one parameter (see `judge`); `quotients(flat, index)` gives
+    an entry's central, right and left difference quotients."""
+    flat, analytic = parameter.view(-1), parameter.grad.view(-1)
+    results = [
+        judge(analytic[i].item(), *quotients(flat, i), tolerance, atol) for i in indices.tolist()
+    ]
+    relative, absolute, verdicts = zip(*results)
+    return ParameterCheck(
+        name,
+        tuple(parameter.shape),
+        checked=len(results),
+        largest_gradient=analytic[indices].abs().max().item(),
+        relative_error=max(relative),
+        absolute_error=max(absolute),
+        passed="fail" not in verdicts,
+        kinks=verdicts.count("kink"),
+    )
 
 
 def differences(
@@ -185,19 +201,20 @@ def report(checks: list[ParameterCheck], tolerance: float, atol: float) -> bool:
     """Print one row per parameter; True when every one passes."""
     width = max(len(check.name) for check in checks)
     print(
-        f"{'parameter':<{width}}  {'shape':<18} {'checked':>7}  {'max |grad|':>10}  {'max rel error':>13}  "
-        f"{'max abs error':>13}  {'kinks':>5}  result"
+        f"{'parameter':<{width}}  {'shape':<18} {'checked':>7}  {'max |grad|':>10}  "
+        f"{'max rel error':>13}  {'max abs error':>13}  {'kinks':>5}  result"
     )
     for check in checks:
         print(
-            f"{check.name:<{width}}  {str(check.shape):<18} {check.checked:>7}  {check.largest_gradient:>10.3e}  "
-            f"{check.relative_error:>13.3e}  {check.absolute_error:>13.3e}  {check.kinks:>5}  "
+            f"{check.name:<{width}}  {str(check.shape):<18} {check.checked:>7}  "
+            f"{check.largest_gradient:>10.3e}  {check.relative_error:>13.3e}  "
+            f"{check.absolute_error:>13.3e}  {check.kinks:>5}  "
             f"{'PASS' if check.passed else 'FAIL'}"
         )
     failed = [check.name for check in checks if not check.passed]
     print(
-        f"{len(checks) - len(failed)} of {len(checks)} parameters PASS (tolerance {tolerance:g}, atol {atol:g})"
-        + (f"; FAIL: {', '.join(failed)}" if failed else "")
+        f"{len(checks) - len(failed)} of {len(checks)} parameters PASS (tolerance {tolerance:g}, "
+        f"atol {atol:g})" + (f"; FAIL: {', '.join(failed)}" if failed else "")
     )
     return not failed
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -26,7 +27,8 @@ class TrainingInterrupted(Exception):
     def __init__(self, signal_number: int, checkpoint_path: str, step: int) -> None:
         self.signal_number, self.checkpoint_path, self.step = signal_number, checkpoint_path, step
         super().__init__(
-            f"stopped by {signal.Signals(signal_number).name} after step {step}; saved {checkpoint_path}"
+            f"stopped by {signal.Signals(signal_number).name} after step {step}; saved "
+            f"{checkpoint_path}"
         )
 
     @property
@@ -40,8 +42,8 @@ class FinalTestInterrupted(TrainingInterrupted):
     def __init__(self, signal_number: int, checkpoint_path: str, step: int) -> None:
         super().__init__(signal_number, checkpoint_path, step)
         self.args = (
-            f"stopped by {signal.Signals(signal_number).name} during the final test, after step {step} "
-            f"(the trained weights are in {checkpoint_path})",
+            f"stopped by {signal.Signals(signal_number).name} during the final test, after step "
+            f"{step} (the trained weights are in {checkpoint_path})",
         )
 
 
@@ -131,8 +133,8 @@ class ForwardStopToJobs(Callback):
         self.stopping = True
         (self.sweep_dir / STOP_MARKER).touch()
         print(
-            f"\n{signal.Signals(signal_number).name} received: each running job saves a checkpoint at the end "
-            "of its step and stops (send it again to stop them at once).",
+            f"\n{signal.Signals(signal_number).name} received: each running job saves a checkpoint "
+            f"at the end of its step and stops (send it again to stop them at once).",
             file=sys.stderr,
             flush=True,
         )
@@ -155,10 +157,9 @@ class ForwardStopToJobs(Callback):
         """The processes that hold a job folder of this sweep (their pid is in its lock)."""
         pids = set()
         for lock in self.sweep_dir.glob("*/.lock"):
-            try:
+            # A lock being written or removed right now has no pid to read: skip it this time.
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                 pids.add(int(json.loads(lock.read_text())["pid"]))
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # being written or removed right now
         return pids
 
     def end(self, signal_number: int) -> None:

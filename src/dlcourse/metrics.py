@@ -32,9 +32,9 @@ class TrainingMetrics:
     """The running epoch's training loss and task metrics, as sums over its samples.
 
     `add` queues each step's (detached) loss and outputs, and every `window` steps they are
-    summed at once. Why not right after each step: summing loss and accuracy per step costs a
-    bare loop over a linear model 8-18 % on a 2-core CPU, in windows of 8-32 steps 4-6 %
-    (scripts/bench.py, docs/benchmarks.md). The losses are still added one by one, in order,
+    summed at once. Why not right after each step: small ops per step are a visible share of a
+    small model's step on a CPU, and summing in windows costs less (scripts/bench.py measures
+    it: docs/benchmarks.md, trainer overhead). The losses are still added one by one, in order,
     so that a resumed run sums them exactly as an uninterrupted one; counts such as accuracy are
     exact in any grouping (float sums such as inpainting's MSE may differ in the last bits after
     a resume mid-epoch).
@@ -107,7 +107,9 @@ def measure(
     return averages(model_sums, count, processes), averages(baseline_sums, count, processes)
 
 
-def averages(sums: dict[str, torch.Tensor], count: int, processes: SingleProcess) -> dict[str, float]:
+def averages(
+    sums: dict[str, torch.Tensor], count: int, processes: SingleProcess
+) -> dict[str, float]:
     """Sums over every rank's shard, divided once by the number of samples."""
     sums, count = processes.all_reduce_sums(sums, count)
     return {name: value.item() / count for name, value in sums.items()}
@@ -124,7 +126,9 @@ def accumulate(sums: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) ->
 
 def format_metrics(metrics: dict[str, float]) -> str:
     """One readable log line: losses and metrics, then the epoch's speed when it is there."""
-    shown = (f"{name}={value:.4f}" for name, value in metrics.items() if not name.startswith("time/"))
+    shown = (
+        f"{name}={value:.4f}" for name, value in metrics.items() if not name.startswith("time/")
+    )
     text = "  ".join(shown)
     if "time/epoch_seconds" in metrics:
         seconds, speed = metrics["time/epoch_seconds"], metrics["time/samples_per_second"]

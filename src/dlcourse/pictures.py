@@ -31,7 +31,8 @@ def stretch(tiles: torch.Tensor) -> torch.Tensor:
 def grid(tiles: torch.Tensor, columns: int, min_size: int = 28, padding: int = 2) -> torch.Tensor:
     """(N, C, h, w) tiles in [0, 1] → one (3, H, W) image, `columns` tiles a row, on grey.
 
-    Tiles smaller than `min_size` are enlarged (nearest neighbour, so a 5×5 filter shows 5×5 cells)."""
+    Tiles smaller than `min_size` are enlarged (nearest neighbour, so a 5×5 filter shows 5×5
+    cells)."""
     tiles = tiles.detach().float().cpu()
     if tiles.shape[1] == 1:
         tiles = tiles.expand(-1, 3, -1, -1)
@@ -81,11 +82,8 @@ def model_pictures(
     image_shape = inputs.shape[1:]
     templates = getattr(model, "templates", None)
     layer = first_layer(model)
-    if (
-        templates is None
-        and isinstance(layer, nn.Linear)
-        and layer.in_features >= image_shape.numel()
-    ):
+    sees_whole_image = isinstance(layer, nn.Linear) and layer.in_features >= image_shape.numel()
+    if templates is None and sees_whole_image:
         templates = layer.weight  # (units, in_features)
     if isinstance(templates, torch.Tensor):
         # Inputs beyond the image (an inpainting mask channel, say) are left out of the picture.
@@ -95,7 +93,7 @@ def model_pictures(
         return {}
     filters = (
         layer.weight[:, :3] if layer.in_channels >= 3 else layer.weight[:, :1]
-    )  # RGB filters in colour
+    )  # RGB in colour
     maps: list[torch.Tensor] = []
     handle = layer.register_forward_hook(lambda module, args, output: maps.append(output))
     try:
@@ -104,11 +102,10 @@ def model_pictures(
     finally:
         handle.remove()
     activations = maps[0][:, :16]  # (4, ≤16, H, W): the first 16 maps of each image
+    one_per_tile = stretch(activations.flatten(0, 1)[:, None])  # (4 · maps, 1, H, W)
     return {
         "filters": grid(stretch(filters), columns=16, min_size=24),
-        "activations": grid(
-            stretch(activations.flatten(0, 1)[:, None]), columns=activations.shape[1]
-        ),
+        "activations": grid(one_per_tile, columns=activations.shape[1]),
     }
 
 

@@ -1,6 +1,7 @@
 """Use a trained checkpoint on your own images.
 
-    dlcourse-predict outputs/runs/<run> digit.png [more.png ...] [--top-k 3] [--json]   # the run's best.pt
+    dlcourse-predict outputs/runs/<run> digit.png [more.png ...] [--top-k 3] [--json]   # the run's
+    best.pt
     dlcourse-predict <inpainting checkpoint> photo.png --mask holes.png [--output filled.png]
     dlcourse-predict <inpainting checkpoint> photo.png --box 8,8,12,12   # top,left,height,width
 
@@ -108,8 +109,8 @@ def hole_mask(args: argparse.Namespace, height: int, width: int) -> torch.Tensor
         and left + box_width <= width
     ):
         raise UserError(
-            f"--box {args.box} is not inside the {height}×{width} image: TOP,LEFT ≥ 0, HEIGHT,WIDTH ≥ 1, "
-            f"TOP+HEIGHT ≤ {height} and LEFT+WIDTH ≤ {width}"
+            f"--box {args.box} is not inside the {height}×{width} image: TOP,LEFT ≥ 0, "
+            f"HEIGHT,WIDTH ≥ 1, TOP+HEIGHT ≤ {height} and LEFT+WIDTH ≤ {width}"
         )
     mask = torch.zeros(1, height, width)
     mask[:, top : top + box_height, left : left + box_width] = 1
@@ -118,47 +119,52 @@ def hole_mask(args: argparse.Namespace, height: int, width: int) -> torch.Tensor
 
 @torch.no_grad()
 def inpaint(model: torch.nn.Module, checkpoint: dict, args: argparse.Namespace) -> Path:
-    """Fill the hole of one image and write it as a PNG; return its path.
-
-    The image keeps its size and colours: the model sees it resized to its input size (a
-    grayscale model fills each colour channel in turn), its prediction is resized back, and only
-    the hole's pixels are replaced.
-    """
+    """Fill the hole of one image and write it as a PNG (its size and colours kept); return its
+    path."""
     from torchvision.utils import save_image
 
     if len(args.images) != 1:
         raise UserError("an inpainting checkpoint fills one image at a time")
     output = output_path(args)
-    channels, height, width = checkpoint["input_shape"]
-    image = read_image(
-        checked(Path(args.images[0])), "RGB" if has_colour(Path(args.images[0])) else "L", None
-    )
+    path = checked(Path(args.images[0]))
+    image = read_image(path, "RGB" if has_colour(path) else "L", None)  # (C, H, W)
     mask = hole_mask(args, *image.shape[1:])  # (1, H, W) at the image's own size
-    resize = partial(
-        torch.nn.functional.interpolate, mode="bilinear", antialias=True, align_corners=False
-    )
-    small = resize(
-        image[:, None], size=(height, width)
-    )  # (C, 1, h, w): one grayscale image per channel
-    small_mask = (resize(mask[None], size=(height, width)) > 0.5).float()  # (1, 1, h, w)
-    if channels == 3:
-        small = small.view(1, -1, height, width).expand(
-            1, 3, height, width
-        )  # gray → RGB when needed
     fill_value = checkpoint["config"]["dataset"].get("fill_value", 0.0)
-    masked = torch.lerp(small, torch.full_like(small, fill_value), small_mask)
-    try:
-        prediction = model(masked, small_mask.expand(len(masked), -1, -1, -1)).clamp(
-            0, 1
-        )  # (N, channels, h, w)
-    except (RuntimeError, ValueError, TypeError) as error:
-        raise UserError(
-            f"this model cannot fill a {channels}×{height}×{width} image ({str(error).splitlines()[0][:120]})"
-        ) from None
-    prediction = prediction[:, : image.shape[0]].reshape(image.shape[0], 1, height, width)
-    prediction = resize(prediction, size=image.shape[1:]).clamp(0, 1)[:, 0]  # (C, H, W)
+    prediction = fill_hole(model, image, mask, checkpoint["input_shape"], fill_value)
     save_image(torch.where(mask.bool(), prediction, image), output)
     return output
+
+
+@torch.no_grad()
+def fill_hole(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    input_shape: list[int],
+    fill: float,
+) -> torch.Tensor:
+    """The model's prediction for `image` (C, H, W), at the image's size: the model sees it
+    resized to its input size, a grayscale model one colour channel at a time."""
+    channels, height, width = input_shape
+    resize = partial(torch.nn.functional.interpolate, mode="bilinear", antialias=True)
+    small = resize(image[:, None], size=(height, width))  # (C, 1, h, w): one gray image a channel
+    small_mask = (resize(mask[None], size=(height, width)) > 0.5).float()  # (1, 1, h, w)
+    if channels == 3:  # an RGB model takes the channels together (a gray image three times)
+        small = small.view(1, -1, height, width).expand(1, 3, height, width)  # (1, 3, h, w)
+    masked = torch.lerp(small, torch.full_like(small, fill), small_mask)  # the holes filled
+    try:
+        prediction = model(
+            masked, small_mask.expand(len(masked), -1, -1, -1)
+        )  # (N, channels, h, w)
+    except (RuntimeError, ValueError, TypeError) as error:
+        reason = str(error).splitlines()[0][:120]
+        raise UserError(
+            f"this model cannot fill a {channels}×{height}×{width} image ({reason})"
+        ) from None
+    prediction = prediction.clamp(0, 1)[:, : image.shape[0]].reshape(
+        image.shape[0], 1, height, width
+    )
+    return resize(prediction, size=image.shape[1:]).clamp(0, 1)[:, 0]  # (C, H, W)
 
 
 def has_colour(path: Path) -> bool:
@@ -175,7 +181,8 @@ def output_path(args: argparse.Namespace) -> Path:
     output = Path(args.output or Path(args.images[0]).with_suffix("").as_posix() + "_filled.png")
     if output.suffix.lower() not in Image.registered_extensions():
         raise UserError(
-            f"--output {output}: name an image file (.png, .jpg, ...); PIL cannot write {output.suffix or 'files without an extension'}"
+            f"--output {output}: name an image file (.png, .jpg, ...); PIL cannot write "
+            f"{output.suffix or 'files without an extension'}"
         )
     if not output.parent.is_dir():
         raise UserError(f"--output {output}: the folder {output.parent} does not exist")

@@ -43,7 +43,9 @@ LAUNCH_GROUPS = ("launcher", "hparams_search")
 FIXED_LENGTH = ("dlcourse.schedulers.onecycle", "dlcourse.schedulers.cosine")
 
 
-def run_config(cfg: DictConfig, overrides: list[str], run_dir: Path) -> tuple[DictConfig, dict | None]:
+def run_config(
+    cfg: DictConfig, overrides: list[str], run_dir: Path
+) -> tuple[DictConfig, dict | None]:
     """The config this run uses, checked before anything is written, and the checkpoint it
     continues (None: a new run). A resume's config comes from its checkpoint; `resume=auto`
     continues the run folder's own run when it has a checkpoint (a requeued cluster job)."""
@@ -59,7 +61,9 @@ def run_config(cfg: DictConfig, overrides: list[str], run_dir: Path) -> tuple[Di
     return cfg, checkpoint
 
 
-def resume_config(cfg: DictConfig, overrides: list[str], repeated: list[str] = ()) -> tuple[DictConfig, dict]:
+def resume_config(
+    cfg: DictConfig, overrides: list[str], repeated: list[str] = ()
+) -> tuple[DictConfig, dict]:
     """The stopped run's config with the command line's `key=value` overrides on top, and its
     checkpoint.
 
@@ -93,8 +97,8 @@ def check_latest(path: Path, checkpoint: dict[str, Any]) -> None:
         and load_checkpoint(last).get("step", 0) > checkpoint["step"]
     ):
         raise UserError(
-            f"{path} (step {checkpoint['step']}) is older than {last} of the same run; resuming from "
-            f"it would overwrite what came after. Resume the run folder (its {LAST}) instead"
+            f"{path} (step {checkpoint['step']}) is older than {last} of the same run; resuming "
+            f"from it would overwrite what came after. Resume the run folder (its {LAST}) instead"
         )
 
 
@@ -120,22 +124,23 @@ def check_override(update: str, stored: DictConfig) -> None:
     if key.startswith(CHANGEABLE) or key == "optimized_metric":
         if key == "optimizer.lr" and stored.scheduler._target_ != "dlcourse.schedulers.constant":
             raise UserError(
-                f"'{update}': the run's scheduler sets its learning rate, so a new optimizer.lr would "
-                "not be used; resume without it, or start a new run"
+                f"'{update}': the run's scheduler sets its learning rate, so a new optimizer.lr "
+                f"would not be used; resume without it, or start a new run"
             )
         return
     new = OmegaConf.select(OmegaConf.from_dotlist([update]), key)
     if OmegaConf.select(stored, key, default="<missing>") != new:
         raise UserError(
             f"'{update}' would change what the stopped run was training; on resume only trainer.*, "
-            "optimizer.* and where the data is (dataset.data_dir) may change. Start a new run for it"
+            "optimizer.* and where the data is (dataset.data_dir) may change. Start a new run for "
+            "it"
         )
 
 
 def check_length(
     resumed: DictConfig, stored: DictConfig, checkpoint: dict[str, Any], path: Path
 ) -> None:
-    """Refuse a resume that has nothing left to train, or that a fixed-length schedule cannot follow."""
+    """Refuse a resume with nothing left to train, or one a fixed-length schedule cannot follow."""
     epoch, epochs = checkpoint["epoch"], resumed.trainer.epochs
     if epochs < epoch:
         done = f"has trained {epoch - 1} epochs" + (
@@ -143,7 +148,8 @@ def check_length(
         )
         raise UserError(
             f"the run in {path} {done}: trainer.epochs={epochs} leaves nothing to train. To train "
-            f"longer, pass trainer.epochs={max(epoch, epochs + 1)} or more (its results stay as they are)"
+            f"longer, pass trainer.epochs={max(epoch, epochs + 1)} or more (its results stay as "
+            f"they are)"
         )
     length = ("epochs", "limit_train_batches")
     if resumed.scheduler._target_ in FIXED_LENGTH and any(
@@ -151,9 +157,10 @@ def check_length(
     ):
         name = resumed.scheduler._target_.rsplit(".", 1)[1]
         raise UserError(
-            f"scheduler={name} fixed the run's length ({stored.trainer.epochs} epochs) when it started, so "
-            "it cannot follow a new trainer.epochs or trainer.limit_train_batches; resume with the same "
-            "ones, or start a new run (scheduler=step or none can be extended)"
+            f"scheduler={name} fixed the run's length ({stored.trainer.epochs} epochs) when it "
+            f"started, so it cannot follow a new trainer.epochs or trainer.limit_train_batches; "
+            f"resume with the same ones, or start a new run (scheduler=step or none can be "
+            f"extended)"
         )
 
 
@@ -185,5 +192,9 @@ def restore(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
         trainer.restore(checkpoint)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path} cannot be resumed: its saved state does not fit this run ({reason[:200]})") from None
-    apply_optimizer_overrides(trainer.optimizer, trainer.config["optimizer"], checkpoint["config"]["optimizer"])
+        raise UserError(
+            f"{path} cannot be resumed: its saved state does not fit this run ({reason[:200]})"
+        ) from None
+    apply_optimizer_overrides(
+        trainer.optimizer, trainer.config["optimizer"], checkpoint["config"]["optimizer"]
+    )

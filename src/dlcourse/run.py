@@ -22,7 +22,7 @@ from dlcourse.config import build, to_plain_dict
 from dlcourse.distributed import unwrap
 from dlcourse.errors import SweepError, UserError
 from dlcourse.interrupt import StopSignal
-from dlcourse.loggers import NullLogger, TensorBoardLogger, flatten_hparams
+from dlcourse.loggers import Logger, NullLogger, TensorBoardLogger, flatten_hparams
 from dlcourse.resume import load_resumable, restore
 from dlcourse.run_folder import NullRunFiles, RunFiles
 from dlcourse.runtime import autocast_dtype, configure_determinism, seed_everything, select_device
@@ -34,12 +34,9 @@ from dlcourse.trainer import Trainer
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig, output_dir: str | Path, checkpoint: dict | None = None) -> dict[str, float]:
+def train(cfg: DictConfig, output_dir: str | Path, checkpoint: dict | None = None) -> dict:
     """Data → model → loss → optimizer → scheduler → logger → trainer; fit; write the results.
-
-    With `cfg.resume` set (a checkpoint or run folder), the run continues from that checkpoint
-    (`checkpoint`, when the caller has loaded it already).
-    """
+    With `cfg.resume` set, continue from that checkpoint (`checkpoint`, if already loaded)."""
     config = to_plain_dict(cfg)
     validate_config(config)  # before any data is loaded
     settings = TrainerSettings(**config["trainer"])
@@ -54,16 +51,15 @@ def train(cfg: DictConfig, output_dir: str | Path, checkpoint: dict | None = Non
     loss_fn = build(cfg, "loss")
     metric_names = check_model_fits(model, loss_fn, data.task, next(iter(data.val)), device)
     check_optimized_metric(cfg.get("optimized_metric"), metric_names)
-    model, optimizer, scheduler = prepare_training(cfg, model, len(data.train), settings, processes, device,
-                                                   resuming=checkpoint is not None)
-    # Rank 0 writes the run's files; other ranks get the no-op twins. On resume, TensorBoard
-    # drops whatever the stopped run logged after its checkpoint.
-    purge_step = checkpoint["step"] + 1 if checkpoint else None
-    logger = TensorBoardLogger(output_dir, purge_step) if processes.is_main else NullLogger()
-    files = RunFiles(output_dir) if processes.is_main else NullRunFiles(output_dir)
+    model, optimizer, scheduler = prepare_training(
+        cfg, model, len(data.train), settings, processes, device, resuming=checkpoint is not None
+    )
+    logger, files = run_outputs(output_dir, processes, checkpoint)
     with StopSignal() as stop_signal:
+        # fmt: off
         trainer = Trainer(model, loss_fn, optimizer, scheduler, data, logger, settings, device,
                           files=files, config=config, stop_signal=stop_signal, processes=processes)
+        # fmt: on
         if checkpoint:
             restore(trainer, checkpoint, cfg.resume)
         try:
@@ -78,18 +74,40 @@ def train(cfg: DictConfig, output_dir: str | Path, checkpoint: dict | None = Non
     return metrics
 
 
+def run_outputs(
+    output_dir: Path, processes: distributed.SingleProcess, checkpoint: dict | None
+) -> tuple[Logger, RunFiles]:
+    """TensorBoard and the run's files. Rank 0 writes them; other ranks get the no-op twins. On
+    resume, TensorBoard drops whatever the stopped run logged after its checkpoint."""
+    if not processes.is_main:
+        return NullLogger(), NullRunFiles(output_dir)
+    purge_step = checkpoint["step"] + 1 if checkpoint else None
+    return TensorBoardLogger(output_dir, purge_step), RunFiles(output_dir)
+
+
 def prepare_training(
-    cfg: DictConfig, model: torch.nn.Module, batches_per_epoch: int, settings: TrainerSettings,
-    processes: distributed.SingleProcess, device: torch.device, resuming: bool,
+    cfg: DictConfig,
+    model: torch.nn.Module,
+    batches_per_epoch: int,
+    settings: TrainerSettings,
+    processes: distributed.SingleProcess,
+    device: torch.device,
+    resuming: bool,
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer | None, Scheduler | None]:
     """The model made ready to train, with its optimizer and scheduler. A model without trainable
     parameters is a classical method, fitted in one pass: it gets neither (and no resume)."""
     if not any(p.requires_grad for p in model.parameters()):
         name = type(model).__name__
         if processes.world_size > 1:
-            raise UserError(f"{name} learns without gradients and runs in one process: start it without torchrun")
+            raise UserError(
+                f"{name} learns without gradients and runs in one process: start it without "
+                f"torchrun"
+            )
         if resuming:
-            raise UserError(f"{name} is fitted in one pass, so there is nothing to resume: run it again without resume=")
+            raise UserError(
+                f"{name} is fitted in one pass, so there is nothing to resume: run it again "
+                f"without resume="
+            )
         return model, None, None
     model = prepare_model(model, settings, processes, device)
     return (model, *build_optimization(cfg, model, batches_per_epoch, settings))
@@ -159,10 +177,10 @@ def check_model_fits(
             names = ["loss", *task.batch_sums(outputs, targets, *context)]
     except (RuntimeError, TypeError, ValueError, IndexError) as error:
         raise UserError(
-            f"{type(model).__name__} with {type(loss_fn).__name__} cannot take this dataset's batches "
-            f"(inputs of shape {tuple(inputs.shape[1:])}): {str(error).splitlines()[0]}. "
-            "Pick a model and loss made for this dataset (e.g. model=cnn loss=cross_entropy for MNIST, "
-            "model=conv_inpaint loss=pixel_mse for inpainting)"
+            f"{type(model).__name__} with {type(loss_fn).__name__} cannot take this dataset's "
+            f"batches (inputs of shape {tuple(inputs.shape[1:])}): {str(error).splitlines()[0]}. "
+            "Pick a model and loss made for this dataset (e.g. model=cnn loss=cross_entropy for "
+            "MNIST, model=conv_inpaint loss=pixel_mse for inpainting)"
         ) from None
     finally:
         model.train()
@@ -173,7 +191,8 @@ def check_optimized_metric(name: str | None, available: list[str]) -> None:
     """A sweeper optimises `optimized_metric`: refuse a name the run will not report."""
     if name and name not in available:
         raise SweepError(
-            f"optimized_metric={name!r} is not a metric of this run; choose one of: {', '.join(available)}"
+            f"optimized_metric={name!r} is not a metric of this run; choose one of: "
+            f"{', '.join(available)}"
         )
 
 

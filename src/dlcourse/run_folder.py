@@ -13,6 +13,7 @@ job) is stale and taken over. Only then are the run's record (`.hydra/`; a resum
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -146,10 +147,8 @@ class NullRunFolder(RunFolder):
 
 def discard_if_empty(path: Path) -> None:
     """Remove a folder that nothing was written into (a refused run's, a rank's scratch one)."""
-    try:
+    with contextlib.suppress(OSError):  # not empty, or not there: keep it
         path.rmdir()
-    except OSError:
-        pass  # not empty, or not there
 
 
 def read_lock(path: Path) -> dict[str, Any] | None:
@@ -191,7 +190,7 @@ class RunFiles:
     def write_results(
         self, metrics: dict[str, float], model: nn.Module, model_config: dict[str, Any]
     ) -> None:
-        """metrics.json, and the weights as model.safetensors (no pickle; config in the metadata)."""
+        """metrics.json, and the weights as model.safetensors (no pickle; config in metadata)."""
         export_safetensors(model, model_config, self.output_dir / "model.safetensors")
         write_text(self.output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 

@@ -55,7 +55,8 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
         )
     if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
         raise UserError(
-            f"trainer.device={name} but this machine has {torch.cuda.device_count()} GPU(s), numbered from 0"
+            f"trainer.device={name} but this machine has {torch.cuda.device_count()} GPU(s), "
+            f"numbered from 0"
         )
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserError("device=mps but this PyTorch sees no Apple GPU; use auto or cpu")

@@ -3,7 +3,8 @@ its type and within its limits.
 
 Each component's settings are checked against the signature of the class or function its
 `_target_` names (its type hints are the schema), the trainer's against `TrainerSettings` (the
-`trainer:` group as a typed dataclass), and a short table holds the values that no run can use. Hydra itself already refuses unknown group
+`trainer:` group as a typed dataclass), and a short table holds the values that no run can use.
+Hydra itself already refuses unknown group
 options (`model=resnet`) and new keys given without `+`.
 """
 
@@ -149,8 +150,9 @@ def validate_config(
         name for name, value in config["model"].items() if isinstance(value, int) and value < 0
     ]
     if negative:
+        name = negative[0]
         raise UserError(
-            f"model.{negative[0]}={config['model'][negative[0]]} is impossible: sizes cannot be negative"
+            f"model.{name}={config['model'][name]} is impossible: sizes cannot be negative"
         )
 
 
@@ -185,8 +187,8 @@ def validate_input_shape(shape: Any) -> tuple[int, ...]:
         and all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 16384 for n in shape)
     ):
         raise UserError(
-            f"input_shape={shape!r} should be one input's [C,H,W]: up to three sizes from 1 to 16384 "
-            "(MNIST: [1,28,28], AlexNet: [3,224,224])"
+            f"input_shape={shape!r} should be one input's [C,H,W]: up to three sizes from 1 to "
+            f"16384 (MNIST: [1,28,28], AlexNet: [3,224,224])"
         )
     return tuple(shape)
 
@@ -217,7 +219,8 @@ def check_arguments(key: str, node: dict[str, Any], target: Callable, runtime: s
                 p for p in parameters if p not in runtime and p not in ("self", "args", "kwargs")
             )
             raise UserError(
-                f"{key}.{name} is not a setting of {key} ({target.__name__}); its settings are: {known}"
+                f"{key}.{name} is not a setting of {key} ({target.__name__}); "
+                f"its settings are: {known}"
             )
         if name in hints and not matches(value, hints[name]):
             raise UserError(

@@ -1,7 +1,8 @@
 """A model's layers, in the order data flows through them: output shape, parameters, neurons.
 
     dlcourse-summary model=cnn
-    dlcourse-summary model=alexnet input_shape=[3,224,224]   # ~62 million parameters, ~650,000 neurons
+    dlcourse-summary model=alexnet input_shape=[3,224,224]   # ~62 million parameters, ~650,000
+    neurons
     dlcourse-summary model=conv_inpaint
 
 Neurons are the outputs of the layers that have weights (convolution and fully-connected units),
@@ -92,9 +93,8 @@ def print_summary(model: nn.Module, layers: list[Layer], input_shape: Sequence[i
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"Total parameters: {total:,} ({trainable:,} trainable)")
-    print(
-        f"Total neurons (outputs of conv and linear layers, per input): {sum(layer.neurons for layer in layers):,}"
-    )
+    neurons = sum(layer.neurons for layer in layers)
+    print(f"Total neurons (outputs of conv and linear layers, per input): {neurons:,}")
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="summary")

@@ -53,10 +53,8 @@ class SweepStatus(Callback):
         if failed:
             for path in failed:
                 details, problem = read_json(path)
-                print(
-                    f"job {path.parent.name} failed: {details.get('error') if details else problem}",
-                    file=sys.stderr,
-                )
+                error = details.get("error") if details else problem
+                print(f"job {path.parent.name} failed: {error}", file=sys.stderr)
             print(f"{len(failed)} job(s) of the sweep in {sweep_dir} failed", file=sys.stderr)
             sys.exit(1)
 
@@ -66,13 +64,15 @@ class Job:
     name: str
     overrides: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
-    kinds: dict[str, Any] = field(default_factory=dict)  # metrics.json's monitor and higher_is_better
+    kinds: dict[str, Any] = field(
+        default_factory=dict
+    )  # metrics.json's monitor and higher_is_better
     error: str | None = None  # why the job has no metrics: its failed.json, or still running
     unreadable: list[str] = field(default_factory=list)  # its files that could not be read
 
 
 def read_json(path: Path) -> tuple[dict | None, str | None]:
-    """A JSON object from a file, or None and why not (a job killed mid-write leaves half a file)."""
+    """A JSON object from a file, or None and why not (a job killed mid-write leaves half one)."""
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError) as error:
@@ -109,7 +109,9 @@ def read_job(job_dir: Path) -> Job:
     if (job_dir / "metrics.json").is_file():
         metrics, problem = read_json(job_dir / "metrics.json")
         job.metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
-        job.kinds = {k: v for k, v in (metrics or {}).items() if k in ("monitor", "higher_is_better")}
+        job.kinds = {
+            k: v for k, v in (metrics or {}).items() if k in ("monitor", "higher_is_better")
+        }
     elif (job_dir / FAILED).is_file():
         details, problem = read_json(job_dir / FAILED)
         job.error = str(details.get("error")) if details else "failed"
@@ -131,7 +133,8 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
     ]
     if not job_dirs:
         raise UserError(
-            f"{sweep_dir} holds no sweep jobs (folders with .hydra/overrides.yaml); pass outputs/multirun/<sweep>"
+            f"{sweep_dir} holds no sweep jobs (folders with .hydra/overrides.yaml); pass "
+            f"outputs/multirun/<sweep>"
         )
     return [read_job(job_dir) for job_dir in sorted(job_dirs, key=lambda d: natural(d.name))]
 
@@ -147,12 +150,22 @@ def choose_metric(jobs: list[Job], metric: str | None, mode: str | None) -> tupl
     declared = next((job.kinds for job in jobs if job.kinds), {})
     metric = metric or declared.get("monitor")
     if metric is None:
-        raise UserError(f"no job says which metric it monitors; choose --metric from: {', '.join(available) or 'none'}")
+        raise UserError(
+            "no job says which metric it monitors; choose --metric from: "
+            f"{', '.join(available) or 'none'}"
+        )
     if metric not in available:
-        raise UserError(f"metric {metric!r} is in no job's metrics.json; available: {', '.join(available)}")
-    higher_is_better = declared.get("higher_is_better", {}).get(metric.rsplit("/", 1)[-1])  # val/acc → acc
+        raise UserError(
+            f"metric {metric!r} is in no job's metrics.json; available: {', '.join(available)}"
+        )
+    higher_is_better = declared.get("higher_is_better", {}).get(
+        metric.rsplit("/", 1)[-1]
+    )  # val/acc → acc
     if mode is None and higher_is_better is None:
-        raise UserError(f"the runs do not say whether a higher {metric} is better; pass --mode max or --mode min")
+        raise UserError(
+            f"the runs do not say whether a higher {metric} is better; pass --mode max or --mode "
+            f"min"
+        )
     return metric, mode or ("max" if higher_is_better else "min")
 
 
@@ -161,63 +174,46 @@ def report(sweep_dir: str | Path, metric: str | None = None, mode: str | None = 
     sweep_dir = Path(sweep_dir)
     jobs = read_jobs(sweep_dir)
     metric, mode = choose_metric(jobs, metric, mode)
-    done = [
-        job
-        for job in jobs
-        if job.error is None and math.isfinite(job.metrics.get(metric, math.nan))
-    ]
+    done = [j for j in jobs if j.error is None and math.isfinite(j.metrics.get(metric, math.nan))]
     done.sort(key=lambda job: job.metrics[metric], reverse=mode == "max")
-    swept = [
-        key
-        for key in dict.fromkeys(k for job in jobs for k in job.overrides)
-        if len({job.overrides.get(key) for job in jobs}) > 1
-    ] or list(dict.fromkeys(k for j in jobs for k in j.overrides))
-    header = ["", "job", *swept, metric]
-    rows = [
-        [
-            "★" if i == 0 else "",
-            job.name,
-            *(job.overrides.get(k, "") for k in swept),
-            f"{job.metrics[metric]:.4f}",
-        ]
-        for i, job in enumerate(done)
-    ]
-    failed = [job for job in jobs if job.error is not None]
-    no_value = [job for job in jobs if job not in done and job not in failed]
-    lines = [
-        f"# Sweep {sweep_dir.name}: {len(done)} done, {len(failed)} failed; sorted by {metric} ({mode})",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + " --- |" * len(header),
-        *("| " + " | ".join(r) + " |" for r in rows),
-    ]
-    lines += section("Failed jobs", [f"{describe(job)}: {job.error}" for job in failed])
-    lines += section(
-        f"Jobs without a finite {metric}",
-        [f"{describe(job)}: {metric}={job.metrics.get(metric, 'missing')}" for job in no_value],
-    )
-    lines += section(
-        "Files that could not be read",
-        [f"job {job.name}: {p}" for job in jobs for p in job.unreadable],
-    )
-    markdown = "\n".join(lines) + "\n"
+    all_keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
+    # The settings that differ between jobs are the table's columns (all, if none differ).
+    swept = [k for k in all_keys if len({job.overrides.get(k) for job in jobs}) > 1] or all_keys
+    markdown = markdown_report(sweep_dir.name, jobs, done, swept, metric, mode)
     (sweep_dir / "report.md").write_text(markdown)
     with open(sweep_dir / "report.csv", "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["job", *swept, metric, "error"])
-        writer.writerows(
-            [
-                [
-                    j.name,
-                    *(j.overrides.get(k, "") for k in swept),
-                    j.metrics.get(metric, ""),
-                    j.error or "",
-                ]
-                for j in jobs
-            ]
-        )
+        for job in jobs:
+            settings = [job.overrides.get(key, "") for key in swept]
+            writer.writerow([job.name, *settings, job.metrics.get(metric, ""), job.error or ""])
     plot(done, swept, metric, sweep_dir / "report.png")
     return markdown
+
+
+def markdown_report(
+    name: str, jobs: list[Job], done: list[Job], swept: list[str], metric: str, mode: str
+) -> str:
+    """The table of finished jobs, best first (★), then the jobs it could not rank, and why."""
+    failed = [job for job in jobs if job.error is not None]
+    no_value = [job for job in jobs if job not in done and job not in failed]
+    header = ["", "job", *swept, metric]
+    rows = [
+        ["★" if i == 0 else "", job.name, *(job.overrides.get(k, "") for k in swept)]
+        + [f"{job.metrics[metric]:.4f}"]
+        for i, job in enumerate(done)
+    ]
+    title = f"# Sweep {name}: {len(done)} done, {len(failed)} failed; sorted by {metric} ({mode})"
+    lines = [title, "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += section("Failed jobs", [f"{describe(job)}: {job.error}" for job in failed])
+    missing = [
+        f"{describe(job)}: {metric}={job.metrics.get(metric, 'missing')}" for job in no_value
+    ]
+    lines += section(f"Jobs without a finite {metric}", missing)
+    unreadable = [f"job {job.name}: {problem}" for job in jobs for problem in job.unreadable]
+    lines += section("Files that could not be read", unreadable)
+    return "\n".join(lines) + "\n"
 
 
 def describe(job: Job) -> str:

@@ -80,7 +80,7 @@ class ClassificationTask:
 
 
 def psnr(mse: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB; a perfect image is capped at 100 dB rather than infinite."""
+    """Peak signal-to-noise ratio in dB; a perfect image gets 100 dB rather than infinity."""
     return 10 * torch.log10(peak**2 / mse.clamp_min(1e-10))
 
 
@@ -93,7 +93,13 @@ class InpaintingTask:
 
     name = "inpainting"
     monitor = "mse_hole"
-    higher_is_better = {"loss": False, "mse": False, "psnr": True, "mse_hole": False, "psnr_hole": True}
+    higher_is_better = {
+        "loss": False,
+        "mse": False,
+        "psnr": True,
+        "mse_hole": False,
+        "psnr_hole": True,
+    }
 
     def __init__(self, mean_image: torch.Tensor) -> None:
         self.mean_image = mean_image  # (C, H, W), on the training device

@@ -27,7 +27,7 @@ from dlcourse.checkpoint import (
     rng_states,
     set_rng_states,
 )
-from dlcourse.data.batches import Batch, Batches, DataSplits
+from dlcourse.data.batches import Batch, Batches, DataSplits, to_device
 from dlcourse.distributed import SingleProcess, unwrap
 from dlcourse.errors import UserError
 from dlcourse.interrupt import NoStopSignal, StopSignal, TrainingInterrupted
@@ -65,13 +65,15 @@ class Trainer:
         self.data, self.logger, self.files = data, logger, files
         self.settings, self.device, self.config = settings, device, config
         self.stop_signal, self.processes = stop_signal, processes
-        # The first test batch, fixed: pictured at every evaluation (confusion matrix, mistakes, ...).
+        # The first test batch, fixed: pictured at every evaluation (confusion matrix, ...).
         self.picture_batch = tuple(t.to(device) for t in next(iter(data.test)))
         self.dtype = autocast_dtype(settings.precision, device)
         # float16 gradients underflow without loss scaling; with bf16 or float32 it stays off.
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         # In float32, a no-op context: cheaper per step than a disabled torch.autocast.
-        self.autocast = partial(torch.autocast, device.type, dtype=self.dtype) if self.dtype else nullcontext
+        self.autocast = partial(torch.autocast, device.type, dtype=self.dtype)
+        if self.dtype is None:
+            self.autocast = nullcontext
         self.show_progress = settings.progress_bar
         if self.show_progress is None:
             self.show_progress = sys.stderr.isatty()
@@ -93,24 +95,13 @@ class Trainer:
             self.position.epoch = epoch + 1  # this epoch is done
             metrics = {**train_metrics, **val_metrics, **val_baselines}
             if val_metrics and self.is_improvement(val_metrics):
-                best_metrics = {**val_metrics, **val_baselines}
-                self.position.best = {"value": val_metrics[self.monitor], "epoch": epoch, "metrics": best_metrics}
+                self.record_best(epoch, {**val_metrics, **val_baselines})
                 self.save_checkpoint(BEST, metrics)
             self.save_checkpoint(LAST, metrics)
             shown = format_metrics({**train_metrics, **val_metrics})
             log.info("epoch %d/%d  %s", epoch, self.settings.epochs, shown)
         train_metrics = {k: v for k, v in train_metrics.items() if not k.startswith("time/")}
-        return {
-            **train_metrics,
-            **self.position.best["metrics"],
-            **self.test_best(),
-            "best_epoch": self.position.best["epoch"],
-            "epochs": self.settings.epochs,
-            "steps": self.position.step,
-            "nonfinite_steps": self.position.nonfinite_steps,
-            "train_seconds": time.perf_counter() - start,
-            **self.metric_kinds(),
-        }
+        return self.results(train_metrics, start, self.settings.epochs, self.position.step)
 
     def fit_without_gradients(self) -> dict[str, float]:
         """Classical methods (template matching, nearest neighbours): one pass over the training
@@ -119,23 +110,31 @@ class Trainer:
         self.raw_model.fit(self.data.train)
         val_metrics, val_baselines = self.validate_if_due(self.settings.epochs)
         best_metrics = {**val_metrics, **val_baselines}
-        self.position.best = {"value": val_metrics[self.monitor], "epoch": 0, "metrics": best_metrics}
+        self.record_best(0, best_metrics)
         self.save_checkpoint(BEST, best_metrics)
         log.info("fitted in one pass, without gradients  %s", format_metrics(val_metrics))
+        return self.results({}, start, epochs=0, steps=0)
+
+    def results(self, train_metrics: dict, start: float, epochs: int, steps: int) -> dict[str, Any]:
+        """What metrics.json holds: the last epoch's train/*, the best epoch's val/*, test/* of
+        its weights, then how the run went and what its metrics mean."""
         return {
-            **best_metrics,
+            **train_metrics,
+            **self.position.best["metrics"],
             **self.test_best(),
-            "best_epoch": 0,
-            "epochs": 0,
-            "steps": 0,
+            "best_epoch": self.position.best["epoch"],
+            "epochs": epochs,
+            "steps": steps,
+            "nonfinite_steps": self.position.nonfinite_steps,
             "train_seconds": time.perf_counter() - start,
-            **self.metric_kinds(),
+            # For the readers of metrics.json (dlcourse-sweep-report): the metric that picked
+            # the best checkpoint, and whether a higher value of each metric is better.
+            "monitor": self.monitor,
+            "higher_is_better": dict(self.data.task.higher_is_better),
         }
 
-    def metric_kinds(self) -> dict[str, Any]:
-        """What the metrics mean, for metrics.json's readers (dlcourse-sweep-report): the one that
-        picked the best checkpoint, and whether a higher value of each is better."""
-        return {"monitor": self.monitor, "higher_is_better": dict(self.data.task.higher_is_better)}
+    def record_best(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.position.best = {"value": metrics[self.monitor], "epoch": epoch, "metrics": metrics}
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
@@ -144,11 +143,17 @@ class Trainer:
         self.data.train.set_epoch(epoch, start_batch=self.position.batch_in_epoch)
         batches = min(len(self.data.train), self.settings.limit_train_batches or math.inf)
         total = batches - self.position.batch_in_epoch
-        bar = tqdm(self.data.train, total=total, desc=f"epoch {epoch}", unit="batch", leave=False,
-                   disable=not self.show_progress)
+        bar = tqdm(
+            self.data.train,
+            total=total,
+            desc=f"epoch {epoch}",
+            unit="batch",
+            leave=False,
+            disable=not self.show_progress,
+        )
         start, samples = time.perf_counter(), 0
         for _, batch in zip(range(total), bar):
-            batch = self.to_device(batch)
+            batch = to_device(batch, self.device, self.settings.channels_last)
             loss, outputs = self.train_step(batch)  # forward, backward, optimizer step
             samples += len(outputs)
             self.after_step(loss, outputs, batch, bar)  # bookkeeping: metrics, logs, stop signals
@@ -175,7 +180,9 @@ class Trainer:
         self.scheduler.step()
         return loss, outputs
 
-    def after_step(self, loss: torch.Tensor | None, outputs: torch.Tensor, batch: Batch, bar: tqdm) -> None:
+    def after_step(
+        self, loss: torch.Tensor | None, outputs: torch.Tensor, batch: Batch, bar: tqdm
+    ) -> None:
         """Count the step, queue its metrics; every so often check and log the loss and draw
         histograms; stop (after saving) if a stop signal came."""
         self.position.step += 1
@@ -186,7 +193,8 @@ class Trainer:
         if step % self.settings.log_every_n_steps == 0:
             self.check_loss_is_finite()
             self.log_step(loss, bar)
-        if self.settings.histogram_every_n_steps and step % self.settings.histogram_every_n_steps == 0:
+        every = self.settings.histogram_every_n_steps
+        if every and step % every == 0:
             self.logger.log_histograms(self.raw_model, step)  # the gradients of this step
         # Every rank must stop at the same step: agree on whether any got a signal.
         signal_number = self.processes.agree_on_signal(self.stop_signal.received or 0, step)
@@ -202,41 +210,33 @@ class Trainer:
         metrics["time/samples_per_second"] = samples * self.processes.world_size / seconds
         if self.settings.on_nonfinite == "skip":
             metrics["train/nonfinite_steps"] = self.position.nonfinite_steps
-        self.logger.log_scalars({k: v for k, v in metrics.items() if k != "train/loss"}, self.position.step)
+        logged = {k: v for k, v in metrics.items() if k != "train/loss"}  # logged every few steps
+        self.logger.log_scalars(logged, self.position.step)
         return metrics
-
-    def to_device(self, batch: Batch) -> Batch:
-        """Copy a batch to the device (asynchronously from pinned memory; a no-op when it is
-        there already), in the model's memory layout."""
-        layout = torch.channels_last if self.settings.channels_last else torch.preserve_format
-        return tuple(
-            t.to(self.device, non_blocking=True, memory_format=layout)
-            if t.dim() == 4
-            else t.to(self.device, non_blocking=True)
-            for t in batch
-        )
 
     def evaluate(self, batches: Batches, split: str) -> tuple[dict[str, float], dict[str, float]]:
         """The model's loss and metrics over a split (val/acc, test/mse_hole, ...), and its
         baselines' (val_baseline_meanfill/mse_hole, ...): see dlcourse.metrics."""
         limit = self.settings.limit_eval_batches or len(batches)
         batches = (batch for _, batch in zip(range(limit), batches))
-        # The bare model: DDP's forward would sync buffers, and ranks may hold one batch more or less.
-        return measure(self.raw_model, self.loss_fn, batches, self.data.task, split, self.device, self.dtype,
-                       self.processes)
+        # The bare model: DDP's forward would sync buffers, and ranks may hold a batch more or less.
+        model, task, dtype = self.raw_model, self.data.task, self.dtype
+        return measure(
+            model, self.loss_fn, batches, task, split, self.device, dtype, self.processes
+        )
 
     def validate_if_due(self, epoch: int) -> tuple[dict[str, float], dict[str, float]]:
         if epoch % self.settings.eval_every_n_epochs and epoch != self.settings.epochs:
             return {}, {}
         val_metrics, val_baselines = self.evaluate(self.data.val, "val")
         self.logger.log_scalars({**val_metrics, **val_baselines}, self.position.step)
-        if self.settings.test_curve:  # for plots only: test/* still come once, from the best checkpoint
+        if self.settings.test_curve:  # for plots; test/* still come once, from the best weights
             test_metrics, _ = self.evaluate(self.data.test, "test")
             curve = {k.replace("test/", "test_curve/"): v for k, v in test_metrics.items()}
             self.logger.log_scalars(curve, self.position.step)
         self.log_pictures()
-        if self.settings.histogram_every_n_steps is None:
-            self.logger.log_histograms(self.raw_model, self.position.step)  # the epoch's last gradients
+        if self.settings.histogram_every_n_steps is None:  # with the epoch's last gradients
+            self.logger.log_histograms(self.raw_model, self.position.step)
         return val_metrics, val_baselines
 
     def log_pictures(self, save: bool = False) -> None:
@@ -255,18 +255,22 @@ class Trainer:
         self.processes.barrier()  # rank 0 has finished writing best.pt
         best_path = self.files.checkpoint_dir / BEST
         self.stop_signal.final_test = (str(best_path), self.position.step)  # nothing left to save
-        self.raw_model.load_state_dict(load_checkpoint(best_path, map_location=self.device)["model"])
+        best = load_checkpoint(best_path, map_location=self.device)
+        self.raw_model.load_state_dict(best["model"])
         self.processes.check_in_sync(self.raw_model)
         test_metrics, test_baselines = self.evaluate(self.data.test, "test")
         test_metrics |= test_baselines
         self.logger.log_scalars(test_metrics, self.position.step)
         self.log_pictures(save=True)
-        log.info("test (best epoch %d)  %s", self.position.best["epoch"], format_metrics(test_metrics))
+        best_epoch = self.position.best["epoch"]
+        log.info("test (best epoch %d)  %s", best_epoch, format_metrics(test_metrics))
         return test_metrics
 
     def log_step(self, loss: torch.Tensor | None, bar: tqdm) -> None:
         loss_value = loss.item() if loss is not None else math.nan
-        self.logger.log_scalars({"train/loss": loss_value, "lr": self.learning_rate}, self.position.step)
+        self.logger.log_scalars(
+            {"train/loss": loss_value, "lr": self.learning_rate}, self.position.step
+        )
         bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
 
     def check_loss_is_finite(self, running_loss: float | None = None) -> None:
@@ -277,18 +281,19 @@ class Trainer:
             running_loss = sums["loss"].item() / max(count, 1) if sums else 0.0
         if not math.isfinite(running_loss):
             raise UserError(
-                f"the training loss became {running_loss} in epoch {self.position.epoch}, between steps "
-                f"{self.checked_step + 1} and {self.position.step}, at learning rate {self.learning_rate:.3g}. "
-                f"Training stopped; the last good checkpoint is {self.files.checkpoint_dir / LAST} if one "
-                f"was written. Try a lower optimizer.lr, trainer.grad_clip=1.0, or "
-                f"trainer.on_nonfinite=skip to skip such steps"
+                f"the training loss became {running_loss} in epoch {self.position.epoch}, between "
+                f"steps {self.checked_step + 1} and {self.position.step}, at learning rate "
+                f"{self.learning_rate:.3g}. Training stopped; the last good checkpoint is "
+                f"{self.files.checkpoint_dir / LAST} if one was written. Try a lower optimizer.lr, "
+                "trainer.grad_clip=1.0, or trainer.on_nonfinite=skip to skip such steps"
             )
         self.checked_step = self.position.step
 
     def stop(self, signal_number: int) -> None:
         """Save where the run is, mid-epoch, and leave the loop."""
         self.save_checkpoint(LAST, {})
-        raise TrainingInterrupted(signal_number, str(self.files.checkpoint_dir / LAST), self.position.step)
+        path = self.files.checkpoint_dir / LAST
+        raise TrainingInterrupted(signal_number, str(path), self.position.step)
 
     @property
     def monitor(self) -> str:
@@ -331,9 +336,9 @@ class Trainer:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
         set_rng_states(checkpoint["rng"])
-        self.position = Position(**{field.name: checkpoint[field.name] for field in fields(Position)})
+        self.position = Position(**{f.name: checkpoint[f.name] for f in fields(Position)})
         # The saved partial sums cover every rank: rank 0 carries them on, the others start at 0.
         share = 1.0 if self.processes.is_main else 0.0
         epoch_sums = {k: v.to(self.device) * share for k, v in checkpoint["epoch_sums"].items()}
-        self.train_metrics.reset(epoch_sums, checkpoint["epoch_count"] if self.processes.is_main else 0)
+        self.train_metrics.reset(epoch_sums, int(checkpoint["epoch_count"] * share))
         self.checked_step = self.position.step

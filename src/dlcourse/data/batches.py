@@ -147,3 +147,15 @@ class DataSplits:
         """Each of `world_size` processes gets its own part of every split."""
         for batches in (self.train, self.val, self.test):
             batches.shard(rank, world_size)
+
+
+def to_device(batch: Batch, device: torch.device, channels_last: bool = False) -> Batch:
+    """Copy a batch to the device (asynchronously from pinned memory; a no-op when it is there
+    already), images (4-d tensors) in the model's memory layout."""
+    layout = torch.channels_last if channels_last else torch.preserve_format
+    return tuple(
+        t.to(device, non_blocking=True, memory_format=layout)
+        if t.dim() == 4
+        else t.to(device, non_blocking=True)
+        for t in batch
+    )

@@ -64,12 +64,13 @@ class PairFolder(Dataset):
 
 
 def find_pairs(root: Path) -> list[Pair]:
-    """Match masked/, complete/ and mask/ by file name; refuse, naming them, files left unmatched."""
+    """Match masked/, complete/ and mask/ by file name; refuse files left unmatched, by name."""
     folders = {name: root / name for name in ("masked", "complete", "mask")}
     for name in ("masked", "complete"):
         if not folders[name].is_dir() or not any(folders[name].iterdir()):
             raise UserError(
-                f"{folders[name]} is missing or empty: an inpainting folder needs masked/ and complete/ with matching file names"
+                f"{folders[name]} is missing or empty: an inpainting folder needs masked/ and "
+                f"complete/ with matching file names"
             )
     files = {name: files_by_stem(folder) for name, folder in folders.items() if folder.is_dir()}
     names = set(files["masked"])
@@ -92,8 +93,8 @@ def files_by_stem(folder: Path) -> dict[str, Path]:
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
         if path.stem in by_stem:
             raise UserError(
-                f"{folder} holds both {by_stem[path.stem].name} and {path.name}: files pair up by name "
-                "without extension, so keep one of them"
+                f"{folder} holds both {by_stem[path.stem].name} and {path.name}: files pair up by "
+                f"name without extension, so keep one of them"
             )
         by_stem[path.stem] = path
     return by_stem
@@ -118,12 +119,14 @@ def check_pairs(pairs: list[Pair], image_size: int | None) -> None:
                 f"{p.parent.name}/{p.name} is {w}×{h}" for p, (w, h) in pair_sizes.items()
             )
             raise UserError(
-                f"the images of one pair differ in size ({described}); they must match to be resized together"
+                f"the images of one pair differ in size ({described}); they must match to be "
+                f"resized together"
             )
         sizes |= set(pair_sizes.values())
     if image_size is None and len(sizes) > 1:
         raise UserError(
-            f"the images come in {len(sizes)} sizes {sorted(sizes)[:4]}; set dataset.image_size to resize them"
+            f"the images come in {len(sizes)} sizes {sorted(sizes)[:4]}; set dataset.image_size to "
+            f"resize them"
         )
 
 
@@ -143,39 +146,34 @@ def inpainting_folder(
     root = Path(data_dir).expanduser()
     if not root.is_dir():
         raise UserError(
-            f"inpainting folder {root} does not exist; set dataset.data_dir to a folder with masked/ and complete/"
+            f"inpainting folder {root} does not exist; set dataset.data_dir to a folder with "
+            f"masked/ and complete/"
         )
     pairs = find_pairs(root)
     check_pairs(pairs, image_size)
-    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed)).tolist()
-    num_test, num_val = (
-        max(1, round(test_fraction * len(pairs))),
-        max(1, round(val_fraction * len(pairs))),
+    train, val, test = (
+        PairFolder(part, image_size, channels)
+        for part in split_pairs(pairs, val_fraction, test_fraction, seed, root)
     )
+    mean_image = torch.stack([train[i][1] for i in range(len(train))]).mean(dim=0)
+    return DataSplits(
+        train=LoaderBatches(train, batch_size, shuffle=True, seed=seed, num_workers=num_workers),
+        val=LoaderBatches(val, eval_batch_size, shuffle=False, num_workers=num_workers),
+        test=LoaderBatches(test, eval_batch_size, shuffle=False, num_workers=num_workers),
+        task=InpaintingTask(mean_image=mean_image.to(device)),
+    )
+
+
+def split_pairs(
+    pairs: list[Pair], val_fraction: float, test_fraction: float, seed: int, root: Path
+) -> tuple[list[Pair], list[Pair], list[Pair]]:
+    """Train, val and test pairs, drawn by the seed; at least one pair in each."""
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed)).tolist()
+    num_test = max(1, round(test_fraction * len(pairs)))
+    num_val = max(1, round(val_fraction * len(pairs)))
     if num_test + num_val >= len(pairs):
         raise UserError(
             f"{root} has {len(pairs)} pairs: too few for a train, a val and a test split"
         )
-    test, val, train = (
-        order[:num_test],
-        order[num_test : num_test + num_val],
-        order[num_test + num_val :],
-    )
-
-    def split(indices: list[int]) -> PairFolder:
-        return PairFolder([pairs[i] for i in indices], image_size, channels)
-
-    train_set = split(train)
-    mean_image = torch.stack([train_set[i][1] for i in range(len(train_set))]).mean(dim=0)
-    return DataSplits(
-        train=LoaderBatches(
-            train_set, batch_size, shuffle=True, seed=seed, num_workers=num_workers
-        ),
-        val=LoaderBatches(
-            split(val), eval_batch_size, shuffle=False, seed=seed, num_workers=num_workers
-        ),
-        test=LoaderBatches(
-            split(test), eval_batch_size, shuffle=False, seed=seed, num_workers=num_workers
-        ),
-        task=InpaintingTask(mean_image=mean_image.to(device)),
-    )
+    ordered = [pairs[i] for i in order]
+    return ordered[num_test + num_val :], ordered[num_test : num_test + num_val], ordered[:num_test]

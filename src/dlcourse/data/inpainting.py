@@ -80,29 +80,17 @@ def inpainting(
     def masks_for(count: int, stream: str, index: int = 0) -> torch.Tensor:
         return make_masks(mask, count, height, width, stream_seed(seed, stream, index), device)
 
+    def train_masks(epoch: int) -> torch.Tensor:  # drawn afresh every epoch
+        return masks_for(len(train_images), "train-masks", epoch)
+
+    val_masks = masks_for(val_size, "val-masks")
+    test_masks = masks_for(len(test_images), "test-masks")
+    fill = {"fill_value": fill_value}
     return DataSplits(
         train=MaskedPairBatches(
-            train_images,
-            None,
-            batch_size,
-            shuffle=True,
-            seed=seed,
-            fill_value=fill_value,
-            draw_masks=lambda epoch: masks_for(len(train_images), "train-masks", epoch),
+            train_images, None, batch_size, True, seed, draw_masks=train_masks, **fill
         ),
-        val=MaskedPairBatches(
-            val_images,
-            masks_for(val_size, "val-masks"),
-            eval_batch_size,
-            False,
-            fill_value=fill_value,
-        ),
-        test=MaskedPairBatches(
-            test_images,
-            masks_for(len(test_images), "test-masks"),
-            eval_batch_size,
-            False,
-            fill_value=fill_value,
-        ),
+        val=MaskedPairBatches(val_images, val_masks, eval_batch_size, False, **fill),
+        test=MaskedPairBatches(test_images, test_masks, eval_batch_size, False, **fill),
         task=InpaintingTask(mean_image=train_images.mean(dim=0)),
     )

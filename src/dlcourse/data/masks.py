@@ -28,7 +28,8 @@ def rectangles(
     """`number` axis-aligned rectangles per image, each side between min_size and max_size."""
     if not 1 <= min_size <= max_size <= min(height, width):
         raise UserError(
-            f"mask sizes need 1 <= min_size <= max_size <= {min(height, width)}; got {min_size}, {max_size}"
+            f"mask sizes need 1 <= min_size <= max_size <= {min(height, width)}; got {min_size}, "
+            f"{max_size}"
         )
     device = generator.device
     shape = (count, number, 1, 1)

@@ -62,7 +62,7 @@ def download(root: Path) -> None:
 
 
 def load_split(root: Path, train: bool, transform=None):
-    """One split as a torchvision dataset; its `.data` / `.targets` are whole uint8 / int64 tensors."""
+    """One split as a torchvision dataset (`.data`, `.targets`: whole uint8 / int64 tensors)."""
     from torchvision.datasets import MNIST
 
     try:
@@ -91,7 +91,8 @@ def read_idx(path: Path) -> torch.Tensor:
     data = torch.frombuffer(bytearray(raw[4 + 4 * raw[3] :]), dtype=torch.uint8)
     if data.numel() != torch.Size(sizes).numel():
         raise ValueError(
-            f"{path.name} holds {data.numel()} bytes of data, its header promises {torch.Size(sizes).numel()}"
+            f"{path.name} holds {data.numel()} bytes of data, its header promises "
+            f"{torch.Size(sizes).numel()}"
         )
     return data.view(*sizes)
 
@@ -118,7 +119,8 @@ def check_split(
     """Images (N, H, W) and N labels, each a class 0-9: else one line naming the file."""
     if images.dim() != 3:
         raise UserError(
-            f"{images_path} holds an array of shape {tuple(images.shape)}; MNIST images are (N, 28, 28)"
+            f"{images_path} holds an array of shape {tuple(images.shape)}; MNIST images are (N, "
+            f"28, 28)"
         )
     if labels.dim() != 1 or len(labels) != len(images):
         raise UserError(
@@ -127,7 +129,8 @@ def check_split(
         )
     if len(labels) and labels.max() >= NUM_CLASSES:
         raise UserError(
-            f"{labels_path} holds label {labels.max().item()}; MNIST's classes are 0 to {NUM_CLASSES - 1}"
+            f"{labels_path} holds label {labels.max().item()}; MNIST's classes are 0 to "
+            f"{NUM_CLASSES - 1}"
         )
 
 
@@ -151,7 +154,8 @@ class MnistFiles:
 def open_mnist(
     data_dir: str, val_size: int, download_missing: bool, seed: int, train_subset: int | None = None
 ) -> MnistFiles:
-    """Find (or download) the IDX files, decode and check both splits, check `val_size`, carve out val;
+    """Find (or download) the IDX files, decode and check both splits, check `val_size`, carve out
+    val;
     `train_subset` keeps that many training images (a random subset fixed by the seed)."""
     root = Path(data_dir).expanduser()
     if missing_files(root):
@@ -191,35 +195,37 @@ def mnist(
     """MNIST as train (60,000 − val_size, or `train_subset` of them), val (val_size, carved by
     `seed`) and test (10,000)."""
     files = open_mnist(data_dir, val_size, download_missing, seed, train_subset)
-    if loader == "tensor":
-        device = torch.device(device)
-        images, labels = normalize(files.train.data, device), files.train.targets.to(device)
+    if loader == "dataloader":
+        return dataloader_splits(files, batch_size, eval_batch_size, num_workers, seed)
+    device = torch.device(device)
+    images, labels = normalize(files.train.data, device), files.train.targets.to(device)
+    test = (normalize(files.test.data, device), files.test.targets.to(device))
+    train_indices, val_indices = files.train_indices, files.val_indices
+    return DataSplits(
+        train=TensorBatches((images[train_indices], labels[train_indices]), batch_size, True, seed),
+        val=TensorBatches((images[val_indices], labels[val_indices]), eval_batch_size, False),
+        test=TensorBatches(test, eval_batch_size, shuffle=False),
+        task=ClassificationTask(),
+    )
 
-        def batches(indices, size, shuffle) -> Batches:
-            return TensorBatches((images[indices], labels[indices]), size, shuffle, seed)
 
-        test_tensors = (normalize(files.test.data, device), files.test.targets.to(device))
-        test = TensorBatches(test_tensors, eval_batch_size, shuffle=False)
-    else:
-        from torch.utils.data import Subset
-        from torchvision import transforms
+def dataloader_splits(
+    files: MnistFiles, batch_size: int, eval_batch_size: int, num_workers: int, seed: int
+) -> DataSplits:
+    """The classic path: torchvision's MNIST, a per-item ToTensor + Normalize, a DataLoader."""
+    from torch.utils.data import Subset
+    from torchvision import transforms
 
-        to_tensor = transforms.Compose(
-            [transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))]
-        )
-        train_set = load_split(files.root, train=True, transform=to_tensor)
+    to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
+    train_set = load_split(files.root, train=True, transform=to_tensor)
 
-        def batches(indices, size, shuffle) -> Batches:
-            return LoaderBatches(
-                Subset(train_set, indices.tolist()), size, shuffle, seed, num_workers
-            )
+    def batches(indices: torch.Tensor, size: int, shuffle: bool) -> Batches:
+        return LoaderBatches(Subset(train_set, indices.tolist()), size, shuffle, seed, num_workers)
 
-        test_set = load_split(files.root, train=False, transform=to_tensor)
-        test = LoaderBatches(test_set, eval_batch_size, False, seed, num_workers)
-
+    test_set = load_split(files.root, train=False, transform=to_tensor)
     return DataSplits(
         train=batches(files.train_indices, batch_size, shuffle=True),
         val=batches(files.val_indices, eval_batch_size, shuffle=False),
-        test=test,
+        test=LoaderBatches(test_set, eval_batch_size, False, seed, num_workers),
         task=ClassificationTask(),
     )

@@ -1,4 +1,4 @@
-"""Models, each a plain `nn.Module` whose constructor takes typed arguments (named by `_target_`)."""
+"""Models: plain `nn.Module`s whose constructors take typed arguments (from `_target_`)."""
 
 from dlcourse.models.alexnet import AlexNet
 from dlcourse.models.classical import NearestNeighbor, TemplateNCC

@@ -1,4 +1,5 @@
-"""What was known before deep learning, in the same harness: template matching and nearest neighbours.
+"""What was known before deep learning, in the same harness: template matching and nearest
+neighbours.
 
 Neither has trainable parameters: `fit` reads the training batches once (no gradient steps), and
 then they are validated, tested and pictured like any model. Both return class scores (B, C).
@@ -22,7 +23,8 @@ def standardize(flat: torch.Tensor) -> torch.Tensor:
 class TemplateNCC(nn.Module):
     """Normalised cross-correlation of an image with each class's mean training image.
 
-    score_c = ⟨x − x̄, t_c − t̄_c⟩ / (‖x − x̄‖ ‖t_c − t̄_c‖) ∈ [−1, 1]; the best-matching template wins.
+    score_c = ⟨x − x̄, t_c − t̄_c⟩ / (‖x − x̄‖ ‖t_c − t̄_c‖) ∈ [−1, 1]; the best-matching template
+    wins.
     """
 
     def __init__(self, num_classes: int = 10, input_size: int = 784) -> None:
