@@ -62,7 +62,8 @@ class ErrorKeepingWriter:
     "unexpected pos", and a full disk deserves to be named."""
 
     def __init__(self, file: Any) -> None:
-        self.file, self.error = file, None
+        self.file = file
+        self.error = None
 
     def write(self, data: bytes) -> int:
         try:

@@ -25,7 +25,9 @@ class TrainingInterrupted(Exception):
     """Raised by the trainer once it has saved a checkpoint after a stop signal."""
 
     def __init__(self, signal_number: int, checkpoint_path: str, step: int) -> None:
-        self.signal_number, self.checkpoint_path, self.step = signal_number, checkpoint_path, step
+        self.signal_number = signal_number
+        self.checkpoint_path = checkpoint_path
+        self.step = step
         super().__init__(
             f"stopped by {signal.Signals(signal_number).name} after step {step}; saved "
             f"{checkpoint_path}"

@@ -38,12 +38,10 @@ class PixelLoss(nn.Module):
         reduction: Literal["mean", "pixel_mean"] = "mean",
     ) -> None:
         super().__init__()
-        self.kind, self.hole_weight, self.kept_weight, self.reduction = (
-            kind,
-            hole_weight,
-            kept_weight,
-            reduction,
-        )
+        self.kind = kind
+        self.hole_weight = hole_weight
+        self.kept_weight = kept_weight
+        self.reduction = reduction
 
     def forward(
         self, outputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor

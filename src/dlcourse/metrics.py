@@ -49,7 +49,9 @@ class TrainingMetrics:
 
     def reset(self, sums: dict[str, torch.Tensor] | None = None, count: int = 0) -> None:
         """Start an epoch: from zero, or from a checkpoint's partial sums."""
-        self.sums, self.count, self.queued = dict(sums or {}), count, []
+        self.sums = dict(sums or {})
+        self.count = count
+        self.queued = []
 
     def add(self, loss: torch.Tensor, outputs: torch.Tensor, labels: Batch) -> None:
         """One step's loss (its batch mean), outputs and (targets, *context)."""

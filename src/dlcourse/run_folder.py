@@ -40,7 +40,8 @@ class FolderInUse(SweepError):
 
 class RunFolder:
     def __init__(self, path: str | Path, resuming: bool) -> None:
-        self.path, self.resuming = Path(path), resuming
+        self.path = Path(path)
+        self.resuming = resuming
         self.lock = self.path / LOCK
         self.log_handler: logging.Handler | None = None
 

@@ -60,11 +60,19 @@ class Trainer:
     ) -> None:
         """`model` may be wrapped in DistributedDataParallel; `processes` says which rank this is.
         No optimizer and scheduler: a model fitted without gradients (a classical method)."""
-        self.model, self.raw_model = model, unwrap(model)
-        self.loss_fn, self.optimizer, self.scheduler = loss_fn, optimizer, scheduler
-        self.data, self.logger, self.files = data, logger, files
-        self.settings, self.device, self.config = settings, device, config
-        self.stop_signal, self.processes = stop_signal, processes
+        self.model = model
+        self.raw_model = unwrap(model)
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.data = data
+        self.logger = logger
+        self.files = files
+        self.settings = settings
+        self.device = device
+        self.config = config
+        self.stop_signal = stop_signal
+        self.processes = processes
         # The first test batch, fixed: pictured at every evaluation (confusion matrix, ...).
         self.picture_batch = tuple(t.to(device) for t in next(iter(data.test)))
         self.dtype = autocast_dtype(settings.precision, device)

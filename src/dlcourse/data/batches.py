@@ -45,7 +45,8 @@ class TensorBatches:
         self.rank, self.world_size = 0, 1
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
+        self.epoch = epoch
+        self.start_batch = start_batch
 
     def shard(self, rank: int, world_size: int) -> None:
         """Give this process every `world_size`-th sample of each epoch's order, from `rank` on.
@@ -94,7 +95,9 @@ class LoaderBatches:
     def __init__(
         self, dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0
     ) -> None:
-        self.seed, self.shuffle, self.start_batch = seed, shuffle, 0
+        self.seed = seed
+        self.shuffle = shuffle
+        self.start_batch = 0
         self.generator = torch.Generator().manual_seed(seed)
         self.settings = {
             "batch_size": batch_size,

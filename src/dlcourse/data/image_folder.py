@@ -46,7 +46,8 @@ class PairFolder(Dataset):
     """(masked, complete, mask) tensors, each file decoded when the DataLoader asks for it."""
 
     def __init__(self, pairs: list[Pair], image_size: int | None, channels: int) -> None:
-        self.pairs, self.image_size = pairs, image_size
+        self.pairs = pairs
+        self.image_size = image_size
         self.mode = "L" if channels == 1 else "RGB"
 
     def __len__(self) -> int:

@@ -63,7 +63,10 @@ class NearestNeighbor(nn.Module):
         chunk_size: int = 8192,
     ) -> None:
         super().__init__()
-        self.num_classes, self.metric, self.k, self.chunk_size = num_classes, metric, k, chunk_size
+        self.num_classes = num_classes
+        self.metric = metric
+        self.k = k
+        self.chunk_size = chunk_size
         self.register_buffer("memory", torch.zeros(0, 0))  # the training images, flattened
         self.register_buffer("memory_labels", torch.zeros(0, dtype=torch.long))
 
@@ -72,7 +75,8 @@ class NearestNeighbor(nn.Module):
         images, labels = zip(
             *((images.flatten(start_dim=1), labels) for images, labels, *_ in batches)
         )
-        self.memory, self.memory_labels = torch.cat(images).float(), torch.cat(labels)
+        self.memory = torch.cat(images).float()
+        self.memory_labels = torch.cat(labels)
 
     def distances(self, x: torch.Tensor, stored: torch.Tensor) -> torch.Tensor:
         """(B, D) against (N, D) → (B, N); smaller is more similar."""

@@ -78,7 +78,8 @@ class ConvInpaint(nn.Module):
         bottleneck_layers: int = 1,
     ) -> None:
         super().__init__()
-        self.use_mask, self.skip_connections = use_mask, skip_connections
+        self.use_mask = use_mask
+        self.skip_connections = skip_connections
         widths = list(widths)
         stage_inputs = [channels + int(use_mask), *widths[:-1]]  # what each encoder stage sees
         self.encoder = nn.ModuleList(
