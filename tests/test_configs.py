@@ -20,6 +20,7 @@ COMPONENT_GROUPS = [
     "optimizer",
     "scheduler",
     "trainer",
+    "mask",
     "paths",
     "experiment",
     "launcher",
@@ -48,6 +49,8 @@ def test_config_composes_and_instantiates(group, option, tiny_mnist, tiny_pairs)
         overrides = quick_overrides(tiny_mnist)
     if option == "overfit_mnist":  # its 500 images are more than the tiny data has
         overrides.append("dataset.train_subset=100")
+    if group == "mask":  # holes belong to the inpainting dataset
+        overrides.append("dataset=inpainting")
     cfg = compose_config([f"{group}={option}", *overrides])
     model = build(cfg, "model")
     assert isinstance(model, torch.nn.Module)

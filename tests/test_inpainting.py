@@ -82,7 +82,7 @@ def test_center_box_is_centred():
 
 
 def test_unknown_mask_kind_and_bad_sizes_are_clear_errors():
-    with pytest.raises(UserError, match="dataset.mask.kind='blob' is not known"):
+    with pytest.raises(UserError, match="mask kind 'blob' is not known; choose mask=rectangles"):
         make_masks({"kind": "blob"}, 1, 28, 28, 0, torch.device("cpu"))
     with pytest.raises(UserError, match="max_size <= 28"):
         make_masks({"kind": "rectangles", "max_size": 40}, 1, 28, 28, 0, torch.device("cpu"))

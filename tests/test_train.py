@@ -200,3 +200,17 @@ def test_training_metrics_equal_the_loss_and_accuracy_of_every_batch(tmp_path):
         torch.nn.functional.cross_entropy(outputs, labels).item(), rel=1e-6
     )
     assert metrics["train/acc"] == (outputs.argmax(dim=1) == labels).sum().item() / len(labels)
+
+
+@pytest.mark.parametrize("total_steps", [1, 2, 3, 4, 5, 8, 20])
+def test_onecycle_takes_runs_of_any_length(total_steps):
+    """torch's OneCycleLR divides by zero when warm-up is exactly one step (4 steps at 25 %):
+    a two-batch smoke run of a one-cycle preset must still run."""
+    from dlcourse.schedulers import onecycle
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = onecycle(optimizer, total_steps, total_steps, max_lr=0.1, pct_start=0.25)
+    for _ in range(total_steps):
+        optimizer.step()
+        scheduler.step()
+    assert 0 < optimizer.param_groups[0]["lr"] < 0.1

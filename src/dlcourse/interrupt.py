@@ -121,12 +121,19 @@ class ForwardStopToJobs(Callback):
     def __init__(self) -> None:
         self.sweep_dir = Path(".")
         self.stopping = False
+        self.previous_handlers: dict[int, Any] = {}
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         os.environ[FROM_PARENT] = "1"  # the workers, started after this, inherit it
         for signal_number in StopSignal.SIGNALS:
-            signal.signal(signal_number, self.forward)
+            self.previous_handlers[signal_number] = signal.signal(signal_number, self.forward)
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        """Leave the process as it was (it may go on, e.g. a test that ran the sweep)."""
+        os.environ.pop(FROM_PARENT, None)
+        for signal_number, handler in self.previous_handlers.items():
+            signal.signal(signal_number, handler)
 
     def forward(self, signal_number: int, frame: FrameType | None) -> None:
         if self.stopping:

@@ -180,7 +180,8 @@ def check_model_fits(
             f"{type(model).__name__} with {type(loss_fn).__name__} cannot take this dataset's "
             f"batches (inputs of shape {tuple(inputs.shape[1:])}): {str(error).splitlines()[0]}. "
             "Pick a model and loss made for this dataset (e.g. model=cnn loss=cross_entropy for "
-            "MNIST, model=conv_inpaint loss=pixel_mse for inpainting)"
+            "MNIST; dataset=inpainting model=conv_inpaint loss=pixel_mse, or "
+            "experiment=conv_inpainting, for inpainting)"
         ) from None
     finally:
         model.train()

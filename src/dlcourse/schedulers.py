@@ -6,6 +6,7 @@ composition function passes them), then its own settings from `configs/scheduler
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from torch.optim import Optimizer, lr_scheduler
@@ -69,6 +70,10 @@ def onecycle(
     pct_start: float = 0.25,
 ) -> lr_scheduler.LRScheduler:
     """Warm up to `max_lr` over the first `pct_start` of the run, then anneal to near zero."""
+    if math.isclose(pct_start * total_steps, 1.0):
+        # torch's OneCycleLR divides by the warm-up's length minus one step: a run of exactly
+        # 1 / pct_start steps (a short smoke run) gets a step and a half of warm-up instead.
+        pct_start = 1.5 / total_steps
     return lr_scheduler.OneCycleLR(
         optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start
     )

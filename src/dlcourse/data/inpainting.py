@@ -17,8 +17,6 @@ from dlcourse.data.masks import make_masks, stream_seed
 from dlcourse.data.mnist import open_mnist
 from dlcourse.tasks import InpaintingTask
 
-DEFAULT_MASK = {"kind": "rectangles", "number": 2, "min_size": 6, "max_size": 12}
-
 
 class MaskedPairBatches(TensorBatches):
     """Batches of (masked, target, mask) from images and their masks.
@@ -69,7 +67,7 @@ def inpainting(
     device: torch.device | str = "cpu",
 ) -> DataSplits:
     """MNIST digits with holes to fill; the same train / val / test images as `mnist`."""
-    mask = dict(mask or DEFAULT_MASK)
+    mask = dict(mask or {"kind": "rectangles"})  # None: rectangles with their defaults
     device = torch.device(device)
     files = open_mnist(data_dir, val_size, download_missing, seed, train_subset)
     images = files.train.data.to(device).unsqueeze(1).float().div_(255)  # (60000, 1, 28, 28)

@@ -98,13 +98,13 @@ def make_masks(
     settings = dict(spec)
     kind = settings.pop("kind", None)
     if kind not in MASKS:
-        raise UserError(f"dataset.mask.kind={kind!r} is not known; use one of {', '.join(MASKS)}")
+        raise UserError(f"mask kind {kind!r} is not known; choose mask={'|'.join(MASKS)}")
     generator = torch.Generator(device=device).manual_seed(seed)
     try:
         return MASKS[kind](count, height, width, generator, **settings)
     except TypeError as error:
         raise UserError(
-            f"bad settings for a {kind} mask ({error}); see configs/dataset/inpainting.yaml"
+            f"bad settings for a {kind} mask ({error}); its settings: configs/mask/{kind}.yaml"
         ) from None
 
 
