@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import only_run_folder, quick_overrides, read_events, run_command
+from helpers import STEPS_PER_EPOCH, only_run_folder, quick_overrides, read_events, run_command
 
 from dlcourse.config import config_dir
 
@@ -36,6 +36,7 @@ def test_train_command_writes_a_complete_run_folder(model, tiny_mnist, tmp_path)
     tags = set(events.Tags()["scalars"])
     expected = {
         "train/loss",
+        "train/loss_step",
         "train/acc",
         "val/loss",
         "val/acc",
@@ -46,6 +47,10 @@ def test_train_command_writes_a_complete_run_folder(model, tiny_mnist, tmp_path)
         "time/samples_per_second",
     }
     assert expected <= tags
+    # train/loss is the epoch's mean, the very value metrics.json holds for the last epoch.
+    epoch_losses = events.Scalars("train/loss")
+    assert [e.step for e in epoch_losses] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
+    assert epoch_losses[-1].value == pytest.approx(metrics["train/loss"])
     assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
     assert [event.step for event in events.Scalars("val/acc")] == [
         8,

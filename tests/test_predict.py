@@ -42,12 +42,48 @@ def save_digit(path, label: int, invert: bool = False, size: int = 56):
 
 
 def test_read_digit_makes_an_mnist_like_input(tmp_path):
-    dark_on_light = read_digit(save_digit(tmp_path / "a.png", 3, invert=True))
-    light_on_dark = read_digit(save_digit(tmp_path / "b.png", 3))
-    assert dark_on_light.shape == (1, 28, 28)
-    torch.testing.assert_close(dark_on_light, light_on_dark, atol=0.2, rtol=0)
-    border = torch.cat([dark_on_light[0, :4].flatten(), dark_on_light[0, -4:].flatten()])
-    assert torch.allclose(border, torch.tensor(-0.1307 / 0.3081))  # the margin is background
+    """As MNIST: the ink scaled into a 20×20 box (aspect kept), its centre of mass at the centre
+    of the 28×28 field, light on dark whatever the paper; a blank page is flagged."""
+    page = Image.new("L", (90, 60), 255)  # dark ink, off-centre, on white paper
+    page.paste(0, (10, 5, 22, 45))  # a 12 × 40 vertical bar
+    page.paste(0, (22, 5, 40, 12))  # and a bar across its top: an uneven mass, like a 7
+    page.save(tmp_path / "seven.png")
+    Image.eval(page, lambda value: 255 - value).save(tmp_path / "seven_inverted.png")
+    digit, found = read_digit(tmp_path / "seven.png")
+    inverted, _ = read_digit(tmp_path / "seven_inverted.png")
+    torch.testing.assert_close(digit, inverted)
+    image = digit[0] * 0.3081 + 0.1307  # back to [0, 1]
+    rows, columns = torch.nonzero(image > 0.05, as_tuple=True)
+    assert found and max(rows.max() - rows.min(), columns.max() - columns.min()) + 1 == 20
+    mass = image.sum()
+    centre = (
+        (image.sum(1) * torch.arange(28)).sum() / mass,
+        (image.sum(0) * torch.arange(28)).sum() / mass,
+    )
+    assert abs(centre[0] - 14) <= 0.5 and abs(centre[1] - 14) <= 0.5  # MNIST: pixel 14
+    Image.new("L", (28, 28), 255).save(tmp_path / "blank.png")
+    assert read_digit(tmp_path / "blank.png")[1] is False
+
+
+def test_a_blank_page_is_flagged_and_the_input_can_be_saved(classifier, tmp_path, capsys):
+    Image.new("RGB", (50, 50), (250, 250, 250)).save(tmp_path / "blank.png")
+    transparent = Image.new("RGBA", (50, 50), (0, 0, 0, 0))  # a dark digit on a transparent page
+    transparent.paste((0, 0, 0, 255), (20, 10, 30, 40))
+    transparent.save(tmp_path / "on_glass.png")
+    main(
+        [
+            str(classifier),
+            str(tmp_path / "blank.png"),
+            str(tmp_path / "on_glass.png"),
+            "--save-input",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert f"warning: {tmp_path / 'blank.png'}: no digit found" in captured.err
+    assert "on_glass.png: no digit found" not in captured.err  # composited onto white: a digit
+    with Image.open(tmp_path / "on_glass_input.png") as received:
+        pixels = torch.tensor(list(received.getdata())).view(28, 28)
+    assert received.size == (28, 28) and pixels[14, 14] > 200 and pixels[0, 0] == 0  # light on dark
 
 
 def test_classifier_prints_top_k_and_json(classifier, tmp_path, capsys):
@@ -110,3 +146,41 @@ def test_wrong_use_is_one_clear_error(which, extra, message, request, tmp_path, 
     with pytest.raises(SystemExit) as exit_info:
         main([str(checkpoint), str(image), *extra])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "experiment", ["fast_linear_mnist", pytest.param("fast_mlp_mnist", marks=pytest.mark.benchmark)]
+)
+def test_predict_on_mnist_pngs_matches_the_models_own_test_accuracy(
+    experiment, shared_mnist, tmp_path
+):
+    """The first 1,000 MNIST test images, written as PNGs of 28 to 200 pixels on light or dark
+    paper: through dlcourse-predict's preprocessing a model scores within 1 point of its
+    accuracy on the same images as MNIST stores them."""
+    import random
+
+    from dlcourse.data.mnist import normalize, read_split
+    from dlcourse.predict import classify, load_model
+
+    settings = [f"experiment={experiment}", f"paths.data_dir={shared_mnist}", "trainer.device=cpu"]
+    train(compose_config([*settings, "trainer.progress_bar=false"]), tmp_path / "run")
+    model, _ = load_model(tmp_path / "run")
+    test = read_split(shared_mnist, train=False)
+    images, labels = test.data[:1000], test.targets[:1000]
+    with torch.no_grad():
+        own = (model(normalize(images, torch.device("cpu"))).argmax(dim=1) == labels).float().mean()
+    generator, paths = random.Random(0), []
+    for index, pixels in enumerate(images):
+        size = generator.choice([28, 56, 100, 200])
+        image = Image.fromarray(pixels.numpy(), mode="L").resize(
+            (size, size), Image.Resampling.BILINEAR
+        )
+        if generator.random() < 0.5:  # dark ink on light paper, as a scan would have it
+            image = Image.eval(image, lambda value: 255 - value)
+        image.save(tmp_path / f"{index}.png")
+        paths.append(tmp_path / f"{index}.png")
+    results = classify(model, paths, top_k=1)
+    accuracy = (
+        sum(r["top"][0]["class"] == label for r, label in zip(results, labels.tolist())) / 1000
+    )
+    assert abs(accuracy - own.item()) <= 0.01, (accuracy, own.item())

@@ -34,7 +34,12 @@ def run_config(tiny_mnist, scheduler="onecycle"):
 
 
 def logged_losses(run_dir):
-    return [(e.step, e.value) for e in read_events(run_dir).Scalars("train/loss")]
+    events = read_events(run_dir)
+    return [
+        (tag, e.step, e.value)
+        for tag in ("train/loss", "train/loss_step")
+        for e in events.Scalars(tag)
+    ]
 
 
 def interrupt_at(monkeypatch, stop_step: int, signal_number: int = signal.SIGINT) -> None:

@@ -32,25 +32,39 @@ def load_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module, dict]:
     return model_from_checkpoint(checkpoint, cfg, path).eval(), checkpoint
 
 
-def read_digit(path: Path, size: int = 28) -> torch.Tensor:
-    """Any image → an MNIST-like (1, 28, 28) input: grayscale, light digit on dark, the digit
-    fitted into 20×20 and centred, then normalised as in training."""
-    image = read_image(checked(path), "L", None)
+def read_digit(path: Path) -> tuple[torch.Tensor, bool]:
+    """Any image → the (1, 28, 28) input an MNIST model expects, and whether it holds a
+    plausible digit at all (else the prediction means nothing). See `mnist_like`."""
+    image = read_image(checked(path), "L", None)  # transparent pixels are white paper
+    digit, found = mnist_like(image)
+    return (digit - MEAN) / STD, found
+
+
+def mnist_like(image: torch.Tensor, size: int = 28, box: int = 20) -> tuple[torch.Tensor, bool]:
+    """As MNIST made its images: a light digit on a dark background, scaled to fit a 20×20 box
+    (aspect ratio kept), then placed so that its centre of mass is the centre of the 28×28
+    field. Returns the image in [0, 1] and whether any ink stood out from the background."""
     if image.mean() > 0.5:  # a dark digit on light paper: MNIST has it the other way round
         image = 1 - image
-    rows, columns = torch.nonzero(image[0] > 0.2, as_tuple=True)
-    if len(rows):  # crop to the ink, keeping a square box around it
-        image = image[:, rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
-    side = max(image.shape[1:])
-    square = torch.zeros(1, side, side)
-    top, left = (side - image.shape[1]) // 2, (side - image.shape[2]) // 2
-    square[:, top : top + image.shape[1], left : left + image.shape[2]] = image
-    digit = torch.nn.functional.interpolate(
-        square[None], size=(20, 20), mode="bilinear", antialias=True
-    )[0]
+    image = (image - image.min()).clamp_min(0)  # the background at 0
+    if image.max() < 0.2:  # no ink: a blank or nearly uniform page
+        return torch.zeros(1, size, size), False
+    rows, columns = torch.nonzero(image[0] > 0.1 * image.max(), as_tuple=True)
+    ink = image[:, rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
+    ink = ink / ink.max()
+    scale = box / max(ink.shape[1:])
+    height, width = (max(1, round(side * scale)) for side in ink.shape[1:])
+    resize = partial(torch.nn.functional.interpolate, mode="bilinear", antialias=True)
+    digit = resize(ink[None], size=(height, width))[0].clamp(0, 1)  # (1, height, width)
+    rows, columns = torch.arange(height).float(), torch.arange(width).float()
+    mass = digit[0].sum().clamp_min(1e-6)
+    centre_row = (digit[0].sum(dim=1) * rows).sum() / mass
+    centre_column = (digit[0].sum(dim=0) * columns).sum() / mass
+    top = min(max(round(size / 2 - centre_row.item()), 0), size - height)
+    left = min(max(round(size / 2 - centre_column.item()), 0), size - width)
     canvas = torch.zeros(1, size, size)
-    canvas[:, 4:24, 4:24] = digit
-    return (canvas - MEAN) / STD
+    canvas[:, top : top + height, left : left + width] = digit
+    return canvas, True
 
 
 def checked(path: Path) -> Path:
@@ -65,27 +79,42 @@ def checked(path: Path) -> Path:
 
 
 @torch.no_grad()
-def classify(model: torch.nn.Module, paths: list[Path], top_k: int) -> list[dict]:
+@torch.no_grad()
+def classify(
+    model: torch.nn.Module, paths: list[Path], top_k: int, save_input: bool = False
+) -> list[dict]:
+    """Each image's top-k classes; a warning for an image without a plausible digit."""
     results = []
     for path in paths:
+        digit, found = read_digit(path)
+        if save_input:  # what the model received, as an image
+            save_png_gray(digit * STD + MEAN, path.with_name(f"{path.stem}_input.png"))
         try:
-            probabilities = model(read_digit(path)[None]).softmax(dim=1)[0]  # (num_classes,)
+            probabilities = model(digit[None]).softmax(dim=1)[0]  # (num_classes,)
         except (RuntimeError, ValueError, IndexError) as error:
             raise UserError(
                 f"this model cannot classify 28×28 digits ({str(error).splitlines()[0][:120]}); "
                 "dlcourse-predict takes MNIST-like classifiers"
             ) from None
         values, classes = probabilities.topk(min(top_k, len(probabilities)))
-        results.append(
-            {
-                "image": str(path),
-                "top": [
-                    {"class": c, "probability": round(v, 6)}
-                    for c, v in zip(classes.tolist(), values.tolist())
-                ],
-            }
-        )
+        top = [
+            {"class": c, "probability": round(v, 6)}
+            for c, v in zip(classes.tolist(), values.tolist())
+        ]
+        result = {"image": str(path), "top": top}
+        if not found:
+            result["warning"] = (
+                "no digit found (a blank or uniform image): the prediction means nothing"
+            )
+        results.append(result)
     return results
+
+
+def save_png_gray(image: torch.Tensor, path: Path) -> None:
+    from PIL import Image
+
+    pixels = (image[0].clamp(0, 1) * 255).round().byte().numpy()
+    Image.fromarray(pixels, mode="L").save(path)
 
 
 def hole_mask(args: argparse.Namespace, height: int, width: int) -> torch.Tensor:
@@ -203,6 +232,11 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mask", help="mask image, white = hole (inpainting)")
     parser.add_argument("--box", help="hole as TOP,LEFT,HEIGHT,WIDTH in pixels (inpainting)")
     parser.add_argument("--output", help="where to write the filled PNG (inpainting)")
+    parser.add_argument(
+        "--save-input",
+        action="store_true",
+        help="also write <image>_input.png: the 28×28 image the classifier received",
+    )
     return parser.parse_args(argv)
 
 
@@ -220,12 +254,15 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.checkpoint} is a {task} checkpoint: --mask and --box are for inpainting ones"
         )
     else:
-        results = classify(model, [Path(p) for p in args.images], args.top_k)
+        results = classify(model, [Path(p) for p in args.images], args.top_k, args.save_input)
         if args.json:
             print(json.dumps(results, indent=2))
         for result in results if not args.json else []:
             ranked = ", ".join(f"{t['class']} ({t['probability']:.1%})" for t in result["top"])
             print(f"{result['image']}: {ranked}")
+        for result in results:
+            if "warning" in result:
+                print(f"warning: {result['image']}: {result['warning']}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -60,11 +60,9 @@ class Trainer:
     ) -> None:
         """`model` may be wrapped in DistributedDataParallel; `processes` says which rank this is.
         No optimizer and scheduler: a model fitted without gradients (a classical method)."""
-        self.model = model
-        self.raw_model = unwrap(model)
+        self.model, self.raw_model = model, unwrap(model)  # the model, out of DDP's wrapper
         self.loss_fn = loss_fn
-        self.optimizer = optimizer
-        self.scheduler = scheduler
+        self.optimizer, self.scheduler = optimizer, scheduler
         self.data = data
         self.logger = logger
         self.files = files
@@ -82,9 +80,8 @@ class Trainer:
         self.autocast = partial(torch.autocast, device.type, dtype=self.dtype)
         if self.dtype is None:
             self.autocast = nullcontext
-        self.show_progress = settings.progress_bar
-        if self.show_progress is None:
-            self.show_progress = sys.stderr.isatty()
+        progress = settings.progress_bar
+        self.show_progress = sys.stderr.isatty() if progress is None else progress
         self.position = Position()  # where the run is: saved in checkpoints, with what follows
         self.train_metrics = TrainingMetrics(data.task)
         self.checked_step = 0  # the last step whose loss was seen to be finite
@@ -218,8 +215,7 @@ class Trainer:
         metrics["time/samples_per_second"] = samples * self.processes.world_size / seconds
         if self.settings.on_nonfinite == "skip":
             metrics["train/nonfinite_steps"] = self.position.nonfinite_steps
-        logged = {k: v for k, v in metrics.items() if k != "train/loss"}  # logged every few steps
-        self.logger.log_scalars(logged, self.position.step)
+        self.logger.log_scalars(metrics, self.position.step)  # train/loss: the epoch's mean
         return metrics
 
     def evaluate(self, batches: Batches, split: str) -> tuple[dict[str, float], dict[str, float]]:
@@ -275,10 +271,11 @@ class Trainer:
         return test_metrics
 
     def log_step(self, loss: torch.Tensor | None, bar: tqdm) -> None:
+        """This one step's loss as train/loss_step (train/loss is the epoch's mean, logged at
+        its end), and the learning rate."""
         loss_value = loss.item() if loss is not None else math.nan
-        self.logger.log_scalars(
-            {"train/loss": loss_value, "lr": self.learning_rate}, self.position.step
-        )
+        step_scalars = {"train/loss_step": loss_value, "lr": self.learning_rate}
+        self.logger.log_scalars(step_scalars, self.position.step)
         bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
 
     def check_loss_is_finite(self, running_loss: float | None = None) -> None:
