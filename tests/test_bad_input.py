@@ -183,7 +183,7 @@ def corpus(w: dict[str, Path], data: Path) -> list[tuple[str, list[str], str]]:
             "would change what the stopped run",
         ),
         ("dlcourse-train", ["optimizer.lrr=1", *tiny], "optimizer.lrr"),
-        ("dlcourse-train", ["model=resnet"], "model/resnet"),
+        ("dlcourse-train", ["model=resnet"], "model=resnet is not an option of model"),
         ("dlcourse-eval", [], "dlcourse-eval needs a checkpoint"),
         (
             "dlcourse-eval",

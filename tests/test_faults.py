@@ -113,15 +113,31 @@ def test_val_size_beyond_the_training_set_is_refused(tiny_mnist, tmp_path):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("optimizer.lrr=1", "Could not override 'optimizer.lrr'"),
-        ("model=resnet", "Could not find 'model/resnet'"),
+        (
+            "optimizer.lrr=1",
+            "optimizer.lrr is not a setting of optimizer (did you mean optimizer.lr?)",
+        ),
+        (
+            "trainer.epoch=3",
+            "trainer.epoch is not a setting of trainer (did you mean trainer.epochs?)",
+        ),
+        ("optimzer.lr=1", "optimzer is not a top-level setting (did you mean optimizer or "),
+        (
+            "model=mpl",
+            "model=mpl is not an option of model (did you mean model=mlp?); its options:",
+        ),
         ("trainer.epochs=2.5", "trainer.epochs=2.5 has the wrong type"),
     ],
 )
-def test_command_line_mistakes_exit_non_zero_without_a_traceback(override, message, tmp_path):
+def test_command_line_mistakes_are_one_line_with_a_suggestion(override, message, tmp_path):
     result = run_command(["dlcourse-train", override], tmp_path)
-    assert result.returncode != 0
-    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {message}") and result.stderr.count("\n") == 1, (
+        result.stderr
+    )
+    assert not (tmp_path / "outputs" / "runs").exists() or not any(
+        (tmp_path / "outputs" / "runs").iterdir()
+    )
 
 
 # --- numeric faults ----------------------------------------------------------------------------

@@ -159,6 +159,22 @@ def test_pixel_mse_matches_torch_and_averages_over_the_batch():
     torch.testing.assert_close(PixelLoss("mse")(outputs, targets, mask), reference)
 
 
+def test_whole_image_metrics_are_those_of_the_filled_image():
+    """Known pixels are kept in what a user gets, so a model's errors there do not count; the
+    masked input itself (the unfilled baseline) keeps its error in the hole."""
+    targets = torch.tensor([[[[1.0, 1.0], [0.5, 0.5]]]])
+    mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    wrong_outside = torch.tensor([[[[0.8, 0.0], [0.0, 0.0]]]])  # hole 0.2 off, the rest far off
+    sums = InpaintingTask(mean_image=torch.zeros(1, 2, 2)).batch_sums(wrong_outside, targets, mask)
+    assert sums["mse"].item() == pytest.approx(0.04 / 4) and sums[
+        "mse_hole"
+    ].item() == pytest.approx(0.04)
+    unfilled = torch.tensor([[[[0.0, 1.0], [0.5, 0.5]]]])
+    assert InpaintingTask(torch.zeros(1, 2, 2)).batch_sums(unfilled, targets, mask)[
+        "mse"
+    ].item() == pytest.approx(0.25)
+
+
 def test_inpainting_metrics_against_hand_computed_values():
     targets = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
     outputs = torch.tensor([[[[0.9, 1.0], [0.0, 0.0]]], [[[0.0, 0.0], [0.0, 0.5]]]])

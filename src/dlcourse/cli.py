@@ -11,15 +11,18 @@ some of them; a traceback is left only for what is a bug. The modules run with
 
 from __future__ import annotations
 
+import difflib
 import errno
 import importlib
 import os
+import re
 import signal
 import sys
 import threading
 
 
-def run_quietly(module: str) -> None:
+def run_quietly(module: str, config_name: str | None = None) -> None:
+    """Run a command's `main`; `config_name`: its Hydra config (for suggestions on mistakes)."""
     threading.excepthook = quiet_about_a_full_disk
     os.environ.setdefault(
         "HYDRA_FULL_ERROR", "1"
@@ -31,7 +34,7 @@ def run_quietly(module: str) -> None:
     try:
         importlib.import_module(module).main()
     except Exception as error:
-        message = configuration_error(error)
+        message = configuration_error(error, config_name)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr, flush=True)
@@ -45,9 +48,9 @@ def exit_at_once(signal_number: int, frame: object) -> None:
     os._exit(130)
 
 
-def configuration_error(error: Exception) -> str | None:
-    """Hydra's or OmegaConf's message for a mistake in a command line or a config file; None for
-    anything else."""
+def configuration_error(error: Exception, config_name: str | None = None) -> str | None:
+    """One message for a mistake in a command line or a config file (a did-you-mean for a
+    mistyped key or option); None for anything else."""
     import yaml
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -56,8 +59,53 @@ def configuration_error(error: Exception) -> str | None:
         if isinstance(candidate, yaml.YAMLError):
             return f"a config file cannot be read: {' '.join(str(candidate).split())}"
         if isinstance(candidate, (HydraException, OmegaConfBaseException)):
-            return str(candidate).strip()
+            return explain(str(candidate).strip(), config_name)
     return None
+
+
+def explain(message: str, config_name: str | None) -> str:
+    """Hydra's message, made one line with suggestions where it names an unknown key or option."""
+    unknown_option = re.search(r"Could not find '(.+)/([^/']+)'", message)
+    if unknown_option:
+        group, option = unknown_option.groups()
+        options = re.findall(r"^\t(\S+)$", message.split("Config search path")[0], re.M)
+        hint = did_you_mean(option, options, f"{group}=")
+        return (
+            f"{group}={option} is not an option of {group}{hint}; its options: {', '.join(options)}"
+        )
+    unknown_key = re.search(r"Could not override '([^']+)'", message)
+    if unknown_key and config_name:
+        key = unknown_key.group(1)
+        parent, _, name = key.rpartition(".")
+        siblings = known_keys(config_name, parent)
+        if siblings is None:  # the mistake is higher up: optimzer.lr
+            parent, name = "", key.split(".")[0]
+            siblings = known_keys(config_name, parent)
+            key = name
+        if siblings is not None:
+            where = f"a setting of {parent}" if parent else "a top-level setting"
+            hint = did_you_mean(name, siblings, f"{parent}." if parent else "")
+            return f"{key} is not {where}{hint}; its settings: {', '.join(siblings)}"
+    return message
+
+
+def known_keys(config_name: str, parent: str) -> list[str] | None:
+    """The keys under `parent` in the config the command composes by default; None: no node."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import DictConfig, OmegaConf
+
+    from dlcourse.config import config_dir, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name=config_name)
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return [k for k in node if not k.startswith("_")] if isinstance(node, DictConfig) else None
+
+
+def did_you_mean(word: str, choices: list[str], prefix: str) -> str:
+    close = difflib.get_close_matches(word, choices, n=2, cutoff=0.65)
+    return f" (did you mean {' or '.join(prefix + c for c in close)}?)" if close else ""
 
 
 def quiet_about_a_full_disk(args: threading.ExceptHookArgs) -> None:
@@ -69,11 +117,11 @@ def quiet_about_a_full_disk(args: threading.ExceptHookArgs) -> None:
 
 
 def train() -> None:
-    run_quietly("dlcourse.train")
+    run_quietly("dlcourse.train", "train")
 
 
 def evaluate() -> None:
-    run_quietly("dlcourse.evaluate")
+    run_quietly("dlcourse.evaluate", "eval")
 
 
 def predict() -> None:
@@ -85,8 +133,8 @@ def sweep_report() -> None:
 
 
 def gradcheck() -> None:
-    run_quietly("dlcourse.gradcheck")
+    run_quietly("dlcourse.gradcheck", "gradcheck")
 
 
 def summary() -> None:
-    run_quietly("dlcourse.summary")
+    run_quietly("dlcourse.summary", "summary")

@@ -11,6 +11,7 @@ options (`model=resnet`) and new keys given without `+`.
 from __future__ import annotations
 
 import collections.abc
+import difflib
 import inspect
 import math
 import re
@@ -215,12 +216,14 @@ def check_arguments(key: str, node: dict[str, Any], target: Callable, runtime: s
         if name.startswith("_"):
             continue
         if name not in parameters and not takes_any:
-            known = ", ".join(
+            known = [
                 p for p in parameters if p not in runtime and p not in ("self", "args", "kwargs")
-            )
+            ]
+            close = difflib.get_close_matches(name, known, n=2, cutoff=0.65)
+            hint = f" (did you mean {' or '.join(f'{key}.{c}' for c in close)}?)" if close else ""
             raise UserError(
-                f"{key}.{name} is not a setting of {key} ({target.__name__}); "
-                f"its settings are: {known}"
+                f"{key}.{name} is not a setting of {key} ({target.__name__}){hint}; "
+                f"its settings: {', '.join(known)}"
             )
         if name in hints and not matches(value, hints[name]):
             raise UserError(

@@ -87,6 +87,9 @@ def psnr(mse: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
 class InpaintingTask:
     """MSE and PSNR per image, over the whole image and over the hole only (pixels in [0, 1]).
 
+    The whole-image figures are those of what a user gets: the prediction in the hole, the
+    known pixels kept (as dlcourse-predict writes it), not the raw output everywhere.
+
     Baselines: `unfilled` leaves the masked input as it is; `meanfill` fills each hole pixel with
     that pixel's mean over the training images.
     """
@@ -107,10 +110,11 @@ class InpaintingTask:
     def batch_sums(
         self, outputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        squared_error = (outputs.float() - targets).square()  # (B, C, H, W)
-        hole = mask.expand_as(squared_error)
+        hole = mask.expand_as(targets).bool()
+        filled = torch.where(hole, outputs.float(), targets)  # the known pixels kept
+        squared_error = (filled - targets).square()  # (B, C, H, W): zero outside the hole
         mse = squared_error.mean(dim=(1, 2, 3))  # (B,)
-        mse_hole = (squared_error * hole).sum(dim=(1, 2, 3)) / hole.sum(dim=(1, 2, 3)).clamp_min(1)
+        mse_hole = squared_error.sum(dim=(1, 2, 3)) / hole.sum(dim=(1, 2, 3)).clamp_min(1)
         return {
             "mse": mse.sum(),
             "psnr": psnr(mse).sum(),
