@@ -75,7 +75,8 @@ def test_multirun_gives_one_folder_per_job(tiny_mnist, tmp_path):
     assert result.returncode == 0, result.stderr
     sweep = only_run_folder(tmp_path / "outputs" / "multirun")
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert [job.name for job in jobs] == ["0", "1"]
+    # Each job's folder: its number and what the sweep varies in it (not model=linear).
+    assert [job.name for job in jobs] == ["0_optimizer.lr=0.01", "1_optimizer.lr=0.1"]
     learning_rates = {
         json.loads((job / "metrics.json").read_text())
         and (job / ".hydra" / "overrides.yaml").read_text().count("optimizer.lr=0.1")

@@ -18,10 +18,11 @@ def test_a_failing_job_is_recorded_and_the_sweep_exits_non_zero(tiny_mnist, tmp_
     command = ["dlcourse-train", "-m", "optimizer.lr=0.01,-1,0.05", *quick_overrides(tiny_mnist)]
     result = run_command(command, tmp_path, tiny_mnist)
     assert result.returncode == 1
-    assert "job 1 failed: optimizer.lr=-1 is impossible" in result.stderr
+    assert "job 1_optimizer.lr=-1 failed: optimizer.lr=-1 is impossible" in result.stderr
     sweep = only_run_folder(tmp_path / "outputs" / "multirun")
-    assert (sweep / "0" / "metrics.json").is_file() and (sweep / "2" / "metrics.json").is_file()
-    failure = json.loads((sweep / "1" / "failed.json").read_text())
+    assert (sweep / "0_optimizer.lr=0.01" / "metrics.json").is_file()
+    assert (sweep / "2_optimizer.lr=0.05" / "metrics.json").is_file()
+    failure = json.loads((sweep / "1_optimizer.lr=-1" / "failed.json").read_text())
     assert failure["type"] == "UserError" and "optimizer.lr=-1" in failure["error"]
 
     reported = run_command(["dlcourse-sweep-report", str(sweep)], tmp_path)
@@ -117,7 +118,7 @@ def test_parallel_launcher_runs_jobs_in_their_own_processes_sharing_the_cores(ti
     jobs = sorted(
         p for p in only_run_folder(tmp_path / "outputs" / "multirun").iterdir() if p.is_dir()
     )
-    assert [job.name for job in jobs] == ["0", "1"]
+    assert [job.name for job in jobs] == ["0_optimizer.lr=0.01", "1_optimizer.lr=0.1"]
     pids = {next(job.glob("events.out.tfevents.*")).name.split(".")[-2] for job in jobs}
     assert len(pids) == 2 and str(os.getpid()) not in pids
     for job in jobs:
@@ -139,7 +140,8 @@ def test_optuna_search_finds_a_best_trial(tiny_mnist, tmp_path):
 
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     values = [
-        json.loads((sweep / str(i) / "metrics.json").read_text())["val/acc"] for i in range(3)
+        json.loads((job / "metrics.json").read_text())["val/acc"]
+        for job in sorted(sweep.glob("[0-9]*"))
     ]
     assert results["best_value"] == pytest.approx(max(values))
     # The batch size is searched too, unless the command line fixes it (as quick_overrides does).

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import secrets
 import tempfile
 from pathlib import Path
@@ -29,21 +30,54 @@ def config_dir() -> str:
     return str(checkout if checkout.is_dir() else Path(__file__).resolve().parent / "configs")
 
 
+# Set by the sweep (dlcourse.sweep.SweepStatus) for its jobs: the keys it varies, which name
+# each job's folder (2_optimizer.lr=0.1_model=mlp).
+SWEPT_KEYS = "DLCOURSE_SWEPT_KEYS"
+
+
 def register_resolvers() -> None:
     """Resolvers the Hydra settings use (configs/hydra/default.yaml).
 
     `${run_id:}`: a short random suffix, so two runs started in the same second never collide.
+    `${run_name:experiment,model}`: what ran, for the run folder's name (the experiment, else
+    the model). `${job_name:num,overrides}`: a sweep job's folder, its number and swept settings.
     `${run_dir:resume,new}`: a resumed run's own folder, else the new one.
     `${threads_per_job:jobs}`: the cores divided among jobs that run side by side (at least 1).
     """
-    if not OmegaConf.has_resolver("run_id"):
-        OmegaConf.register_new_resolver("run_id", lambda: secrets.token_hex(3), use_cache=True)
-    if not OmegaConf.has_resolver("run_dir"):
-        OmegaConf.register_new_resolver("run_dir", resumed_run_dir)
-    if not OmegaConf.has_resolver("threads_per_job"):
-        OmegaConf.register_new_resolver(
-            "threads_per_job", lambda jobs: max(1, (os.cpu_count() or 1) // int(jobs))
-        )
+    resolvers = {
+        "run_id": (lambda: secrets.token_hex(3), True),
+        "run_name": (lambda experiment, model: safe_name(str(experiment or model)), False),
+        "job_name": (job_name, False),
+        "run_dir": (resumed_run_dir, False),
+        "threads_per_job": (lambda jobs: max(1, (os.cpu_count() or 1) // int(jobs)), False),
+    }
+    for name, (resolver, cached) in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver, use_cache=cached)
+
+
+def job_name(number: int, overrides: list[str]) -> str:
+    """`<number>_<the job's swept settings>`, e.g. `2_optimizer.lr=0.1_model=mlp`."""
+    swept = set(filter(None, os.environ.get(SWEPT_KEYS, "").split(",")))
+    settings = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") in swept:
+            settings.append(f"{key}={short_number(value)}")
+    return safe_name("_".join([str(number), *settings]))
+
+
+def short_number(value: str) -> str:
+    """A float an optimiser drew (0.0029813770307052724) to 4 significant digits; else as is."""
+    try:
+        return f"{float(value):.4g}" if len(value) > 8 else value
+    except ValueError:
+        return value
+
+
+def safe_name(name: str, limit: int = 120) -> str:
+    """A folder name from any text: letters, digits and . _ = , + - [ ] only, `limit` at most."""
+    return re.sub(r"[^A-Za-z0-9._=,+\[\]-]", "-", name)[:limit]
 
 
 def resumed_run_dir(resume: str | None, new_run_dir: str) -> str:

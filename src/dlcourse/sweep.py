@@ -14,6 +14,7 @@ import csv
 import json
 import logging
 import math
+import os
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from dlcourse.config import SWEPT_KEYS
 from dlcourse.errors import UserError, exit_on_user_error
 
 log = logging.getLogger(__name__)
@@ -44,8 +46,12 @@ def record_failure(job_dir: Path, error: BaseException, overrides: list[str] | N
 
 
 class SweepStatus(Callback):
-    """Hydra callback (configs/hydra/default.yaml): after a multirun, list the failed jobs and
-    exit non-zero if there were any, so scripts and CI see that the sweep was not clean."""
+    """Hydra callback (configs/hydra/default.yaml). Before a multirun: note which settings it
+    varies, which name its job folders (config.job_name). After: list the failed jobs and exit
+    non-zero if there were any, so scripts and CI see that the sweep was not clean."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        os.environ[SWEPT_KEYS] = ",".join(swept_keys(config))
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -57,6 +63,16 @@ class SweepStatus(Callback):
                 print(f"job {path.parent.name} failed: {error}", file=sys.stderr)
             print(f"{len(failed)} job(s) of the sweep in {sweep_dir} failed", file=sys.stderr)
             sys.exit(1)
+
+
+def swept_keys(config: Any) -> list[str]:
+    """The settings a sweep varies: the command line's sweeps (`optimizer.lr=0.01,0.1`,
+    `range(...)`, ...) and a sweeper's own search space (Optuna's `hydra.sweeper.params`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    keys = [o.key_or_group for o in overrides if o.is_sweep_override()]
+    return keys + [str(key) for key in (config.hydra.sweeper.get("params") or {})]
 
 
 @dataclass
@@ -140,7 +156,9 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
 
 
 def natural(name: str) -> tuple:
-    return (0, int(name)) if name.isdigit() else (1, name)
+    """Job folders in their order: by the number they start with (2_optimizer.lr=0.1)."""
+    number = name.split("_", 1)[0]
+    return (0, int(number), name) if number.isdigit() else (1, 0, name)
 
 
 def choose_metric(jobs: list[Job], metric: str | None, mode: str | None) -> tuple[str, str]:

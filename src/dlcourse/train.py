@@ -91,13 +91,20 @@ def report_stop(stop: TrainingInterrupted, run_dir: Path) -> None:
 
     folder = shortest_path(run_dir)
     if isinstance(stop, FinalTestInterrupted):
-        command = f"dlcourse-eval {shlex.quote('ckpt_path=' + hydra_quote(folder))}"
-        log.warning(
-            "Stopped: %s. Training had finished. Test the best weights with:\n  %s", stop, command
-        )
+        command = f"dlcourse-eval {shell_quote('ckpt_path=' + hydra_quote(folder))}"
+        message = "Stopped: %s. Training had finished. Test the best weights with:\n  %s"
     else:
-        command = f"dlcourse-train {shlex.quote('resume=' + hydra_quote(folder))}"
-        log.warning("Stopped: %s. Resume with:\n  %s", stop, command)
+        command = f"dlcourse-train {shell_quote('resume=' + hydra_quote(folder))}"
+        message = "Stopped: %s. Resume with:\n  %s"
+    log.warning(message, stop, command)
+
+
+def shell_quote(word: str) -> str:
+    """`word` for a POSIX shell: as it is when safe, in double quotes when only Hydra's single
+    quotes need protecting (the common case), else shlex's single-quote form."""
+    if shlex.quote(word) == word or not re.search(r'[$`"\\!]', word):
+        return word if shlex.quote(word) == word else f'"{word}"'
+    return shlex.quote(word)
 
 
 def hydra_quote(value: str) -> str:
