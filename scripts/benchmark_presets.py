@@ -94,12 +94,12 @@ def classification_row(preset: str, metrics: dict[str, float]) -> tuple[str, boo
 
 
 def inpainting_row(preset: str, metrics: dict[str, float]) -> tuple[str, bool]:
-    ratio = metrics["test/mse_hole"] / metrics["baseline_meanfill/mse_hole"]
+    ratio = metrics["test/mse_hole"] / metrics["baselines/test/meanfill/mse_hole"]
     met = ratio <= INPAINTING[preset]
     return (
         f"| `{preset}` | {metrics['epochs']} | {metrics['test/mse_hole']:.4f} | "
-        f"{metrics['baseline_meanfill/mse_hole']:.4f} | "
-        f"{metrics['baseline_unfilled/mse_hole']:.4f} | "
+        f"{metrics['baselines/test/meanfill/mse_hole']:.4f} | "
+        f"{metrics['baselines/test/unfilled/mse_hole']:.4f} | "
         f"{ratio:.3f} | ≤ {INPAINTING[preset]} | {'yes' if met else 'NO'} | "
         f"{metrics['test/psnr_hole']:.2f} | {metrics['train_seconds']:.1f} |"
     ), met

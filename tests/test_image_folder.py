@@ -88,5 +88,5 @@ def test_training_on_a_folder(tiny_pairs, tmp_path):
     metrics = train(
         compose_config([*quick_overrides(tiny_pairs, mnist_sizes=False), *overrides]), tmp_path
     )
-    assert metrics["test/mse_hole"] >= 0 and "baseline_meanfill/mse_hole" in metrics
+    assert metrics["test/mse_hole"] >= 0 and "baselines/test/meanfill/mse_hole" in metrics
     assert (tmp_path / "inpainting.png").is_file()

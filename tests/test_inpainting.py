@@ -218,14 +218,14 @@ def test_inpainting_run_writes_grid_png_and_baseline_metrics(preset, tiny_mnist,
         "test/mse",
         "test/psnr",
         "val/mse_hole",
-        "baseline_unfilled/mse_hole",
-        "baseline_meanfill/mse_hole",
-        "baseline_meanfill/psnr",
-        "val_baseline_meanfill/mse_hole",
+        "baselines/test/unfilled/mse_hole",
+        "baselines/test/meanfill/mse_hole",
+        "baselines/test/meanfill/psnr",
+        "baselines/val/meanfill/mse_hole",
     ):
         assert math.isfinite(metrics[key]), key
     # Filling with the mean image beats leaving the hole black on digits.
-    assert metrics["baseline_meanfill/mse_hole"] < metrics["baseline_unfilled/mse_hole"]
+    assert metrics["baselines/test/meanfill/mse_hole"] < metrics["baselines/test/unfilled/mse_hole"]
 
     from PIL import Image
 

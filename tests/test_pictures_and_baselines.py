@@ -101,10 +101,14 @@ def test_a_run_writes_pictures_and_histograms(tiny_mnist, tmp_path):
     for name in ("filters", "activations", "confusion_matrix"):
         assert (tmp_path / f"{name}.png").is_file()
     events = read_events(tmp_path)
-    assert {"weights/features.0.0.weight", "gradients/features.0.0.weight"} <= set(
-        events.Tags()["histograms"]
-    )
-    steps = [event.step for event in events.Histograms("gradients/classifier.5.bias")]
+    # Layers with parameters, counted in order: conv, conv, then the two fully-connected ones.
+    assert set(events.Tags()["histograms"]) == {
+        f"{kind}/layer{number}_{layer}/{name}"
+        for kind in ("weights", "gradients")
+        for number, layer in enumerate(["Conv2d", "Conv2d", "Linear", "Linear"], start=1)
+        for name in ("weight", "bias")
+    }
+    steps = [event.step for event in events.Histograms("gradients/layer4_Linear/bias")]
     assert steps == [4, 8, 12, 16] and STEPS_PER_EPOCH == 8  # 2 epochs of 8 steps
     assert {"pictures/filters", "pictures/confusion_matrix"} <= set(events.Tags()["images"])
 

@@ -16,9 +16,7 @@ class Logger(Protocol):
     def log_scalars(self, metrics: Mapping[str, float], step: int) -> None: ...
     def log_image(self, tag: str, image: torch.Tensor, step: int) -> None: ...
     def log_histograms(self, model: nn.Module, step: int) -> None: ...
-    def log_hparams(
-        self, hparams: Mapping[str, HParamValue], metric_names: Iterable[str]
-    ) -> None: ...
+    def log_hparams(self, hparams: Mapping[str, HParamValue]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -34,7 +32,7 @@ class NullLogger:
     def log_histograms(self, model: nn.Module, step: int) -> None:
         pass
 
-    def log_hparams(self, hparams: Mapping[str, HParamValue], metric_names: Iterable[str]) -> None:
+    def log_hparams(self, hparams: Mapping[str, HParamValue]) -> None:
         pass
 
     def close(self) -> None:
@@ -63,26 +61,60 @@ class TensorBoardLogger:
 
     def log_histograms(self, model: nn.Module, step: int) -> None:
         """Each parameter's values and, after a backward pass, its gradient."""
-        for name, parameter in model.named_parameters():
+        for name, parameter in layer_names(model).items():
             self.writer.add_histogram(f"weights/{name}", parameter.detach().float().cpu(), step)
             if parameter.grad is not None:
                 self.writer.add_histogram(f"gradients/{name}", parameter.grad.float().cpu(), step)
 
-    def log_hparams(self, hparams: Mapping[str, HParamValue], metric_names: Iterable[str]) -> None:
-        """Register the run's hyperparameters and the names of scalars it already logged.
+    def log_hparams(self, hparams: Mapping[str, HParamValue]) -> None:
+        """Register the run's hyperparameters, in this run's own event file (where
+        `SummaryWriter.add_hparams` would open a sub-run).
 
-        `SummaryWriter.add_hparams` would open a separate sub-run; writing the three hparams
-        summaries into this run's own file keeps hyperparameters and curves in one run.
+        Only the session's summaries are written, not an experiment summary: TensorBoard shows
+        the first experiment summary it finds for a whole log folder, which would hide the
+        hyperparameters and metrics of every other kind of run in it; without one, it gathers
+        them from all runs (each run's scalars are its metric columns).
         """
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-        metric_dict = {name: 0.0 for name in metric_names}  # values are read from the scalars
+        _, session_start, session_end = hparams_summaries(dict(hparams), {})
         file_writer = self.writer._get_file_writer()
-        for summary in hparams_summaries(dict(hparams), metric_dict):
-            file_writer.add_summary(summary)
+        file_writer.add_summary(session_start)
+        file_writer.add_summary(session_end)
 
     def close(self) -> None:
         self.writer.close()
+
+
+def layer_names(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Parameters named by layer, counting only layers that have parameters, in the order they
+    were built: `layer1_Conv2d/weight`, `layer2_BatchNorm2d/bias`, ... A layer keeps its name
+    when a dropout or activation is added before it (`hidden.3.weight` would become
+    `hidden.4.weight`)."""
+    names: dict[str, nn.Parameter] = {}
+    layers = [module for module in model.modules() if list(module.parameters(recurse=False))]
+    for number, module in enumerate(layers, start=1):
+        for name, parameter in module.named_parameters(recurse=False):
+            names[f"layer{number}_{type(module).__name__}/{name}"] = parameter
+    return names
+
+
+# Settings every run shows in the HParams tab, besides what its command line chose.
+CORE_SETTINGS = ("optimizer.lr", "dataset.batch_size", "trainer.epochs", "seed")
+
+
+def run_hparams(
+    config: Mapping, choices: Mapping[str, str] | None = None, keys: Iterable[str] = CORE_SETTINGS
+) -> dict[str, HParamValue]:
+    """What the HParams tab shows for a run: its config groups' choices (`model`: `mlp`) and
+    the settings in `keys` (the command line's and the core ones; in a sweep, the ones it
+    varies), with their values in the resolved config. Settings nobody chose stay out of view."""
+    flat = flatten_hparams(config)
+    hparams: dict[str, HParamValue] = {
+        group: str(choice) for group, choice in (choices or {}).items()
+    }
+    hparams |= {key: flat[key] for key in keys if key in flat}
+    return hparams
 
 
 def flatten_hparams(config: Mapping, prefix: str = "") -> dict[str, HParamValue]:

@@ -2,9 +2,9 @@
 of a split (shared by the trainer and dlcourse-eval).
 
 Names follow one scheme: `<split>/<metric>` for the model (`train/loss`, `val/acc`,
-`test/mse_hole`), and a group of its own for each baseline, a non-learned method measured on
-the same images (`baseline_meanfill/mse_hole` on the test split,
-`val_baseline_meanfill/mse_hole` on validation).
+`test/mse_hole`), and `baselines/<split>/<baseline>/<metric>` for the non-learned methods
+measured on the same images (`baselines/test/meanfill/mse_hole`), all in one group of
+TensorBoard's, after the model's.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def tag(split: str, name: str, baseline: str | None = None) -> str:
     """The name a metric is logged and saved under (see the module's docstring)."""
     if baseline is None:
         return f"{split}/{name}"
-    return f"{'' if split == 'test' else split + '_'}baseline_{baseline}/{name}"
+    return f"baselines/{split}/{baseline}/{name}"
 
 
 class TrainingMetrics:

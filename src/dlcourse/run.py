@@ -22,7 +22,7 @@ from dlcourse.config import build, to_plain_dict
 from dlcourse.distributed import unwrap
 from dlcourse.errors import SweepError, UserError
 from dlcourse.interrupt import StopSignal
-from dlcourse.loggers import Logger, NullLogger, TensorBoardLogger, flatten_hparams
+from dlcourse.loggers import Logger, NullLogger, TensorBoardLogger, run_hparams
 from dlcourse.resume import load_resumable, restore
 from dlcourse.run_folder import NullRunFiles, RunFiles
 from dlcourse.runtime import autocast_dtype, configure_determinism, seed_everything, select_device
@@ -34,9 +34,15 @@ from dlcourse.trainer import Trainer
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig, output_dir: str | Path, checkpoint: dict | None = None) -> dict:
+def train(
+    cfg: DictConfig,
+    output_dir: str | Path,
+    checkpoint: dict | None = None,
+    hparams: dict | None = None,
+) -> dict:
     """Data → model → loss → optimizer → scheduler → logger → trainer; fit; write the results.
-    With `cfg.resume` set, continue from that checkpoint (`checkpoint`, if already loaded)."""
+    With `cfg.resume` set, continue from that checkpoint (`checkpoint`, if already loaded);
+    `hparams`: what TensorBoard's HParams tab shows (dlcourse-train passes the command line's)."""
     config = to_plain_dict(cfg)
     validate_config(config)  # before any data is loaded
     settings = TrainerSettings(**config["trainer"])
@@ -64,7 +70,7 @@ def train(cfg: DictConfig, output_dir: str | Path, checkpoint: dict | None = Non
             restore(trainer, checkpoint, cfg.resume)
         try:
             metrics = trainer.fit()
-            logger.log_hparams(flatten_hparams(config), metric_names)
+            logger.log_hparams(hparams or run_hparams(config))
         finally:
             logger.close()
             processes.close()

@@ -82,7 +82,38 @@ def run(
     folder = RunFolder(run_dir, resuming) if launched_rank() == 0 else NullRunFolder()
     with folder:
         folder.record(cfg, hydra_cfg)
-        return train(cfg, run_dir, checkpoint)
+        # A resume shows what the run was started with (its first record), not its own defaults.
+        started = original_hydra(run_dir) if resuming else hydra_cfg
+        return train(cfg, run_dir, checkpoint, hparams_of(cfg, started, hydra_cfg.mode))
+
+
+def hparams_of(cfg: DictConfig, started: DictConfig | None, mode: RunMode) -> dict:
+    """What TensorBoard's HParams tab shows for this run: in a sweep, the settings it varies;
+    else the config groups chosen (model=mlp, ...), the command line's settings and a few core
+    ones (see dlcourse.loggers.run_hparams). `started`: Hydra's settings of the run's start."""
+    from dlcourse.config import SWEPT_KEYS, to_plain_dict
+    from dlcourse.loggers import CORE_SETTINGS, run_hparams
+
+    config = to_plain_dict(cfg)
+    if started is None:
+        return run_hparams(config)
+    groups = ("experiment", "model", "dataset", "mask", "loss", "optimizer", "scheduler")
+    choices = {g: c for g, c in started.runtime.choices.items() if g in groups and c is not None}
+    swept = [key for key in os.environ.get(SWEPT_KEYS, "").split(",") if key]
+    if mode == RunMode.MULTIRUN and swept:
+        return run_hparams(config, {g: c for g, c in choices.items() if g in swept}, swept)
+    chosen = [o.split("=", 1)[0].lstrip("+~") for o in started.overrides.task]
+    return run_hparams(config, choices, [*CORE_SETTINGS, *chosen])
+
+
+def original_hydra(run_dir: Path) -> DictConfig | None:
+    """Hydra's settings as the run's first start recorded them (.hydra/hydra.yaml), if readable."""
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra
+    except Exception:  # a missing or damaged record: show the core settings only
+        return None
 
 
 def report_stop(stop: TrainingInterrupted, run_dir: Path) -> None:

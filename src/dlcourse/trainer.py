@@ -122,7 +122,11 @@ class Trainer:
 
     def results(self, train_metrics: dict, start: float, epochs: int, steps: int) -> dict[str, Any]:
         """What metrics.json holds: the last epoch's train/*, the best epoch's val/*, test/* of
-        its weights, then how the run went and what its metrics mean."""
+        its weights, then how the run went and what its metrics mean. The best epoch's val/*
+        also go to TensorBoard as best/val/*, so that its final values are these."""
+        best_metrics = self.position.best["metrics"].items()
+        best = {f"best/{name}": value for name, value in best_metrics if name.startswith("val/")}
+        self.logger.log_scalars(best, self.position.step)
         return {
             **train_metrics,
             **self.position.best["metrics"],
@@ -220,7 +224,7 @@ class Trainer:
 
     def evaluate(self, batches: Batches, split: str) -> tuple[dict[str, float], dict[str, float]]:
         """The model's loss and metrics over a split (val/acc, test/mse_hole, ...), and its
-        baselines' (val_baseline_meanfill/mse_hole, ...): see dlcourse.metrics."""
+        baselines' (baselines/val/meanfill/mse_hole, ...): see dlcourse.metrics."""
         limit = self.settings.limit_eval_batches or len(batches)
         batches = (batch for _, batch in zip(range(limit), batches))
         # The bare model: DDP's forward would sync buffers, and ranks may hold a batch more or less.
