@@ -128,3 +128,15 @@ def test_help_lists_the_config_groups(tmp_path):
     for group in ("model", "optimizer", "scheduler", "dataset", "experiment", "loss"):
         options = sorted(path.stem for path in (Path(config_dir()) / group).glob("*.yaml"))
         assert f"{group}: {', '.join(options)}" in result.stdout
+
+
+def test_describe_prints_each_options_settings_with_their_comments(tmp_path):
+    result = run_command(["dlcourse-train", "--describe", "optimizer/adam", "trainer"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "# ---- optimizer=adam  (configs/optimizer/adam.yaml)" in result.stdout
+    assert "lr: 0.001" in result.stdout and "# Adam: dlcourse-train optimizer=adam" in result.stdout
+    assert "patience: null" in result.stdout and "never stop early" in result.stdout
+    listing = run_command(["dlcourse-train", "--describe"], tmp_path)
+    assert "mask: center_box, half, pixels, rectangles" in listing.stdout
+    wrong = run_command(["dlcourse-train", "--describe", "optimiser"], tmp_path)
+    assert wrong.returncode == 2 and "(did you mean optimizer?)" in wrong.stderr

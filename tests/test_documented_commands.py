@@ -35,6 +35,7 @@ COMMANDS = {
     "dlcourse-sweep-report": cli.sweep_report,
     "dlcourse-gradcheck": cli.gradcheck,
     "dlcourse-summary": cli.summary,
+    "dlcourse-runs": cli.runs,
 }
 # (a piece of the command, why it does not run here)
 SKIPPED = [
@@ -123,7 +124,7 @@ def prepared(command: str, workspace: Path, tiny_mnist: Path) -> list[str]:
     if words[0] == "dlcourse-gradcheck":  # two sampled entries per parameter, not 20 or 50
         words = [w for w in words if not w.startswith("elements_per_parameter=")]
         return [*words, "elements_per_parameter=2"]
-    if words[0] != "dlcourse-train" or any(w in ("--help", "--cfg") for w in words):
+    if words[0] != "dlcourse-train" or any(w in ("--help", "--cfg", "--describe") for w in words):
         return words
     # The config it composes (a sweep's first value of each list), to see which limits apply.
     settings = [w for w in words[1:] if "=" in w and not w.startswith(("hydra.", "resume="))]

@@ -37,6 +37,8 @@ CHECKPOINT_KEYS = {
     "epoch_count",
     "nonfinite_steps",
     "train_seconds",
+    "evaluations_without_improvement",
+    "history",
     "rng",
     "metrics",
     "best",
@@ -214,3 +216,26 @@ def test_onecycle_takes_runs_of_any_length(total_steps):
         optimizer.step()
         scheduler.step()
     assert 0 < optimizer.param_groups[0]["lr"] < 0.1
+
+
+def test_early_stopping_keeps_the_best_weights_and_resumes_exactly(
+    tiny_mnist, tmp_path, monkeypatch
+):
+    """With patience 1 and a learning rate that makes the loss worse after the first epoch, the
+    run stops after the second epoch, tests epoch 1's weights, and says so in metrics.json;
+    resuming it trains nothing more."""
+    settings = ["trainer.epochs=6", "trainer.early_stopping.patience=1", "optimizer.lr=5.0"]
+    overrides = [*quick_overrides(tiny_mnist), *settings, "model=mlp", "model.hidden_sizes=[16]"]
+    metrics = train(compose_config(overrides), tmp_path)
+    assert metrics["epochs"] == 6 and metrics["epochs_run"] < 6
+    assert metrics["epochs_run"] == metrics["best_epoch"] + 1  # one evaluation without improvement
+    from dlcourse.checkpoint import load_checkpoint
+
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert best["epoch"] == metrics["best_epoch"] + 1
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert last["evaluations_without_improvement"] == 1
+    cfg = compose_config(overrides)
+    cfg.resume = str(tmp_path)
+    resumed = train(cfg, tmp_path)  # patience already ran out: no epoch more
+    assert resumed["epochs_run"] == metrics["epochs_run"] and resumed["steps"] == metrics["steps"]

@@ -137,7 +137,9 @@ def digit(tmp_path) -> Path:
     from PIL import Image
 
     path = tmp_path / "digit.png"
-    Image.new("L", (28, 28), 0).save(path)
+    image = Image.new("L", (28, 28), 0)
+    image.paste(255, (12, 6, 16, 22))  # a stroke: a 1, not a blank page (which gets a warning)
+    image.save(path)
     return path
 
 

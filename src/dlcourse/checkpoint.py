@@ -146,16 +146,21 @@ class Position:
     step: int = 0  # optimizer steps so far
     nonfinite_steps: int = 0  # steps skipped for a nan / inf loss (trainer.on_nonfinite=skip)
     train_seconds: float = 0.0  # training time so far
+    evaluations_without_improvement: int = 0  # for early stopping (trainer.early_stopping)
+    history: list[dict[str, float]] = field(default_factory=list)  # each epoch's metrics
     best: dict[str, Any] = field(default_factory=lambda: {"value": None, "epoch": 0, "metrics": {}})
 
 
-# What a checkpoint must hold, and of which type, to continue training from it: the position's
-# fields (a float may have been saved as an int), then the states.
+# The types of the position's fields (a float may have been saved as an int).
+POSITION_TYPES: dict[str, type | tuple[type, ...]] = {
+    name: (int, float) if hint is float else typing.get_origin(hint) or hint
+    for name, hint in typing.get_type_hints(Position).items()
+}
+# Those a checkpoint may lack: written by later versions, they start from their defaults.
+ADDED_LATER = ("evaluations_without_improvement", "history")
+# What a checkpoint must hold, and of which type, to continue training from it.
 RESUME_FIELDS: dict[str, type | tuple[type, ...]] = {
-    **{
-        name: (int, float) if hint is float else typing.get_origin(hint) or hint
-        for name, hint in typing.get_type_hints(Position).items()
-    },
+    **{name: kind for name, kind in POSITION_TYPES.items() if name not in ADDED_LATER},
     "epoch_count": int,
     "epoch_sums": dict,
     "optimizer": dict,
@@ -180,6 +185,11 @@ def check_resumable(checkpoint: dict[str, Any], path: Path) -> None:
             )
     if checkpoint["epoch"] < 1:
         raise UserError(f"{path} cannot be resumed: its epoch is {checkpoint['epoch']}")
+    for name in ADDED_LATER:
+        if name in checkpoint and not isinstance(checkpoint[name], POSITION_TYPES[name]):
+            raise UserError(
+                f"{path} cannot be resumed: its {name!r} is not what dlcourse-train writes"
+            )
 
 
 def find_checkpoint(path: str | Path, prefer: str = LAST) -> Path:

@@ -19,6 +19,7 @@ import re
 import signal
 import sys
 import threading
+from pathlib import Path
 
 
 def run_quietly(module: str, config_name: str | None = None) -> None:
@@ -33,6 +34,8 @@ def run_quietly(module: str, config_name: str | None = None) -> None:
     previous = signal.signal(signal.SIGINT, exit_at_once)
     try:
         importlib.import_module(module).main()
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os._exit(0)
     except Exception as error:
         message = configuration_error(error, config_name)
         if message is None:
@@ -117,7 +120,40 @@ def quiet_about_a_full_disk(args: threading.ExceptHookArgs) -> None:
 
 
 def train() -> None:
+    if "--describe" in sys.argv:
+        try:
+            sys.exit(describe(sys.argv[sys.argv.index("--describe") + 1 :]))
+        except BrokenPipeError:
+            os._exit(0)
     run_quietly("dlcourse.train", "train")
+
+
+def describe(names: list[str]) -> int:
+    """`dlcourse-train --describe [GROUP | GROUP/OPTION ...]`: each option's YAML, comments
+    and all, from configs/ (no GROUP: the groups and their options)."""
+    from dlcourse.config import config_dir
+
+    root = Path(config_dir())
+    groups = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "hydra")
+    if not names:
+        for group in groups:
+            print(f"{group}: {', '.join(sorted(p.stem for p in (root / group).glob('*.yaml')))}")
+        print("\nSee one group's settings: dlcourse-train --describe optimizer")
+        return 0
+    for name in names:
+        group, _, option = name.partition("/")
+        files = sorted((root / group).glob(f"{option or '*'}.yaml")) if group in groups else []
+        if not files:
+            hint = did_you_mean(group, groups, "")
+            print(
+                f"error: no config group or option {name!r}{hint}; groups: {', '.join(groups)}",
+                file=sys.stderr,
+            )
+            return 2
+        for path in files:
+            print(f"# ---- {group}={path.stem}  (configs/{group}/{path.name})")
+            print(path.read_text())
+    return 0
 
 
 def evaluate() -> None:
@@ -130,6 +166,10 @@ def predict() -> None:
 
 def sweep_report() -> None:
     run_quietly("dlcourse.sweep")
+
+
+def runs() -> None:
+    run_quietly("dlcourse.runs")
 
 
 def gradcheck() -> None:

@@ -181,3 +181,51 @@ def labelled_grid(
         )
         draw.text((left, top + height), label, fill="black")
     return from_pil(picture)
+
+
+def curves_image(
+    history: list[dict[str, float]], names: list[str], size: int = 320
+) -> torch.Tensor:
+    """One panel per metric name (`loss`, `acc`, ...): its train/ and val/ values against the
+    epoch, train in blue, val in orange. `history`: one dict of epoch metrics per epoch."""
+    panels = [curve_panel(history, name, size) for name in names]
+    canvas = Image.new("RGB", (size * len(panels), size), "white")
+    for index, panel in enumerate(panels):
+        canvas.paste(panel, (index * size, 0))
+    return from_pil(canvas)
+
+
+def curve_panel(history: list[dict[str, float]], name: str, size: int) -> Image.Image:
+    panel = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(panel)
+    left, top, right, bottom = 44, 24, size - 10, size - 30
+    draw.rectangle((left, top, right, bottom), outline="black")
+    series = {
+        split: [
+            (row["epoch"], row[f"{split}/{name}"]) for row in history if f"{split}/{name}" in row
+        ]
+        for split in ("train", "val")
+    }
+    values = [value for points in series.values() for _, value in points]
+    draw.text((left, 6), f"{name}: train (blue), val (orange)", fill="black")
+    if not values:
+        return panel
+    low, high = min(values), max(values)
+    high = high if high > low else low + 1e-9
+    last_epoch = max(row["epoch"] for row in history)
+
+    def position(epoch: int, value: float) -> tuple[float, float]:
+        x = left + (right - left) * (epoch - 1) / max(last_epoch - 1, 1)
+        return x, bottom - (bottom - top) * (value - low) / (high - low)
+
+    for split, colour in (("train", (31, 119, 180)), ("val", (255, 127, 14))):
+        points = [position(epoch, value) for epoch, value in series[split]]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
+    draw.text((2, top), f"{high:.3g}", fill="black")
+    draw.text((2, bottom - 10), f"{low:.3g}", fill="black")
+    draw.text((left, bottom + 6), "epoch 1", fill="black")
+    draw.text((right - 48, bottom + 6), f"epoch {last_epoch}", fill="black")
+    return panel

@@ -1,11 +1,15 @@
 """One training run, built from a composed config: `train(cfg, output_dir)`.
 
     from dlcourse.run import train
-    metrics = train(cfg, "outputs/runs/my_run")   # cfg: configs/train.yaml, composed by Hydra
+    metrics = train(cfg, Path("outputs/runs/my_run"))  # cfg: configs/train.yaml, by Hydra
 
 `dlcourse-train` (dlcourse/train.py) is the thin Hydra wrapper around it; tests call `train`
-with a composed config and a tmp_path. Reading order: `train` below, then the loop in
-trainer.py (`Trainer.fit` → `train_one_epoch` → `train_step`), then the model's file.
+with a composed config and a tmp_path. `checkpoint`: the one `cfg.resume` names, when the
+caller has loaded it already; `hparams`: what TensorBoard's HParams tab shows (default: the
+core settings; dlcourse-train passes the command line's).
+
+Reading order: `train` below, then the loop in trainer.py (`Trainer.fit` → `train_one_epoch` →
+`train_step`), then the model's file.
 """
 
 from __future__ import annotations
@@ -35,14 +39,9 @@ log = logging.getLogger(__name__)
 
 
 def train(
-    cfg: DictConfig,
-    output_dir: str | Path,
-    checkpoint: dict | None = None,
-    hparams: dict | None = None,
+    cfg: DictConfig, output_dir: Path, checkpoint: dict | None = None, hparams: dict | None = None
 ) -> dict:
-    """Data → model → loss → optimizer → scheduler → logger → trainer; fit; write the results.
-    With `cfg.resume` set, continue from that checkpoint (`checkpoint`, if already loaded);
-    `hparams`: what TensorBoard's HParams tab shows (dlcourse-train passes the command line's)."""
+    """Data → model → loss → optimizer → scheduler → logger → trainer; fit; write the results."""
     config = to_plain_dict(cfg)
     validate_config(config)  # before any data is loaded
     settings = TrainerSettings(**config["trainer"])

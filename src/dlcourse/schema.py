@@ -18,7 +18,7 @@ import re
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hydra.utils import get_object
@@ -50,6 +50,7 @@ class TrainerSettings:
     num_threads: int | None = None
     channels_last: bool = False
     compile: bool = False
+    early_stopping: dict[str, int | None] = field(default_factory=lambda: {"patience": None})
 
     def __post_init__(self) -> None:
         self.precision = str(self.precision)
@@ -122,6 +123,7 @@ LIMITS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("trainer.histogram_every_n_steps", at_least(0), "0 (never) or more"),
     ("trainer.eval_every_n_epochs", at_least(1), "at least 1"),
     ("trainer.grad_clip", at_least(0), "0 (off) or more"),
+    ("trainer.early_stopping.patience", at_least(1), "at least 1 (evaluations), or null: never"),
     (
         "trainer.num_threads",
         lambda value: 1 <= value <= 1024,
@@ -176,7 +178,13 @@ def check_limits(
         value = config
         for part in key.split("."):
             value = value.get(part) if isinstance(value, dict) else None
-        if value is not None and not isinstance(value, bool) and not test(value):
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            possible = test(value)
+        except TypeError:  # a value of another kind than the setting takes (a list for a number)
+            possible = False
+        if not possible:
             raise UserError(f"{key}={value} is impossible: it must be {requirement}")
 
 
@@ -254,7 +262,8 @@ def matches(value: Any, hint: Any) -> bool:
         element = args[0] if args else typing.Any
         return isinstance(value, (list, tuple)) and all(matches(item, element) for item in value)
     if origin is dict or hint is dict:
-        return isinstance(value, dict)
+        value_hint = args[1] if len(args) == 2 else typing.Any
+        return isinstance(value, dict) and all(matches(item, value_hint) for item in value.values())
     if inspect.isclass(hint):
         return isinstance(value, hint)
     return True  # a hint this checker does not know: let the component judge

@@ -33,7 +33,7 @@ from dlcourse.errors import UserError
 from dlcourse.interrupt import NoStopSignal, StopSignal, TrainingInterrupted
 from dlcourse.loggers import Logger
 from dlcourse.metrics import TrainingMetrics, format_metrics, measure
-from dlcourse.pictures import model_pictures
+from dlcourse.pictures import curves_image, model_pictures
 from dlcourse.run_folder import RunFiles
 from dlcourse.runtime import autocast_dtype
 from dlcourse.schedulers import Scheduler
@@ -58,16 +58,14 @@ class Trainer:
         stop_signal: StopSignal | NoStopSignal = NoStopSignal(),
         processes: SingleProcess = SingleProcess(),
     ) -> None:
-        """`model` may be wrapped in DistributedDataParallel; `processes` says which rank this is.
-        No optimizer and scheduler: a model fitted without gradients (a classical method)."""
+        """`model` may be DDP-wrapped; no optimizer and scheduler: a classical method."""
         self.model, self.raw_model = model, unwrap(model)  # the model, out of DDP's wrapper
         self.loss_fn = loss_fn
         self.optimizer, self.scheduler = optimizer, scheduler
         self.data = data
         self.logger = logger
         self.files = files
-        self.settings = settings
-        self.device = device
+        self.settings, self.device = settings, device  # how and where to train
         self.config = config
         self.stop_signal = stop_signal
         self.processes = processes
@@ -93,6 +91,8 @@ class Trainer:
         start = time.perf_counter() - self.position.train_seconds
         train_metrics: dict[str, float] = {}
         for epoch in range(self.position.epoch, self.settings.epochs + 1):
+            if self.patience_ran_out():
+                break
             self.position.epoch = epoch
             train_metrics = self.train_one_epoch(epoch)
             val_metrics, val_baselines = self.validate_if_due(epoch)
@@ -102,9 +102,14 @@ class Trainer:
             if val_metrics and self.is_improvement(val_metrics):
                 self.record_best(epoch, {**val_metrics, **val_baselines})
                 self.save_checkpoint(BEST, metrics)
+            elif val_metrics:
+                self.position.evaluations_without_improvement += 1
+            self.position.history.append({"epoch": epoch, **train_metrics, **val_metrics})
             self.save_checkpoint(LAST, metrics)
             shown = format_metrics({**train_metrics, **val_metrics})
             log.info("epoch %d/%d  %s", epoch, self.settings.epochs, shown)
+        names = ["loss", self.data.task.monitor]  # for those who look without TensorBoard
+        self.files.save_image("curves", curves_image(self.position.history, names))
         train_metrics = {k: v for k, v in train_metrics.items() if not k.startswith("time/")}
         return self.results(train_metrics, start, self.settings.epochs, self.position.step)
 
@@ -133,6 +138,7 @@ class Trainer:
             **self.test_best(),
             "best_epoch": self.position.best["epoch"],
             "epochs": epochs,
+            "epochs_run": self.position.epoch - 1,  # fewer than `epochs` after an early stop
             "steps": steps,
             "nonfinite_steps": self.position.nonfinite_steps,
             "train_seconds": time.perf_counter() - start,
@@ -144,6 +150,20 @@ class Trainer:
 
     def record_best(self, epoch: int, metrics: dict[str, float]) -> None:
         self.position.best = {"value": metrics[self.monitor], "epoch": epoch, "metrics": metrics}
+        self.position.evaluations_without_improvement = 0
+
+    def patience_ran_out(self) -> bool:
+        """Early stopping: true once the monitored metric has not improved for `patience`
+        evaluations in a row (the best weights are in best.pt, and are the ones tested)."""
+        patience = self.settings.early_stopping.get("patience")
+        if not patience or self.position.evaluations_without_improvement < patience:
+            return False
+        best, epoch = self.position.best["value"], self.position.best["epoch"]
+        message = (
+            "early stop after epoch %d: %s not better for %d evaluations (best %.4f, epoch %d)"
+        )
+        log.info(message, self.position.epoch - 1, self.monitor, patience, best, epoch)
+        return True
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
@@ -345,7 +365,8 @@ class Trainer:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
         set_rng_states(checkpoint["rng"])
-        self.position = Position(**{f.name: checkpoint[f.name] for f in fields(Position)})
+        saved = {f.name: checkpoint[f.name] for f in fields(Position) if f.name in checkpoint}
+        self.position = Position(**saved)  # fields an older checkpoint lacks start as new
         # The saved partial sums cover every rank: rank 0 carries them on, the others start at 0.
         share = 1.0 if self.processes.is_main else 0.0
         epoch_sums = {k: v.to(self.device) * share for k, v in checkpoint["epoch_sums"].items()}
