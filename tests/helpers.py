@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from PIL import Image
 
+from dlcourse import cli
 from dlcourse.config import config_dir, register_resolvers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -121,3 +122,29 @@ def read_events(run_dir: Path):
     )
     events.Reload()
     return events
+
+
+# The console commands, as their installed scripts start them (dlcourse.cli).
+COMMANDS = {
+    "dlcourse-train": cli.train,
+    "dlcourse-eval": cli.evaluate,
+    "dlcourse-predict": cli.predict,
+    "dlcourse-sweep-report": cli.sweep_report,
+    "dlcourse-gradcheck": cli.gradcheck,
+    "dlcourse-summary": cli.summary,
+    "dlcourse-runs": cli.runs,
+}
+
+
+def call(command: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    """Run a console command in this process, as its installed script does: its exit status and
+    everything it printed (much faster than a subprocess, so corpora of commands stay cheap)."""
+    monkeypatch.setattr(sys, "argv", [command, *argv])
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # what dlcourse.cli sets, undone after the test
+    try:
+        COMMANDS[command]()
+        status = 0
+    except SystemExit as exited:
+        status = exited.code if isinstance(exited.code, int) else 1
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err

@@ -9,39 +9,15 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import compose_config, quick_overrides, write_idx
+from helpers import call, compose_config, quick_overrides, write_idx
 from PIL import Image
 
-from dlcourse import cli, sweep
+from dlcourse import sweep
 from dlcourse.run import train as train_run
-
-COMMANDS = {
-    "dlcourse-train": cli.train,
-    "dlcourse-eval": cli.evaluate,
-    "dlcourse-predict": cli.predict,
-    "dlcourse-sweep-report": cli.sweep_report,
-    "dlcourse-gradcheck": cli.gradcheck,
-    "dlcourse-summary": cli.summary,
-}
-
-
-def call(command: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
-    """Run a console command in this process, as its installed script does: its exit status and
-    everything it printed."""
-    monkeypatch.setattr(sys, "argv", [command, *argv])
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # what dlcourse.cli sets, undone after the test
-    try:
-        COMMANDS[command]()
-        status = 0
-    except SystemExit as exited:
-        status = exited.code if isinstance(exited.code, int) else 1
-    captured = capsys.readouterr()
-    return status, captured.out + captured.err
 
 
 @pytest.fixture(scope="module")

@@ -20,23 +20,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import BIN, REPO_ROOT, compose_config, quick_overrides
+from helpers import BIN, COMMANDS, REPO_ROOT, compose_config, quick_overrides
 from PIL import Image
 
-from dlcourse import autograd, cli
+from dlcourse import autograd
 from dlcourse.checkpoint import load_checkpoint, save_checkpoint
 from dlcourse.run import train
 
 DOCUMENTS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
-COMMANDS = {
-    "dlcourse-train": cli.train,
-    "dlcourse-eval": cli.evaluate,
-    "dlcourse-predict": cli.predict,
-    "dlcourse-sweep-report": cli.sweep_report,
-    "dlcourse-gradcheck": cli.gradcheck,
-    "dlcourse-summary": cli.summary,
-    "dlcourse-runs": cli.runs,
-}
 # (a piece of the command, why it does not run here)
 SKIPPED = [
     (
