@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from dlcourse.checkpoint import LAST, check_resumable, find_checkpoint, load_checkpoint
 from dlcourse.config import stored_config, to_plain_dict
 from dlcourse.errors import UserError
+from dlcourse.runs import read_record
 from dlcourse.schema import validate_config
 from dlcourse.trainer import Trainer
 
@@ -53,7 +53,7 @@ def run_config(
     if cfg.get("resume") == "auto":
         last = run_dir / "checkpoints" / LAST
         cfg.resume = str(last) if last.is_file() else None
-        repeated = original_overrides(run_dir)
+        repeated = read_record(run_dir)[1]  # the command line the run started with
     checkpoint = None
     if cfg.get("resume"):
         cfg, checkpoint = resume_config(cfg, overrides, repeated)
@@ -100,15 +100,6 @@ def check_latest(path: Path, checkpoint: dict[str, Any]) -> None:
             f"{path} (step {checkpoint['step']}) is older than {last} of the same run; resuming "
             f"from it would overwrite what came after. Resume the run folder (its {LAST}) instead"
         )
-
-
-def original_overrides(run_dir: Path | None) -> list[str]:
-    """The overrides a run folder's first start recorded (.hydra/overrides.yaml), or none."""
-    try:
-        recorded = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
-    except (OSError, TypeError, yaml.YAMLError):
-        return []
-    return [str(item) for item in recorded] if isinstance(recorded, list) else []
 
 
 def check_override(update: str, stored: DictConfig) -> None:

@@ -70,7 +70,8 @@ def read_run(folder: Path, root: Path) -> Run:
 
 
 def read_record(folder: Path) -> tuple[dict, list[str]]:
-    """The group choices and overrides the run started with (.hydra/, plain YAML)."""
+    """The config-group choices and command-line overrides a run started with, from the record
+    its first start wrote (.hydra/hydra.yaml, read as plain YAML); none if it is unreadable."""
     try:
         hydra = yaml.safe_load((folder / ".hydra" / "hydra.yaml").read_text())["hydra"]
         choices = hydra["runtime"]["choices"] or {}

@@ -19,6 +19,7 @@ import os
 import re
 import shlex
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
@@ -51,9 +52,8 @@ def main(cfg: DictConfig) -> float | None:
     except Exception as error:
         if hydra_cfg.mode != RunMode.MULTIRUN or isinstance(error, SweepError):
             raise
-        record_failure(
-            run_dir, error, list(hydra_cfg.overrides.task)
-        )  # one bad job must not end the sweep
+        # One bad job must not end the sweep.
+        record_failure(run_dir, error, list(hydra_cfg.overrides.task))
         return None  # a sweeper such as Optuna counts the trial as failed
     # Sweepers (e.g. Optuna) maximise what the task function returns.
     return metrics.get(cfg.get("optimized_metric") or "", None)
@@ -67,6 +67,7 @@ def run(
     from dlcourse.resume import run_config
     from dlcourse.run import train
     from dlcourse.run_folder import NullRunFolder, RunFolder, discard_if_empty
+    from dlcourse.runs import read_record
 
     if launched_rank() > 0:  # rank 0 owns the run folder; Hydra gave this rank a scratch one
         discard_if_empty(run_dir)
@@ -83,37 +84,29 @@ def run(
     with folder:
         folder.record(cfg, hydra_cfg)
         # A resume shows what the run was started with (its first record), not its own defaults.
-        started = original_hydra(run_dir) if resuming else hydra_cfg
-        return train(cfg, run_dir, checkpoint, hparams_of(cfg, started, hydra_cfg.mode))
+        choices, started_with = (
+            read_record(run_dir) if resuming else (hydra_cfg.runtime.choices, overrides)
+        )
+        return train(
+            cfg, run_dir, checkpoint, hparams_of(cfg, choices, started_with, hydra_cfg.mode)
+        )
 
 
-def hparams_of(cfg: DictConfig, started: DictConfig | None, mode: RunMode) -> dict:
+def hparams_of(cfg: DictConfig, choices: Mapping, overrides: list[str], mode: RunMode) -> dict:
     """What TensorBoard's HParams tab shows for this run: in a sweep, the settings it varies;
     else the config groups chosen (model=mlp, ...), the command line's settings and a few core
-    ones (see dlcourse.loggers.run_hparams). `started`: Hydra's settings of the run's start."""
+    ones (see dlcourse.loggers.run_hparams)."""
     from dlcourse.config import SWEPT_KEYS, to_plain_dict
     from dlcourse.loggers import CORE_SETTINGS, run_hparams
 
     config = to_plain_dict(cfg)
-    if started is None:
-        return run_hparams(config)
     groups = ("experiment", "model", "dataset", "mask", "loss", "optimizer", "scheduler")
-    choices = {g: c for g, c in started.runtime.choices.items() if g in groups and c is not None}
+    choices = {g: c for g, c in choices.items() if g in groups and c is not None}
     swept = [key for key in os.environ.get(SWEPT_KEYS, "").split(",") if key]
     if mode == RunMode.MULTIRUN and swept:
         return run_hparams(config, {g: c for g, c in choices.items() if g in swept}, swept)
-    chosen = [o.split("=", 1)[0].lstrip("+~") for o in started.overrides.task]
+    chosen = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
     return run_hparams(config, choices, [*CORE_SETTINGS, *chosen])
-
-
-def original_hydra(run_dir: Path) -> DictConfig | None:
-    """Hydra's settings as the run's first start recorded them (.hydra/hydra.yaml), if readable."""
-    from omegaconf import OmegaConf
-
-    try:
-        return OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra
-    except Exception:  # a missing or damaged record: show the core settings only
-        return None
 
 
 def report_stop(stop: TrainingInterrupted, run_dir: Path) -> None:
