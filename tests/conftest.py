@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import NUM_TINY_TEST, NUM_TINY_TRAIN, SHARED_MNIST, make_folder, tiny_digits, write_idx
+from helpers import (
+    NUM_TINY_TEST,
+    NUM_TINY_TRAIN,
+    SHARED_MNIST,
+    make_folder,
+    make_image_folder,
+    tiny_digits,
+    write_idx,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -23,11 +31,12 @@ def same_random_state_in_every_test():
 def tiny_mnist(tmp_path_factory) -> Path:
     """A data folder holding MNIST/raw/ with four real IDX files of a few hundred images."""
     root = tmp_path_factory.mktemp("tiny_mnist")
-    raw = root / "MNIST" / "raw"
-    for prefix, count, seed in (("train", NUM_TINY_TRAIN, 0), ("t10k", NUM_TINY_TEST, 1)):
-        images, labels = tiny_digits(count, seed)
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    for name in ("MNIST", "FashionMNIST"):  # the same tiny images serve as both
+        raw = root / name / "raw"
+        for prefix, count, seed in (("train", NUM_TINY_TRAIN, 0), ("t10k", NUM_TINY_TEST, 1)):
+            images, labels = tiny_digits(count, seed)
+            write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+            write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
     return root
 
 
@@ -35,6 +44,22 @@ def tiny_mnist(tmp_path_factory) -> Path:
 def tiny_pairs(tmp_path_factory) -> Path:
     """A folder of 12 masked / complete / mask PNG triples."""
     return make_folder(tmp_path_factory.mktemp("tiny_pairs"))
+
+
+@pytest.fixture(scope="session")
+def tiny_images(tmp_path_factory) -> Path:
+    """An image folder (train/ and test/, three colour classes) of mixed sizes and formats."""
+    return make_image_folder(tmp_path_factory.mktemp("tiny_images"))
+
+
+@pytest.fixture(scope="session")
+def shared_fashion() -> Path:
+    if not (SHARED_MNIST / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip(
+            f"real Fashion-MNIST not found in {SHARED_MNIST} (set DLCOURSE_DATA_DIR to "
+            "../shared/data)"
+        )
+    return SHARED_MNIST
 
 
 @pytest.fixture(scope="session")

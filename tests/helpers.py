@@ -66,6 +66,32 @@ def make_folder(root, count=12, size=(28, 28), with_masks=True, mode="L"):
     return root
 
 
+IMAGE_CLASSES = ("blue", "green", "red")  # sorted, as the folder's classes come out
+
+
+def make_image_folder(root: Path, train: int = 12, test: int = 4, val: int = 0) -> Path:
+    """An ImageFolder layout of noisy pictures whose class is their dominant colour: sizes from
+    20 to 44 pixels, PNG and JPEG, one grayscale and one half-transparent image per class."""
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", train), ("val", val), ("test", test)):
+        for channel, name in enumerate(("red", "green", "blue")):
+            folder = root / split / name
+            for index in range(count):
+                folder.mkdir(parents=True, exist_ok=True)
+                height, width = torch.randint(20, 45, (2,), generator=generator).tolist()
+                pixels = torch.randint(0, 90, (height, width, 3), generator=generator)
+                pixels[..., channel] += 150
+                image = Image.fromarray(pixels.byte().numpy(), mode="RGB")
+                if index == 1:
+                    image = image.convert("L")
+                elif index == 2:
+                    image = image.convert("RGBA")
+                    image.putalpha(200)
+                suffix = ".jpg" if index % 3 == 0 else ".png"
+                image.save(folder / f"{split}_{index:03d}{suffix}")
+    return root
+
+
 def compose_config(
     overrides: list[str] = (), config_name: str = "train", hydra: bool = False
 ) -> DictConfig:

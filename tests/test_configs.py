@@ -8,8 +8,9 @@ import pytest
 import torch
 from helpers import compose_config, quick_overrides
 
-from dlcourse.config import build, config_dir, to_plain_dict
+from dlcourse.config import build, config_dir, fill_model_sizes, to_plain_dict
 from dlcourse.data import DataSplits
+from dlcourse.run import fill_from_data
 from dlcourse.schema import TrainerSettings, validate_config
 
 CONFIGS = Path(config_dir())
@@ -39,11 +40,18 @@ def test_every_group_file_is_covered():
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_config_composes_and_instantiates(group, option, tiny_mnist, tiny_pairs):
+def test_config_composes_and_instantiates(group, option, tiny_mnist, tiny_pairs, tiny_images):
     if option == "inpainting_folder":
         overrides = [
             *quick_overrides(tiny_mnist, mnist_sizes=False),
             f"dataset.data_dir={tiny_pairs}",
+        ]
+    elif option in ("image_folder", "alexnet"):  # AlexNet takes images of 63×63 and more
+        overrides = [
+            *quick_overrides(tiny_mnist, mnist_sizes=False),
+            "dataset=image_folder",
+            f"dataset.root={tiny_images}",
+            f"dataset.image_size={64 if option == 'alexnet' else 32}",
         ]
     else:
         overrides = quick_overrides(tiny_mnist)
@@ -52,6 +60,9 @@ def test_config_composes_and_instantiates(group, option, tiny_mnist, tiny_pairs)
     if group == "mask":  # holes belong to the inpainting dataset
         overrides.append("dataset=inpainting")
     cfg = compose_config([f"{group}={option}", *overrides])
+    data = build(cfg, "dataset", device="cpu")
+    assert isinstance(data, DataSplits)
+    fill_from_data(cfg, data)  # the model's sizes left to the data, as a run fills them
     model = build(cfg, "model")
     assert isinstance(model, torch.nn.Module)
     assert isinstance(build(cfg, "loss"), torch.nn.Module)
@@ -62,7 +73,6 @@ def test_config_composes_and_instantiates(group, option, tiny_mnist, tiny_pairs)
     assert isinstance(optimizer, torch.optim.Optimizer)
     scheduler = build(cfg, "scheduler", optimizer=optimizer, total_steps=20, steps_per_epoch=10)
     assert callable(scheduler.step) and isinstance(scheduler.state_dict(), dict)
-    assert isinstance(build(cfg, "dataset", device="cpu"), DataSplits)
     validate_config(to_plain_dict(cfg))
     assert TrainerSettings(**to_plain_dict(cfg)["trainer"]).epochs == 2
 
@@ -94,6 +104,7 @@ def test_every_yaml_opens_with_a_comment_giving_its_command():
 def test_tool_configs_compose_with_any_model(name):
     for model in ("linear", "cnn", "conv_inpaint"):
         cfg = compose_config([f"model={model}"], config_name=name)
+        fill_model_sizes(cfg.model, cfg.input_shape, cfg.get("num_classes"))
         assert isinstance(build(cfg, "model"), torch.nn.Module)
         assert list(cfg.input_shape) == [1, 28, 28]
 

@@ -12,7 +12,7 @@ from helpers import compose_config
 from torch import nn
 
 from dlcourse.autograd import Linear, Multiply, ReLU, relu_network, sigmoid_neuron
-from dlcourse.config import build, config_dir
+from dlcourse.config import build, config_dir, fill_model_sizes
 from dlcourse.gradcheck import example_batch, gradient_check, judge, report
 from dlcourse.summary import summarize
 
@@ -92,6 +92,7 @@ def test_gradients_of_every_model_match_central_differences(name):
     torch.manual_seed(
         0
     )  # as dlcourse-gradcheck does: the same weights, so the same sampled entries, every run
+    fill_model_sizes(cfg.model, (1, 28, 28), num_classes=10)  # as dlcourse-gradcheck does
     model, loss_fn = build(cfg, "model"), build(cfg, "loss")
     checks = gradient_check(
         model, loss_fn, example_batch(model, (1, 28, 28), batch_size=3), elements_per_parameter=3
@@ -194,7 +195,9 @@ def test_gradcheck_cli_exits_1_on_fail(tmp_path):
 
 
 def test_alexnet_summary_matches_the_lecture():
-    model = build(compose_config(["model=alexnet"], config_name="summary"), "model")
+    cfg = compose_config(["model=alexnet"], config_name="summary")
+    fill_model_sizes(cfg.model, (3, 224, 224))  # as dlcourse-summary does; classes: AlexNet's 1000
+    model = build(cfg, "model")
     layers = summarize(model, (3, 224, 224))
     shapes = {
         layer.name: layer.output_shape for layer in layers if layer.name.startswith(("conv", "fc"))
@@ -225,7 +228,7 @@ def test_summary_cli_prints_the_table(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "(64, 7, 7)" in result.stdout and "Total parameters:" in result.stdout
     wrong = run(["dlcourse-summary", "model=alexnet"], tmp_path)  # 28×28 is too small for AlexNet
-    assert wrong.returncode == 2 and "(AlexNet: [3,224,224])" in wrong.stderr
+    assert wrong.returncode == 2 and "AlexNet needs images of at least 63×63" in wrong.stderr
 
 
 def test_a_kink_between_the_nudges_is_recognised_not_failed():

@@ -3,10 +3,10 @@
 Commands are read from the documents' ```bash blocks. Each runs as its installed script would
 (in this process, through dlcourse.cli), in a workspace where the documents' placeholders exist
 (`outputs/runs/<run>` is a stopped run, `<inpainting run>` an inpainting run, `digit.png` an
-image, ...), with tiny data and limits added (one epoch of two batches, two Optuna trials). A
-few need what this machine may lack (a SLURM cluster, four GPUs) or are not one-shot commands
-(TensorBoard's server, `make test` itself, the benchmarks): they are listed, with the reason,
-in SKIPPED.
+image, `my_photos` an image folder, ...), with tiny data and limits added (one epoch of two
+batches, two Optuna trials). A few need what this machine may lack (a SLURM cluster, four
+GPUs) or are not one-shot commands (TensorBoard's server, `make test` itself, the benchmarks):
+they are listed, with the reason, in SKIPPED.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import BIN, COMMANDS, REPO_ROOT, compose_config, quick_overrides
+from helpers import BIN, COMMANDS, REPO_ROOT, compose_config, make_image_folder, quick_overrides
 from PIL import Image
 
 from dlcourse import autograd
@@ -88,6 +88,7 @@ def workspace(tiny_mnist, tiny_pairs, tmp_path_factory) -> Path:
     holes.paste(255, (5, 5, 15, 15))
     holes.save(root / "holes.png")
     shutil.copytree(tiny_pairs, root / "my_pairs")
+    make_image_folder(root / "my_photos", train=4, test=2)
     return root
 
 

@@ -33,7 +33,7 @@ def test_one_hot_mse_matches_torch_mse_loss():
 
 def test_accuracy_counts_correct_predictions():
     outputs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
-    sums = ClassificationTask().batch_sums(outputs, torch.tensor([0, 0, 0]))
+    sums = ClassificationTask(list("0123456789")).batch_sums(outputs, torch.tensor([0, 0, 0]))
     assert sums["acc"].item() == 2
 
 

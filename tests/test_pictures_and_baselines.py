@@ -80,9 +80,9 @@ class Fixed(nn.Module):
 
 def test_classification_pictures_show_mistakes_only_when_there_are_some():
     labels = (IMAGES[:, 0, 0, 0] > 0).long()
-    pictures = ClassificationTask().pictures(Fixed(), (IMAGES, labels))
+    pictures = ClassificationTask(list("0123456789")).pictures(Fixed(), (IMAGES, labels))
     assert set(pictures) == {"confusion_matrix"}
-    pictures = ClassificationTask().pictures(Fixed(), (IMAGES, 1 - labels))
+    pictures = ClassificationTask(list("0123456789")).pictures(Fixed(), (IMAGES, 1 - labels))
     assert set(pictures) == {"confusion_matrix", "misclassified"}
     for image in pictures.values():
         assert image.shape[0] == 3 and image.min() >= 0 and image.max() <= 1

@@ -80,8 +80,8 @@ def test_a_blank_page_is_flagged_and_the_input_can_be_saved(classifier, tmp_path
         ]
     )
     captured = capsys.readouterr()
-    assert f"warning: {tmp_path / 'blank.png'}: no digit found" in captured.err
-    assert "on_glass.png: no digit found" not in captured.err  # composited onto white: a digit
+    assert f"warning: {tmp_path / 'blank.png'}: nothing found" in captured.err
+    assert "on_glass.png: nothing found" not in captured.err  # composited onto white: a digit
     with Image.open(tmp_path / "on_glass_input.png") as received:
         pixels = torch.from_numpy(numpy.array(received))
     assert received.size == (28, 28) and pixels[14, 14] > 200 and pixels[0, 0] == 0  # light on dark

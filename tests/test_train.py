@@ -26,6 +26,8 @@ CHECKPOINT_KEYS = {
     "format_version",
     "task",
     "input_shape",
+    "class_names",
+    "preprocessing",
     "model",
     "optimizer",
     "scheduler",
@@ -126,10 +128,11 @@ def test_cuda_without_a_gpu_is_a_clear_error(tiny_mnist, tmp_path):
 def test_model_that_does_not_fit_the_data_is_refused_before_training(tiny_mnist, tmp_path):
     with pytest.raises(
         UserError,
-        match=r"AlexNet with CrossEntropyLoss cannot take this dataset's batches \(inputs of shape "
-        r"\(1, 28, 28\)\)",
-    ):
-        train(compose_config(["model=alexnet", *quick_overrides(tiny_mnist)]), tmp_path)
+        match=r"LinearClassifier with CrossEntropyLoss cannot take this dataset's batches \(inputs "
+        r"of shape \(1, 28, 28\)\)",
+    ):  # a size given on the command line wins over the data's, and must fit it
+        settings = ["model=linear", "model.input_size=100", *quick_overrides(tiny_mnist)]
+        train(compose_config(settings), tmp_path)
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -178,7 +181,9 @@ def test_training_metrics_equal_the_loss_and_accuracy_of_every_batch(tmp_path):
     assert (
         METRIC_WINDOW < len(batches) < 2 * METRIC_WINDOW
     )  # 21 steps: one full window, one partial
-    data = DataSplits(batches, batches, batches, ClassificationTask())
+    data = DataSplits(
+        batches, batches, batches, ClassificationTask(list("0123456789")), (1, 28, 28)
+    )
     model, loss_fn = LinearClassifier(), torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     settings = TrainerSettings(epochs=1, device="cpu", progress_bar=False, log_every_n_steps=7)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import pickle
 import random
@@ -237,7 +238,48 @@ def open_checkpoint(
             f"{checkpoint_path} has no valid input_shape (one input's [C, H, W]); "
             "use a checkpoint written by dlcourse-train"
         )
+    check_description(checkpoint, checkpoint_path)
     return checkpoint_path, checkpoint, cfg
+
+
+def check_description(checkpoint: dict[str, Any], path: Path) -> None:
+    """The class names and input preprocessing a checkpoint states (used by dlcourse-predict)
+    must be plain and sensible; absent, they mean MNIST (older checkpoints)."""
+    names = checkpoint.get("class_names")
+    if names is not None and not (
+        isinstance(names, list) and all(isinstance(n, str) and len(n) <= 200 for n in names)
+    ):
+        raise UserError(f"{path} has class_names that are not a list of names")
+    steps = checkpoint.get("preprocessing")
+    if steps is None or steps == {}:  # none stated: MNIST (classifiers), or not needed
+        return
+    if not (
+        isinstance(steps, dict)
+        and steps.get("kind") in ("digit", "fashion", "image")
+        and all(finite_numbers(steps.get(name)) for name in ("mean", "std"))
+        and min(steps["std"]) > 0
+        and (steps["kind"] != "image" or image_steps_fit(steps))
+    ):
+        raise UserError(f"{path} has a preprocessing entry that dlcourse-train does not write")
+
+
+def finite_numbers(values: Any) -> bool:
+    """One to three finite numbers (one per channel)."""
+    return (
+        isinstance(values, list)
+        and 1 <= len(values) <= 3
+        and all(type(v) in (int, float) and math.isfinite(v) for v in values)
+    )
+
+
+def image_steps_fit(steps: dict[str, Any]) -> bool:
+    channels, size = steps.get("channels"), steps.get("image_size")
+    return (
+        channels in (1, 3)
+        and type(size) is int
+        and 1 <= size <= 4096
+        and len(steps["mean"]) == len(steps["std"]) == channels
+    )
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], cfg: DictConfig, path: Path) -> nn.Module:

@@ -4,22 +4,26 @@ that a config read from a file (a checkpoint someone handed you) is data, not co
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import secrets
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dlcourse.errors import UserError
 
 # The groups whose `_target_` names code that `build` instantiates.
 COMPONENTS = ("model", "dataset", "loss", "optimizer", "scheduler")
+# Model settings that the data decides where the model's config leaves them null.
+SIZES_FROM_DATA = ("in_channels", "image_size", "input_size", "num_classes")
 # Keys through which Hydra's `instantiate` calls or configures code.
 INSTANTIATE_KEYS = {"_target_", "_args_", "_partial_", "_recursive_", "_convert_"}
 
@@ -161,6 +165,29 @@ def build(cfg: DictConfig, key: str, **runtime: Any) -> Any:
             )
             raise UserError(f"cannot build {key} from its config: {reason}") from None
         raise
+
+
+def fill_model_sizes(
+    model: DictConfig, input_shape: Sequence[int], num_classes: int | None = None
+) -> None:
+    """Set the model settings its config leaves to the data (null) from one input's shape and the
+    number of classes: `in_channels` C, `image_size` H (square images), `input_size` C·H·W,
+    `num_classes`. A size the data cannot tell (classes, for a shape alone) is dropped, so the
+    model's own default applies. Settings the config gives stay as they are."""
+    square = len(input_shape) == 3 and input_shape[1] == input_shape[2]
+    found = {
+        "in_channels": input_shape[0] if len(input_shape) == 3 else None,
+        "image_size": input_shape[-1] if square else None,
+        "input_size": math.prod(input_shape),
+        "num_classes": num_classes,
+    }
+    with open_dict(model):
+        for name in SIZES_FROM_DATA:
+            if name in model and model[name] is None:
+                if found[name] is None:
+                    del model[name]
+                else:
+                    model[name] = found[name]
 
 
 @functools.cache

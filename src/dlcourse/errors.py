@@ -16,6 +16,11 @@ class UserError(Exception):
     """A problem the user can fix (bad input, missing files): its text says what and how."""
 
 
+class DataError(UserError):
+    """A file of the dataset that turned out unreadable while training (an image that does not
+    decode): the trainer saves the run's place before it stops, so the run can be resumed."""
+
+
 class SweepError(UserError):
     """A mistake that every job of a sweep shares (say, the metric to optimise): it stops the
     whole sweep at once instead of failing each job in turn."""

@@ -3,10 +3,12 @@
     dlcourse-eval ckpt_path=outputs/runs/<run>             # the run's best.pt (else last.pt)
     dlcourse-eval ckpt_path=outputs/runs/<run>/checkpoints/best.pt
     dlcourse-eval ckpt_path=best.pt output_path=results.json data_dir=/data device=cpu
+    dlcourse-eval ckpt_path=outputs/runs/<run> root=my_photos   # an image-folder run, moved data
 
 Prints the metrics and writes them as JSON next to the checkpoint (best.pt → best.test.json)
 or to `output_path`. The data folder is `data_dir`, else $DLCOURSE_DATA_DIR, else the one the
-checkpoint names (read only: nothing is downloaded into a folder that only a file chose).
+checkpoint names (read only: nothing is downloaded into a folder that only a file chose); an
+image-folder run reads `root`, else the folder it was trained on.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def evaluate_checkpoint(
     output_path: str | Path | None = None,
     data_dir: str | None = None,
     device: str = "auto",
+    root: str | None = None,
 ) -> dict[str, float]:
     """Rebuild the run's dataset and model from the checkpoint (a file, or a run folder's best.pt),
     and measure the test split."""
@@ -39,7 +42,9 @@ def evaluate_checkpoint(
             f"output_path={output_path} is a folder; name a file, e.g. "
             f"output_path={output_path / 'test.json'}"
         )
-    if data_dir is not None:
+    if "root" in cfg.dataset:  # an image folder: the run's own, unless `root` names another
+        cfg.dataset.root = root or cfg.dataset.root
+    elif data_dir is not None:
         cfg.dataset.data_dir = data_dir
     elif "download_missing" in cfg.dataset:
         cfg.dataset.download_missing = False  # never write into a folder that only the file named
@@ -73,7 +78,7 @@ def main(cfg: DictConfig) -> None:
             "dlcourse-eval needs a checkpoint: dlcourse-eval ckpt_path=outputs/runs/<run> (or a "
             ".pt file)"
         )
-    evaluate_checkpoint(cfg.ckpt_path, cfg.output_path, cfg.data_dir, cfg.device)
+    evaluate_checkpoint(cfg.ckpt_path, cfg.output_path, cfg.data_dir, cfg.device, cfg.root)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from dlcourse.config import build, config_dir, to_plain_dict
+from dlcourse.config import build, config_dir, fill_model_sizes, to_plain_dict
 from dlcourse.errors import UserError, exit_on_user_error
 from dlcourse.schema import at_least, between, check_limits, validate_config, validate_input_shape
 
@@ -223,9 +223,9 @@ def report(checks: list[ParameterCheck], tolerance: float, atol: float) -> bool:
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     config = to_plain_dict(cfg)
-    validate_config(config, groups=("model", "loss"))
     check_limits(config, CHECK_LIMITS)
-    validate_input_shape(config["input_shape"])
+    fill_model_sizes(cfg.model, validate_input_shape(config["input_shape"]), cfg.num_classes)
+    validate_config(to_plain_dict(cfg), groups=("model", "loss"))
     torch.manual_seed(cfg.seed)  # the same initial weights on every run
     model, loss_fn = build(cfg, "model"), build(cfg, "loss")
     batch = example_batch(model, cfg.input_shape, cfg.batch_size, cfg.num_classes, cfg.seed)

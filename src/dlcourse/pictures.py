@@ -134,25 +134,33 @@ def confusion_matrix(
     )
 
 
-def confusion_matrix_image(counts: torch.Tensor, cell: int = 26) -> torch.Tensor:
-    """Rows: true class; columns: predicted class; shade: the row's fraction; each cell's count."""
+def confusion_matrix_image(
+    counts: torch.Tensor, class_names: list[str] | None = None, cell: int = 26
+) -> torch.Tensor:
+    """Rows: true class; columns: predicted class; shade: the row's fraction; each cell's count.
+    Columns are headed by class number, rows by number and name (when the name is not the
+    number, as for digits)."""
     num_classes = counts.shape[0]
+    names = [
+        str(i) if not class_names or class_names[i] == str(i) else f"{i} {class_names[i]}"
+        for i in range(num_classes)
+    ]
     fractions = counts.float() / counts.sum(dim=1, keepdim=True).clamp_min(1)
-    margin = cell
-    picture = Image.new("RGB", (margin + num_classes * cell, margin + num_classes * cell), "white")
+    top, left = cell, max(cell, 8 + 6 * max(len(name) for name in names))  # ≈6 pixels a letter
+    picture = Image.new("RGB", (left + num_classes * cell, top + num_classes * cell), "white")
     draw = ImageDraw.Draw(picture)
     draw.text((2, 6), "t\\p", fill="grey")  # true down the side, predicted along the top
     for index in range(num_classes):
-        draw.text((margin + index * cell + cell // 3, 6), str(index), fill="black")
-        draw.text((8, margin + index * cell + cell // 3), str(index), fill="black")
+        draw.text((left + index * cell + cell // 3, 6), str(index), fill="black")
+        draw.text((4, top + index * cell + cell // 3), names[index], fill="black")
     for true in range(num_classes):
         for predicted in range(num_classes):
             shade = int(255 * (1 - fractions[true, predicted].item()))
             box = (
-                margin + predicted * cell,
-                margin + true * cell,
-                margin + (predicted + 1) * cell,
-                margin + (true + 1) * cell,
+                left + predicted * cell,
+                top + true * cell,
+                left + (predicted + 1) * cell,
+                top + (true + 1) * cell,
             )
             draw.rectangle(box, fill=(shade, shade, 255), outline=(200, 200, 200))
             draw.text(
@@ -166,9 +174,11 @@ def confusion_matrix_image(counts: torch.Tensor, cell: int = 26) -> torch.Tensor
 def labelled_grid(
     images: torch.Tensor, labels: list[str], columns: int = 8, title: str = ""
 ) -> torch.Tensor:
-    """Images (N, C, h, w) each with a caption below it, and a title line on top."""
+    """Images (N, C, h, w) each with a caption below it (one or more lines), and a title line on
+    top."""
     tiles = F.interpolate(stretch(images.float().cpu()), scale_factor=2, mode="nearest")
-    body = to_pil(grid(tiles, columns=columns, padding=14))
+    gap = 14 * max((label.count("\n") + 1 for label in labels), default=1)  # room for captions
+    body = to_pil(grid(tiles, columns=columns, padding=gap))
     picture = Image.new("RGB", (body.width, body.height + 14), "white")
     picture.paste(body, (0, 14))
     draw = ImageDraw.Draw(picture)
@@ -176,10 +186,10 @@ def labelled_grid(
     height, width = tiles.shape[-2:]
     for index, label in enumerate(labels):
         top, left = (
-            14 + 14 + (index // columns) * (height + 14),
-            14 + (index % columns) * (width + 14),
+            14 + gap + (index // columns) * (height + gap),
+            gap + (index % columns) * (width + gap),
         )
-        draw.text((left, top + height), label, fill="black")
+        draw.multiline_text((left, top + height), label, fill="black", spacing=2)
     return from_pil(picture)
 
 

@@ -32,19 +32,43 @@ def load_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module, dict]:
     return model_from_checkpoint(checkpoint, cfg, path).eval(), checkpoint
 
 
-def read_digit(path: Path) -> tuple[torch.Tensor, bool]:
-    """Any image → the (1, 28, 28) input an MNIST model expects, and whether it holds a
-    plausible digit at all (else the prediction means nothing). See `mnist_like`."""
+# Checkpoints from before dlcourse stored how its inputs were made were all MNIST models.
+MNIST_PREPROCESSING = {"kind": "digit", "mean": [MEAN], "std": [STD]}
+
+
+def prepare_input(path: Path, preprocessing: dict) -> tuple[torch.Tensor, bool]:
+    """An image file → the input the checkpoint's model was trained on (C, H, W), normalised as
+    its dataset was, and whether it holds something to classify at all (else the prediction means
+    nothing). Digits and clothes are redrawn as MNIST and Fashion-MNIST drew theirs; a model
+    trained on an image folder gets the image resized and converted as the folder's were."""
+    mean, std = (torch.tensor(preprocessing[k]).view(-1, 1, 1) for k in ("mean", "std"))
+    kind = preprocessing["kind"]
+    if kind == "image":
+        mode = "L" if preprocessing["channels"] == 1 else "RGB"
+        image = read_image(checked(path), mode, preprocessing["image_size"])
+        return (image - mean) / std, bool(image.std() > 0.01)
     image = read_image(checked(path), "L", None)  # transparent pixels are white paper
-    digit, found = mnist_like(image)
-    return (digit - MEAN) / STD, found
+    if kind == "fashion":  # the whole item fills the 28×28 frame, centred
+        image, found = mnist_like(image, box=28, centre="box")
+    else:
+        image, found = mnist_like(image)
+    return (image - mean) / std, found
 
 
-def mnist_like(image: torch.Tensor, size: int = 28, box: int = 20) -> tuple[torch.Tensor, bool]:
+def read_digit(path: Path) -> tuple[torch.Tensor, bool]:
+    """Any image → the (1, 28, 28) input an MNIST model expects; see `prepare_input`."""
+    return prepare_input(path, MNIST_PREPROCESSING)
+
+
+def mnist_like(
+    image: torch.Tensor, size: int = 28, box: int = 20, centre: str = "mass"
+) -> tuple[torch.Tensor, bool]:
     """As MNIST made its images: a light digit on a dark background, scaled to fit a 20×20 box
     (aspect ratio kept), then placed so that its centre of mass is the centre of the 28×28
-    field. Returns the image in [0, 1] and whether any ink stood out from the background."""
-    if image.mean() > 0.5:  # a dark digit on light paper: MNIST has it the other way round
+    field (`centre="box"`: its bounding box centred, as Fashion-MNIST placed its items in a
+    28×28 box). Returns the image in [0, 1] and whether anything stood out from the
+    background."""
+    if image.mean() > 0.5:  # dark on light paper: both datasets have it the other way round
         image = 1 - image
     image = (image - image.min()).clamp_min(0)  # the background at 0
     if image.max() < 0.2:  # no ink: a blank or nearly uniform page
@@ -56,12 +80,14 @@ def mnist_like(image: torch.Tensor, size: int = 28, box: int = 20) -> tuple[torc
     height, width = (max(1, round(side * scale)) for side in ink.shape[1:])
     resize = partial(torch.nn.functional.interpolate, mode="bilinear", antialias=True)
     digit = resize(ink[None], size=(height, width))[0].clamp(0, 1)  # (1, height, width)
-    rows, columns = torch.arange(height).float(), torch.arange(width).float()
-    mass = digit[0].sum().clamp_min(1e-6)
-    centre_row = (digit[0].sum(dim=1) * rows).sum() / mass
-    centre_column = (digit[0].sum(dim=0) * columns).sum() / mass
-    top = min(max(round(size / 2 - centre_row.item()), 0), size - height)
-    left = min(max(round(size / 2 - centre_column.item()), 0), size - width)
+    centre_row, centre_column = (height - 1) / 2, (width - 1) / 2  # of the box
+    if centre == "mass":
+        rows, columns = torch.arange(height).float(), torch.arange(width).float()
+        mass = digit[0].sum().clamp_min(1e-6)
+        centre_row = ((digit[0].sum(dim=1) * rows).sum() / mass).item()
+        centre_column = ((digit[0].sum(dim=0) * columns).sum() / mass).item()
+    top = min(max(round(size / 2 - centre_row), 0), size - height)
+    left = min(max(round(size / 2 - centre_column), 0), size - width)
     canvas = torch.zeros(1, size, size)
     canvas[:, top : top + height, left : left + width] = digit
     return canvas, True
@@ -79,42 +105,51 @@ def checked(path: Path) -> Path:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def classify(
-    model: torch.nn.Module, paths: list[Path], top_k: int, save_input: bool = False
+    model: torch.nn.Module,
+    paths: list[Path],
+    top_k: int,
+    save_input: bool = False,
+    checkpoint: dict | None = None,
 ) -> list[dict]:
-    """Each image's top-k classes; a warning for an image without a plausible digit."""
+    """Each image's top-k classes, by number and name; a warning for an image with nothing in
+    it. How an image becomes an input, and the class names, come from the checkpoint."""
+    preprocessing = (checkpoint or {}).get("preprocessing") or MNIST_PREPROCESSING
+    class_names = (checkpoint or {}).get("class_names") or []
     results = []
     for path in paths:
-        digit, found = read_digit(path)
+        image, found = prepare_input(path, preprocessing)
         if save_input:  # what the model received, as an image
-            save_png_gray(digit * STD + MEAN, path.with_name(f"{path.stem}_input.png"))
+            save_input_png(image, preprocessing, path.with_name(f"{path.stem}_input.png"))
         try:
-            probabilities = model(digit[None]).softmax(dim=1)[0]  # (num_classes,)
+            probabilities = model(image[None]).softmax(dim=1)[0]  # (num_classes,)
         except (RuntimeError, ValueError, IndexError) as error:
+            shape = "×".join(str(n) for n in image.shape)
             raise UserError(
-                f"this model cannot classify 28×28 digits ({str(error).splitlines()[0][:120]}); "
-                "dlcourse-predict takes MNIST-like classifiers"
+                f"this model cannot classify {shape} images ({str(error).splitlines()[0][:120]})"
             ) from None
         values, classes = probabilities.topk(min(top_k, len(probabilities)))
         top = [
-            {"class": c, "probability": round(v, 6)}
+            {"class": c, "name": class_names[c] if c < len(class_names) else str(c),
+             "probability": round(v, 6)}
             for c, v in zip(classes.tolist(), values.tolist())
-        ]
+        ]  # fmt: skip
         result = {"image": str(path), "top": top}
         if not found:
             result["warning"] = (
-                "no digit found (a blank or uniform image): the prediction means nothing"
+                "nothing found (a blank or uniform image): the prediction means nothing"
             )
         results.append(result)
     return results
 
 
-def save_png_gray(image: torch.Tensor, path: Path) -> None:
+def save_input_png(image: torch.Tensor, preprocessing: dict, path: Path) -> None:
+    """A model's input (C, H, W), normalisation undone, as a grayscale or RGB PNG."""
     from PIL import Image
 
-    pixels = (image[0].clamp(0, 1) * 255).round().byte().numpy()
-    Image.fromarray(pixels, mode="L").save(path)
+    mean, std = (torch.tensor(preprocessing[k]).view(-1, 1, 1) for k in ("mean", "std"))
+    pixels = ((image * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(path)
 
 
 def hole_mask(args: argparse.Namespace, height: int, width: int) -> torch.Tensor:
@@ -235,7 +270,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--save-input",
         action="store_true",
-        help="also write <image>_input.png: the 28×28 image the classifier received",
+        help="also write <image>_input.png: the image the classifier received",
     )
     return parser.parse_args(argv)
 
@@ -254,11 +289,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.checkpoint} is a {task} checkpoint: --mask and --box are for inpainting ones"
         )
     else:
-        results = classify(model, [Path(p) for p in args.images], args.top_k, args.save_input)
+        paths = [Path(p) for p in args.images]
+        results = classify(model, paths, args.top_k, args.save_input, checkpoint)
         if args.json:
             print(json.dumps(results, indent=2))
         for result in results if not args.json else []:
-            ranked = ", ".join(f"{t['class']} ({t['probability']:.1%})" for t in result["top"])
+            ranked = ", ".join(f"{t['name']} ({t['probability']:.1%})" for t in result["top"])
             print(f"{result['image']}: {ranked}")
         for result in results:
             if "warning" in result:

@@ -19,10 +19,11 @@ import math
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from dlcourse import distributed
-from dlcourse.config import build, to_plain_dict
+from dlcourse.config import build, fill_model_sizes, to_plain_dict
+from dlcourse.data.batches import DataSplits
 from dlcourse.distributed import unwrap
 from dlcourse.errors import SweepError, UserError
 from dlcourse.interrupt import StopSignal
@@ -51,6 +52,7 @@ def train(
         checkpoint = load_resumable(cfg.resume)
 
     data = build(cfg, "dataset", device=device)
+    config = fill_from_data(cfg, data)
     data.shard(processes.rank, processes.world_size)
     model = build(cfg, "model").to(device)
     loss_fn = build(cfg, "loss")
@@ -77,6 +79,20 @@ def train(
     log.info("Run folder: %s", output_dir)
     log.info("Look at it with: tensorboard --logdir %s", shortest_path(output_dir.parent))
     return metrics
+
+
+def fill_from_data(cfg: DictConfig, data: DataSplits) -> dict:
+    """Write what the data decided into the config: the model sizes it leaves null (input shape,
+    classes) and the dataset settings found in the data (an image folder's normalisation). The
+    run's checkpoints then describe it whole, and a resume or dlcourse-eval rebuilds the same.
+    Returns the config as plain data."""
+    class_names = getattr(data.task, "class_names", None)
+    fill_model_sizes(cfg.model, data.input_shape, len(class_names) if class_names else None)
+    with open_dict(cfg.dataset):
+        cfg.dataset.update(data.found)
+    config = to_plain_dict(cfg)
+    validate_config(config)
+    return config
 
 
 def run_outputs(

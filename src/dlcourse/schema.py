@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from hydra.utils import get_object
 
+from dlcourse.config import SIZES_FROM_DATA
 from dlcourse.errors import UserError
 
 DEVICES = r"auto|cpu|cuda|cuda:\d+|mps"  # the values of trainer.device (a regular expression)
@@ -109,6 +110,10 @@ LIMITS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("dataset.val_size", at_least(1), "at least 1"),
     ("dataset.train_subset", at_least(1), "at least 1, or null for all"),
     ("dataset.num_workers", at_least(0), "0 or more"),
+    ("dataset.image_size", at_least(1), "at least 1"),
+    ("dataset.crop_padding", at_least(0), "0 (off) or more"),
+    ("dataset.cache_bytes", at_least(0), "0 (always stream) or more"),
+    ("dataset.val_fraction", between(0, 1), "between 0 and 1"),
     ("dataset.seed", lambda value: 0 <= value < 2**63, "between 0 and 2**63 - 1"),
     ("loss.label_smoothing", lambda value: 0 <= value <= 1, "between 0 and 1"),
     ("trainer.epochs", at_least(1), "at least 1"),
@@ -144,7 +149,10 @@ def validate_config(
     if not isinstance(config.get("seed"), int) or isinstance(config.get("seed"), bool):
         raise UserError(f"seed={config.get('seed')!r} should be an integer")
     for key in groups:
-        check_arguments(key, config[key], locate(key, config[key]), RUNTIME_ARGUMENTS[key])
+        node = config[key]
+        if key == "model":  # null sizes are the data's to set (config.fill_model_sizes)
+            node = {k: v for k, v in node.items() if not (k in SIZES_FROM_DATA and v is None)}
+        check_arguments(key, node, locate(key, node), RUNTIME_ARGUMENTS[key])
     if "trainer" in config:
         check_arguments("trainer", config["trainer"], TrainerSettings, set())
     check_limits(config, LIMITS)

@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from dlcourse.config import build, config_dir, to_plain_dict
+from dlcourse.config import build, config_dir, fill_model_sizes, to_plain_dict
 from dlcourse.errors import UserError, exit_on_user_error
 from dlcourse.gradcheck import example_batch
 from dlcourse.schema import validate_config, validate_input_shape
@@ -100,9 +100,9 @@ def print_summary(model: nn.Module, layers: list[Layer], input_shape: Sequence[i
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="summary")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    config = to_plain_dict(cfg)
-    validate_config({"seed": 0, **config}, groups=("model",))
-    input_shape = validate_input_shape(config["input_shape"])
+    input_shape = validate_input_shape(to_plain_dict(cfg)["input_shape"])
+    fill_model_sizes(cfg.model, input_shape)  # null sizes: this input's; classes: the default
+    validate_config({"seed": 0, **to_plain_dict(cfg)}, groups=("model",))
     model = build(cfg, "model")
     print_summary(model, summarize(model, input_shape), input_shape)
 

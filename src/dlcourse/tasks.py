@@ -45,17 +45,26 @@ class Task(Protocol):
 
 
 class ClassificationTask:
-    """Accuracy as the number of correct predictions, which the trainer turns into a fraction."""
+    """Accuracy as the number of correct predictions, which the trainer turns into a fraction.
+
+    `class_names` name the labels 0, 1, ... in pictures, checkpoints and dlcourse-predict."""
 
     name = "classification"
     monitor = "acc"
     higher_is_better = {"loss": False, "acc": True}
+
+    def __init__(self, class_names: list[str]) -> None:
+        self.class_names = class_names
 
     def batch_sums(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"acc": (outputs.argmax(dim=1) == targets).sum()}
 
     def baselines(self, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
+
+    def class_name(self, label: int) -> str:
+        """A label's name (its number, for a model with more outputs than the data has classes)."""
+        return self.class_names[label] if label < len(self.class_names) else str(label)
 
     @torch.no_grad()
     def pictures(
@@ -67,11 +76,17 @@ class ClassificationTask:
             outputs = model(images)
         predictions, num_classes = outputs.argmax(dim=1), outputs.shape[1]
         counts = confusion_matrix(predictions, labels, num_classes).cpu()
-        pictures = {"confusion_matrix": confusion_matrix_image(counts)}
+        pictures = {
+            "confusion_matrix": confusion_matrix_image(
+                counts, [self.class_name(i) for i in range(num_classes)]
+            )
+        }
         wrong = (predictions != labels).nonzero().flatten()
         if len(wrong):
+            # Digits fit "7 / 2" on one line; longer names go one per line.
+            separator = " / " if all(len(n) <= 2 for n in self.class_names) else "\n"
             captions = [
-                f"{p} / {t}"
+                f"{self.class_name(p)}{separator}{self.class_name(t)}"
                 for p, t in zip(predictions[wrong[:32]].tolist(), labels[wrong[:32]].tolist())
             ]
             title = f"predicted / true: {len(wrong)} of {len(labels)} fixed test images wrong"

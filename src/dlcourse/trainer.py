@@ -29,7 +29,7 @@ from dlcourse.checkpoint import (
 )
 from dlcourse.data.batches import Batch, Batches, DataSplits, to_device
 from dlcourse.distributed import SingleProcess, unwrap
-from dlcourse.errors import UserError
+from dlcourse.errors import DataError, UserError
 from dlcourse.interrupt import NoStopSignal, StopSignal, TrainingInterrupted
 from dlcourse.loggers import Logger
 from dlcourse.metrics import TrainingMetrics, format_metrics, measure
@@ -146,7 +146,17 @@ class Trainer:
             # the best checkpoint, and whether a higher value of each metric is better.
             "monitor": self.monitor,
             "higher_is_better": dict(self.data.task.higher_is_better),
+            **self.data_description(),
         }
+
+    def data_description(self) -> dict[str, Any]:
+        """What the model's outputs and inputs are, for checkpoints and metrics.json: the class
+        names (classification) and how a new image becomes an input (dlcourse-predict)."""
+        class_names = getattr(self.data.task, "class_names", None)
+        description = {"class_names": list(class_names)} if class_names else {}
+        if self.data.preprocessing:
+            description["preprocessing"] = self.data.preprocessing
+        return description
 
     def record_best(self, epoch: int, metrics: dict[str, float]) -> None:
         self.position.best = {"value": metrics[self.monitor], "epoch": epoch, "metrics": metrics}
@@ -181,11 +191,18 @@ class Trainer:
             disable=not self.show_progress,
         )
         start, samples = time.perf_counter(), 0
-        for _, batch in zip(range(total), bar):
-            batch = to_device(batch, self.device, self.settings.channels_last)
-            loss, outputs = self.train_step(batch)  # forward, backward, optimizer step
-            samples += len(outputs)
-            self.after_step(loss, outputs, batch, bar)  # bookkeeping: metrics, logs, stop signals
+        try:
+            for _, batch in zip(range(total), bar):
+                batch = to_device(batch, self.device, self.settings.channels_last)
+                loss, outputs = self.train_step(batch)  # forward, backward, optimizer step
+                samples += len(outputs)
+                self.after_step(loss, outputs, batch, bar)  # metrics, logs, stop signals
+        except DataError as error:  # an unreadable file: keep the work done, then say so
+            self.save_checkpoint(LAST, {})
+            raise DataError(
+                f"{error}; the run saved its place in {self.files.checkpoint_dir / LAST} and "
+                f"continues from there with resume={self.files.output_dir}"
+            ) from None
         self.position.batch_in_epoch = 0  # the epoch's batches are done
         return self.epoch_train_metrics(samples, time.perf_counter() - start)
 
@@ -345,6 +362,7 @@ class Trainer:
             "format_version": FORMAT_VERSION,
             "task": self.data.task.name,
             "input_shape": list(self.picture_batch[0].shape[1:]),  # one input's (C, H, W)
+            **self.data_description(),
             "config": self.config,
             "metrics": metrics,
             "model": self.raw_model.state_dict(),

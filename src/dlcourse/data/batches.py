@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
@@ -103,6 +103,7 @@ class LoaderBatches:
             "batch_size": batch_size,
             "num_workers": num_workers,
             "pin_memory": torch.cuda.is_available(),
+            "persistent_workers": num_workers > 0,  # not restarted every epoch
         }
         self.loader = DataLoader(
             dataset, shuffle=shuffle, generator=self.generator, **self.settings
@@ -139,12 +140,21 @@ class LoaderBatches:
 
 @dataclass
 class DataSplits:
-    """Everything the run needs from a dataset: its three splits and its task."""
+    """Everything the run needs from a dataset: its three splits, its task, and what the model
+    must fit (one input's shape; the task's classes)."""
 
     train: Batches
     val: Batches
     test: Batches
     task: Task
+    input_shape: tuple[int, int, int]  # one input's (C, H, W)
+    # How a new image becomes an input like these (stored in checkpoints, for dlcourse-predict):
+    # {"kind": "digit" | "fashion" | "image", "mean": [per channel], "std": [per channel]}.
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    # Dataset settings the config left to the data (null) and the values found for them (an image
+    # folder's normalisation): written into the run's config, so that a resume or dlcourse-eval
+    # rebuilds the data exactly as this run saw it.
+    found: dict[str, Any] = field(default_factory=dict)
 
     def shard(self, rank: int, world_size: int) -> None:
         """Each of `world_size` processes gets its own part of every split."""

@@ -22,9 +22,16 @@ Pair = tuple[Path, Path, Path | None]  # masked, complete, mask (None: derived f
 def read_image(
     path: Path, mode: str, size: int | tuple[int, int] | None, resample: str = "bilinear"
 ) -> torch.Tensor:
-    """An image file as a float tensor (C, H, W) in [0, 1]; mode "L" (grayscale) or "RGB";
-    `size`: a side, or (height, width), to resize to. Transparent pixels become white (paper),
-    not the black their colour values often hold."""
+    """An image file as a float tensor (C, H, W) in [0, 1]; see `decode_image`."""
+    return decode_image(path, mode, size, resample).float().div_(255)
+
+
+def decode_image(
+    path: Path, mode: str, size: int | tuple[int, int] | None, resample: str = "bilinear"
+) -> torch.Tensor:
+    """An image file as a uint8 tensor (C, H, W); mode "L" (grayscale) or "RGB"; `size`: a side,
+    or (height, width), to resize to (PIL's resampling, antialiased when shrinking).
+    Transparent pixels become white (paper), not the black their colour values often hold."""
     import numpy
     from PIL import Image
 
@@ -39,7 +46,7 @@ def read_image(
         if image.size != (width, height):
             image = image.resize((width, height), getattr(Image.Resampling, resample.upper()))
         pixels = torch.from_numpy(numpy.array(image, dtype=numpy.uint8))  # (H, W) or (H, W, C)
-    return pixels.view(height, width, -1).permute(2, 0, 1).float().div_(255)  # (C, H, W)
+    return pixels.view(height, width, -1).permute(2, 0, 1).contiguous()  # (C, H, W)
 
 
 class PairFolder(Dataset):
@@ -162,6 +169,7 @@ def inpainting_folder(
         val=LoaderBatches(val, eval_batch_size, shuffle=False, num_workers=num_workers),
         test=LoaderBatches(test, eval_batch_size, shuffle=False, num_workers=num_workers),
         task=InpaintingTask(mean_image=mean_image.to(device)),
+        input_shape=tuple(mean_image.shape),
     )
 
 

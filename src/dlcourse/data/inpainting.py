@@ -91,4 +91,5 @@ def inpainting(
         val=MaskedPairBatches(val_images, val_masks, eval_batch_size, False, **fill),
         test=MaskedPairBatches(test_images, test_masks, eval_batch_size, False, **fill),
         task=InpaintingTask(mean_image=train_images.mean(dim=0)),
+        input_shape=(1, height, width),
     )

@@ -1,8 +1,10 @@
-"""MNIST digits from the four IDX files.
+"""MNIST digits and Fashion-MNIST clothes, each from its four IDX files.
 
-The fast path (`loader: tensor`) decodes each split once into one uint8 tensor (the IDX format
-is a header and raw bytes: read directly, since importing torchvision costs over a second),
-normalises it once on the training device and slices shuffled batches from it;
+Both come in the same format and layout (`<data_dir>/<name>/raw/`); an `IdxDataset` holds what
+differs (folder, class names, normalisation). The fast path (`loader: tensor`) decodes each split
+once into one uint8 tensor (the IDX format is a header and raw bytes: read directly, since
+importing torchvision costs over a second), normalises it once on the training device and slices
+shuffled batches from it;
 `loader: dataloader` is the classic `torchvision.datasets.MNIST` + `DataLoader` + transforms
 path, kept for comparison. Downloading also goes through torchvision.
 """
@@ -27,48 +29,79 @@ FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-NUM_CLASSES = 10
-MEAN, STD = 0.1307, 0.3081  # over the 60,000 training images, as everyone uses
 DOWNLOAD_TIMEOUT_SECONDS = 30
 
 
-def missing_files(root: Path) -> list[str]:
-    return [name for name in FILES if not (root / "MNIST" / "raw" / name).is_file()]
+@dataclass(frozen=True)
+class IdxDataset:
+    """What tells one IDX dataset from another; `name` is also its folder and torchvision class."""
+
+    name: str
+    class_names: tuple[str, ...]
+    mean: float  # of the training pixels in [0, 1]: inputs are standardised with these
+    std: float
 
 
-def missing_data_message(root: Path, reason: str) -> str:
-    raw = root.resolve() / "MNIST" / "raw"
+DIGITS = IdxDataset("MNIST", tuple(str(digit) for digit in range(10)), 0.1307, 0.3081)
+FASHION = IdxDataset(
+    "FashionMNIST",
+    (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),  # fmt: skip
+    0.2860,
+    0.3530,
+)
+MEAN, STD = DIGITS.mean, DIGITS.std  # over MNIST's 60,000 training images, as everyone uses
+
+
+def missing_files(root: Path, spec: IdxDataset = DIGITS) -> list[str]:
+    return [name for name in FILES if not (root / spec.name / "raw" / name).is_file()]
+
+
+def missing_data_message(root: Path, reason: str, spec: IdxDataset = DIGITS) -> str:
+    raw = root.resolve() / spec.name / "raw"
     return (
-        f"MNIST is not in {raw} ({reason}). That folder must hold the four uncompressed IDX files "
-        f"{', '.join(FILES)}. Fix: on a machine with internet, run "
-        f"`python -c \"import torchvision; torchvision.datasets.MNIST('data', download=True)\"` "
-        f"and copy data/MNIST/raw there, or point DLCOURSE_DATA_DIR (or dataset.data_dir=...) at "
-        f"a folder that already holds MNIST/raw/."
+        f"{spec.name} is not in {raw} ({reason}). That folder must hold the four uncompressed IDX "
+        f'files {", ".join(FILES)}. Fix: on a machine with internet, run `python -c "import '
+        f"torchvision; torchvision.datasets.{spec.name}('data', download=True)\"` and copy "
+        f"data/{spec.name}/raw there, or point DLCOURSE_DATA_DIR (or dataset.data_dir=...) at a "
+        f"folder that already holds {spec.name}/raw/."
     )
 
 
-def download(root: Path) -> None:
+def download(root: Path, spec: IdxDataset = DIGITS) -> None:
     """Fetch the missing files with torchvision, giving up after a network timeout."""
-    from torchvision.datasets import MNIST  # imported here: torchvision costs seconds to import
+    import torchvision.datasets  # imported here: torchvision costs seconds to import
 
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_SECONDS)
     try:
-        MNIST(str(root), train=True, download=True)
+        getattr(torchvision.datasets, spec.name)(str(root), train=True, download=True)
     except (RuntimeError, OSError) as error:
-        raise UserError(missing_data_message(root, f"download failed: {error}")) from None
+        raise UserError(missing_data_message(root, f"download failed: {error}", spec)) from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
 
 
-def load_split(root: Path, train: bool, transform=None):
+def load_split(root: Path, train: bool, transform=None, spec: IdxDataset = DIGITS):
     """One split as a torchvision dataset (`.data`, `.targets`: whole uint8 / int64 tensors)."""
-    from torchvision.datasets import MNIST
+    import torchvision.datasets
 
     try:
-        return MNIST(str(root), train=train, download=False, transform=transform)
+        dataset = getattr(torchvision.datasets, spec.name)
+        return dataset(str(root), train=train, download=False, transform=transform)
     except (RuntimeError, ValueError, OSError) as error:
-        raise UserError(missing_data_message(root, f"could not read it: {error}")) from None
+        reason = f"could not read it: {error}"
+        raise UserError(missing_data_message(root, reason, spec)) from None
 
 
 @dataclass
@@ -97,47 +130,53 @@ def read_idx(path: Path) -> torch.Tensor:
     return data.view(*sizes)
 
 
-def read_split(root: Path, train: bool) -> Split:
+def read_split(root: Path, train: bool, spec: IdxDataset = DIGITS) -> Split:
     prefix = "train" if train else "t10k"
-    raw = root / "MNIST" / "raw"
-    try:
-        images, labels = (
-            read_idx(raw / f"{prefix}-images-idx3-ubyte"),
-            read_idx(raw / f"{prefix}-labels-idx1-ubyte"),
-        )
-    except (ValueError, struct.error, OSError) as error:
-        raise UserError(missing_data_message(root, f"could not read it: {error}")) from None
-    check_split(
-        raw / f"{prefix}-images-idx3-ubyte", images, raw / f"{prefix}-labels-idx1-ubyte", labels
+    raw = root / spec.name / "raw"
+    images_path, labels_path = (
+        raw / f"{prefix}-images-idx3-ubyte",
+        raw / f"{prefix}-labels-idx1-ubyte",
     )
+    try:
+        images, labels = read_idx(images_path), read_idx(labels_path)
+    except (ValueError, struct.error, OSError) as error:
+        raise UserError(missing_data_message(root, f"could not read it: {error}", spec)) from None
+    check_split(images_path, images, labels_path, labels, spec)
     return Split(images, labels.long())
 
 
 def check_split(
-    images_path: Path, images: torch.Tensor, labels_path: Path, labels: torch.Tensor
+    images_path: Path,
+    images: torch.Tensor,
+    labels_path: Path,
+    labels: torch.Tensor,
+    spec: IdxDataset = DIGITS,
 ) -> None:
-    """Images (N, H, W) and N labels, each a class 0-9: else one line naming the file."""
+    """Images (N, H, W) and N labels, each one of the classes: else one line naming the file."""
+    num_classes = len(spec.class_names)
     if images.dim() != 3:
         raise UserError(
-            f"{images_path} holds an array of shape {tuple(images.shape)}; MNIST images are (N, "
-            f"28, 28)"
+            f"{images_path} holds an array of shape {tuple(images.shape)}; {spec.name} images are "
+            f"(N, 28, 28)"
         )
     if labels.dim() != 1 or len(labels) != len(images):
         raise UserError(
             f"{labels_path} holds {tuple(labels.shape)} labels for the {len(images)} images of "
             f"{images_path.name}; each image needs one label"
         )
-    if len(labels) and labels.max() >= NUM_CLASSES:
+    if len(labels) and labels.max() >= num_classes:
         raise UserError(
-            f"{labels_path} holds label {labels.max().item()}; MNIST's classes are 0 to "
-            f"{NUM_CLASSES - 1}"
+            f"{labels_path} holds label {labels.max().item()}; {spec.name}'s classes are 0 to "
+            f"{num_classes - 1}"
         )
 
 
-def normalize(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+def normalize(
+    images: torch.Tensor, device: torch.device, spec: IdxDataset = DIGITS
+) -> torch.Tensor:
     """uint8 (N, 28, 28) → float (N, 1, 28, 28), standardised, on `device` (copied as uint8)."""
     images = images.to(device).unsqueeze(1).float()
-    return images.div_(255).sub_(MEAN).div_(STD)
+    return images.div_(255).sub_(spec.mean).div_(spec.std)
 
 
 @dataclass
@@ -145,6 +184,7 @@ class MnistFiles:
     """The decoded splits (whole uint8 / int64 tensors on the CPU) and the validation carve-up."""
 
     root: Path
+    spec: IdxDataset
     train: Split  # .data (60000, 28, 28) uint8, .targets (60000,)
     test: Split
     train_indices: torch.Tensor
@@ -152,18 +192,23 @@ class MnistFiles:
 
 
 def open_mnist(
-    data_dir: str, val_size: int, download_missing: bool, seed: int, train_subset: int | None = None
+    data_dir: str,
+    val_size: int,
+    download_missing: bool,
+    seed: int,
+    train_subset: int | None = None,
+    spec: IdxDataset = DIGITS,
 ) -> MnistFiles:
     """Find (or download) the IDX files, decode and check both splits, check `val_size`, carve out
-    val;
-    `train_subset` keeps that many training images (a random subset fixed by the seed)."""
+    val; `train_subset` keeps that many training images (a random subset fixed by the seed)."""
     root = Path(data_dir).expanduser()
-    if missing_files(root):
+    if missing_files(root, spec):
         if not download_missing:
-            reason = f"missing {', '.join(missing_files(root))}; downloading is off"
-            raise UserError(missing_data_message(root, reason))
-        download(root)
-    train_set, test_set = read_split(root, train=True), read_split(root, train=False)
+            reason = f"missing {', '.join(missing_files(root, spec))}; downloading is off"
+            raise UserError(missing_data_message(root, reason, spec))
+        download(root, spec)
+    train_set = read_split(root, train=True, spec=spec)
+    test_set = read_split(root, train=False, spec=spec)
     num_train = len(train_set.targets)
     if not 0 < val_size < num_train:
         raise UserError(f"dataset.val_size={val_size} must be between 1 and {num_train - 1}")
@@ -176,7 +221,7 @@ def open_mnist(
     order = torch.randperm(num_train, generator=torch.Generator().manual_seed(seed))
     train_indices = order[val_size:][:train_subset]  # [:None] keeps all
     return MnistFiles(
-        root, train_set, test_set, train_indices=train_indices, val_indices=order[:val_size]
+        root, spec, train_set, test_set, train_indices=train_indices, val_indices=order[:val_size]
     )
 
 
@@ -194,38 +239,83 @@ def mnist(
 ) -> DataSplits:
     """MNIST as train (60,000 − val_size, or `train_subset` of them), val (val_size, carved by
     `seed`) and test (10,000)."""
-    files = open_mnist(data_dir, val_size, download_missing, seed, train_subset)
+    files = open_mnist(data_dir, val_size, download_missing, seed, train_subset, DIGITS)
+    return idx_splits(files, batch_size, eval_batch_size, loader, num_workers, seed, device)
+
+
+def fashion_mnist(
+    data_dir: str,
+    batch_size: int = 128,
+    eval_batch_size: int = 1000,
+    val_size: int = 5000,
+    train_subset: int | None = None,
+    download_missing: bool = True,
+    loader: Literal["tensor", "dataloader"] = "tensor",
+    num_workers: int = 0,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> DataSplits:
+    """Fashion-MNIST (Zalando's 28×28 clothes in 10 classes), split as `mnist` splits MNIST."""
+    files = open_mnist(data_dir, val_size, download_missing, seed, train_subset, FASHION)
+    return idx_splits(files, batch_size, eval_batch_size, loader, num_workers, seed, device)
+
+
+def idx_splits(
+    files: MnistFiles,
+    batch_size: int,
+    eval_batch_size: int,
+    loader: str,
+    num_workers: int,
+    seed: int,
+    device: torch.device | str,
+) -> DataSplits:
+    """The three splits, standardised on the device (or through a DataLoader), with the task and
+    what a new image needs to become an input like these."""
+    spec = files.spec
+    description = {
+        "input_shape": (1, 28, 28),
+        "task": ClassificationTask(list(spec.class_names)),
+        # dlcourse-predict redraws a user's picture the way the dataset's authors made theirs.
+        "preprocessing": {
+            "kind": "digit" if spec is DIGITS else "fashion",
+            "mean": [spec.mean],
+            "std": [spec.std],
+        },
+    }
     if loader == "dataloader":
-        return dataloader_splits(files, batch_size, eval_batch_size, num_workers, seed)
+        splits = dataloader_splits(files, batch_size, eval_batch_size, num_workers, seed)
+        return DataSplits(*splits, **description)
     device = torch.device(device)
-    images, labels = normalize(files.train.data, device), files.train.targets.to(device)
-    test = (normalize(files.test.data, device), files.test.targets.to(device))
+    images, labels = normalize(files.train.data, device, spec), files.train.targets.to(device)
+    test = (normalize(files.test.data, device, spec), files.test.targets.to(device))
     train_indices, val_indices = files.train_indices, files.val_indices
     return DataSplits(
         train=TensorBatches((images[train_indices], labels[train_indices]), batch_size, True, seed),
         val=TensorBatches((images[val_indices], labels[val_indices]), eval_batch_size, False),
         test=TensorBatches(test, eval_batch_size, shuffle=False),
-        task=ClassificationTask(),
+        **description,
     )
 
 
 def dataloader_splits(
     files: MnistFiles, batch_size: int, eval_batch_size: int, num_workers: int, seed: int
-) -> DataSplits:
-    """The classic path: torchvision's MNIST, a per-item ToTensor + Normalize, a DataLoader."""
+) -> tuple[Batches, Batches, Batches]:
+    """The classic path: torchvision's dataset, a per-item ToTensor + Normalize, a DataLoader."""
     from torch.utils.data import Subset
     from torchvision import transforms
 
-    to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))])
-    train_set = load_split(files.root, train=True, transform=to_tensor)
+    spec = files.spec
+    to_tensor = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((spec.mean,), (spec.std,))]
+    )
+    train_set = load_split(files.root, train=True, transform=to_tensor, spec=spec)
 
     def batches(indices: torch.Tensor, size: int, shuffle: bool) -> Batches:
         return LoaderBatches(Subset(train_set, indices.tolist()), size, shuffle, seed, num_workers)
 
-    test_set = load_split(files.root, train=False, transform=to_tensor)
-    return DataSplits(
-        train=batches(files.train_indices, batch_size, shuffle=True),
-        val=batches(files.val_indices, eval_batch_size, shuffle=False),
-        test=LoaderBatches(test_set, eval_batch_size, False, seed, num_workers),
-        task=ClassificationTask(),
+    test_set = load_split(files.root, train=False, transform=to_tensor, spec=spec)
+    return (
+        batches(files.train_indices, batch_size, shuffle=True),
+        batches(files.val_indices, eval_batch_size, shuffle=False),
+        LoaderBatches(test_set, eval_batch_size, False, seed, num_workers),
     )

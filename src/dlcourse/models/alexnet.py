@@ -2,7 +2,9 @@
 
 Both GPU halves of the original are merged into single layers (no grouped convolutions), as
 most re-implementations do: 96-256-384-384-256 filters, 4096-4096-1000 fully-connected units,
-62,378,344 parameters (the paper's "60 million").
+62,378,344 parameters (the paper's "60 million"). As in torchvision, an adaptive average pool
+hands fc6 a 6×6 map at any image size from 63×63 up (at 224×224 it changes nothing), so the same
+network trains on a folder of 64×64 photos.
 """
 
 from __future__ import annotations
@@ -12,8 +14,19 @@ from torch import nn
 
 
 class AlexNet(nn.Module):
-    def __init__(self, in_channels: int = 3, num_classes: int = 1000, dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 1000,
+        dropout: float = 0.5,
+        image_size: int = 224,
+    ) -> None:
         super().__init__()
+        if image_size < 63:  # the stride-4 conv1 and three 3×3 / stride-2 pools leave nothing
+            raise ValueError(
+                f"AlexNet needs images of at least 63×63, these are {image_size}×{image_size}: "
+                "resize them (dataset.image_size=64) or use model=cnn"
+            )
         self.conv1 = nn.Conv2d(in_channels, 96, kernel_size=11, stride=4, padding=2)
         self.conv2 = nn.Conv2d(96, 256, kernel_size=5, padding=2)
         self.conv3 = nn.Conv2d(256, 384, kernel_size=3, padding=1)
@@ -22,6 +35,7 @@ class AlexNet(nn.Module):
         # The paper's local response normalisation and overlapping 3×3 / stride-2 pooling.
         self.norm = nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
         self.pool = nn.MaxPool2d(kernel_size=3, stride=2)
+        self.fit_to_fc6 = nn.AdaptiveAvgPool2d((6, 6))
         self.relu = nn.ReLU()
         self.dropout = nn.Dropout(dropout)
         self.fc6 = nn.Linear(256 * 6 * 6, 4096)
@@ -33,7 +47,8 @@ class AlexNet(nn.Module):
         x = self.pool(self.norm(self.relu(self.conv2(x))))  # (B, 256, 13, 13)
         x = self.relu(self.conv3(x))  # (B, 384, 13, 13)
         x = self.relu(self.conv4(x))  # (B, 384, 13, 13)
-        x = self.pool(self.relu(self.conv5(x)))  # (B, 256, 6, 6)
+        x = self.pool(self.relu(self.conv5(x)))  # (B, 256, 6, 6); (B, 256, 1, 1) at 64×64
+        x = self.fit_to_fc6(x)  # (B, 256, 6, 6) at any size
         x = x.flatten(start_dim=1)  # (B, 9216)
         x = self.relu(self.fc6(self.dropout(x)))  # (B, 4096)
         x = self.relu(self.fc7(self.dropout(x)))  # (B, 4096)

@@ -73,7 +73,13 @@ class CNN(nn.Module):
         # The flattened size depends on every stride and pool above: measure it once.
         with torch.no_grad():
             dummy = torch.zeros(1, in_channels, image_size, image_size)
-            flat_size = self.features(dummy).numel()
+            try:
+                flat_size = self.features(dummy).numel()
+            except RuntimeError:  # a stage's output would be smaller than 1×1
+                raise ValueError(
+                    f"{image_size}×{image_size} images are too small for these conv stages (they "
+                    "shrink them to nothing): use larger images or less pooling (model.pool_sizes)"
+                ) from None
         feature_dropout = dropout if feature_dropout is None else feature_dropout
         layers: list[nn.Module] = [nn.Flatten(), nn.Dropout(feature_dropout)]
         in_features = flat_size

@@ -1,0 +1,430 @@
+"""Classification on your own images: `dlcourse-train dataset=image_folder dataset.root=PATH`.
+
+    PATH/train/<class>/*.png|jpg|...   one folder per class, named after it (torchvision's
+    PATH/test/<class>/...              ImageFolder layout); test/ holds the same classes
+    PATH/val/<class>/...               optional: without it, val is carved from train by the seed
+
+Each image is decoded with PIL, made grayscale or RGB (`channels`) and resized to `image_size`.
+When all of them fit in `cache_bytes` decoded, they are decoded once (by `num_workers`
+processes) into one uint8 tensor on the training device, and batches are normalised and
+augmented there, like MNIST's fast path. Otherwise a DataLoader decodes them item by item, with
+workers, pinned memory and torchvision.transforms.v2. Both paths give the same evaluation inputs.
+The normalisation is measured on the training images unless given, and stored in the run's
+config (so eval, predict and resume use the very same numbers).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dlcourse.data.augment import Augmentation
+from dlcourse.data.batches import Batch, DataSplits, LoaderBatches, TensorBatches
+from dlcourse.data.image_folder import decode_image
+from dlcourse.data.masks import stream_seed
+from dlcourse.errors import DataError, UserError
+from dlcourse.tasks import ClassificationTask
+
+log = logging.getLogger(__name__)
+
+# What torchvision's ImageFolder reads; other files in a class folder are ignored.
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+STATISTICS_SAMPLE = 2000  # images that measure the normalisation when streaming (all, if cached)
+Sample = tuple[Path, int]  # an image file and its class
+
+
+def class_folders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def scan_split(folder: Path, classes: list[str]) -> list[Sample]:
+    """Every image under each class folder (sorted, subfolders included), labelled by class."""
+    samples = []
+    for label, name in enumerate(classes):
+        files = sorted(
+            p for p in (folder / name).rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file()
+        )
+        if not files:
+            raise UserError(
+                f"class folder {folder / name} holds no images ({', '.join(EXTENSIONS[:4])}, ...): "
+                "add some, or remove the folder"
+            )
+        samples += [(path, label) for path in files]
+    return samples
+
+
+def find_splits(
+    root: Path, val_fraction: float, seed: int
+) -> tuple[list[str], list[Sample], list[Sample], list[Sample]]:
+    """The class names and the train, val and test images, checked: train/ and test/ exist and
+    name the same classes (val/ too, when there is one); no class folder is empty."""
+    if not (root / "train").is_dir():
+        raise UserError(
+            f"{root} has no train/ folder: an image folder holds train/<class>/*.png (one folder "
+            "per class), test/<class>/ and optionally val/<class>/. Set dataset.root to it"
+        )
+    classes = class_folders(root / "train")
+    if not classes:
+        raise UserError(f"{root / 'train'} has no class folders: put each class's images in one")
+    splits = {}
+    for split in ("train", "val", "test"):
+        folder = root / split
+        if split == "test" and not folder.is_dir():
+            raise UserError(f"{root} has no test/ folder: add test/<class>/ with the same classes")
+        if folder.is_dir():
+            check_same_classes(folder, class_folders(folder), classes)
+            splits[split] = scan_split(folder, classes)
+    if "val" not in splits:
+        splits["train"], splits["val"] = carve(splits["train"], val_fraction, seed, root)
+    return classes, splits["train"], splits["val"], splits["test"]
+
+
+def check_same_classes(folder: Path, found: list[str], classes: list[str]) -> None:
+    if found != classes:
+        missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
+        difference = "; ".join(
+            text
+            for text in (
+                f"missing {', '.join(missing[:5])}" if missing else "",
+                f"not in train/: {', '.join(extra[:5])}" if extra else "",
+            )
+            if text
+        )
+        raise UserError(
+            f"{folder} has other classes than train/ ({difference}); every split needs the same "
+            "class folders"
+        )
+
+
+def carve(
+    samples: list[Sample], fraction: float, seed: int, root: Path
+) -> tuple[list[Sample], list[Sample]]:
+    """Train and val images, val drawn from train by the seed (at least one of each)."""
+    if not 0 < fraction < 1:
+        raise UserError(f"dataset.val_fraction={fraction} must be between 0 and 1 (without val/)")
+    num_val = max(1, round(fraction * len(samples)))
+    if num_val >= len(samples):
+        raise UserError(f"{root / 'train'} has {len(samples)} images: too few to carve out val")
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
+    train = [samples[i] for i in sorted(order[num_val:])]
+    return train, [samples[i] for i in sorted(order[:num_val])]
+
+
+class ImageFiles(Dataset):
+    """(image, label) pairs decoded on demand: uint8 (C, S, S), or what `transform` makes of it.
+
+    An image that cannot be decoded comes back as zeros with the label −1 − index, so that the
+    process that reads the batch (not a worker) decides what to do with it (`on_bad_image`)."""
+
+    def __init__(self, samples: list[Sample], channels: int, size: int, transform=None) -> None:
+        self.samples, self.size, self.transform = samples, size, transform
+        self.mode = "L" if channels == 1 else "RGB"
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        try:
+            image = decode_image(path, self.mode, self.size)
+        except Exception:  # PIL raises many types for damaged files; named by the reader
+            image = torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8)
+            label = -1 - index
+        return (self.transform(image) if self.transform else image), label
+
+
+def why_unreadable(path: Path) -> str:
+    """What PIL says about a file that did not decode (asked again, in this process)."""
+    try:
+        decode_image(path, "RGB", 8)
+    except Exception as error:
+        return str(error).splitlines()[0][:160] or type(error).__name__
+    return "it could not be read (it reads now: did it change during the run?)"
+
+
+def bad_image_message(path: Path) -> str:
+    return (
+        f"cannot read image {path}: {why_unreadable(path)}. Replace or remove it, or pass "
+        "dataset.on_bad_image=skip to leave unreadable images out"
+    )
+
+
+def drop_bad(
+    images: torch.Tensor, labels: torch.Tensor, samples: list[Sample], on_bad_image: str
+) -> tuple[torch.Tensor, torch.Tensor, list[Path]]:
+    """The batch without the images that failed to decode, and their files; with
+    on_bad_image=stop, a `DataError` naming the first one instead."""
+    bad = labels < 0
+    if not bad.any():
+        return images, labels, []
+    paths = [samples[-1 - i][0] for i in labels[bad].tolist()]
+    if on_bad_image == "stop":
+        raise DataError(bad_image_message(paths[0]))
+    return images[~bad], labels[~bad], paths
+
+
+def decode_all(
+    samples: list[Sample], channels: int, size: int, num_workers: int, on_bad_image: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image decoded once, by `num_workers` processes: uint8 (N, C, S, S) and labels (N,);
+    unreadable ones stop the run, or are left out and reported."""
+    files = ImageFiles(samples, channels, size)
+    loader = DataLoader(files, batch_size=256, num_workers=num_workers)
+    images, labels = (torch.cat(parts) for parts in zip(*loader))
+    images, labels, bad = drop_bad(images, labels, samples, on_bad_image)
+    report_skipped(bad, len(samples))
+    return images, labels
+
+
+def report_skipped(paths: list[Path], total: int) -> None:
+    if paths:
+        names = ", ".join(str(p) for p in paths[:3]) + (", ..." if len(paths) > 3 else "")
+        log.warning("skipped %d unreadable image(s) of %d: %s", len(paths), total, names)
+
+
+def readable(samples: list[Sample], on_bad_image: str) -> list[Sample]:
+    """The images whose headers PIL reads (cheap: nothing is decoded); unreadable ones stop the
+    run, or are left out and reported. Damage further into a file shows when it is decoded."""
+    from PIL import Image
+
+    good, bad = [], []
+    for path, label in samples:
+        try:
+            with Image.open(path):
+                good.append((path, label))
+        except Exception:  # PIL raises many types for files that are not images
+            if on_bad_image == "stop":
+                raise UserError(bad_image_message(path)) from None
+            bad.append(path)
+    report_skipped(bad, len(samples))
+    return good
+
+
+def measure_normalization(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of uint8 images (N, C, H, W), as pixels in [0, 1]."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for chunk in images.split(4096):  # bounded memory for large sets
+        pixels = chunk.to(torch.float64).div_(255)
+        total += pixels.sum(dim=(0, 2, 3)).cpu()
+        squares += pixels.square().sum(dim=(0, 2, 3)).cpu()
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
+    return [round(v, 6) for v in mean.tolist()], [round(max(v, 1e-3), 6) for v in std.tolist()]
+
+
+class CachedImages(TensorBatches):
+    """Batches of decoded uint8 images that sit on the training device, made float, augmented
+    (each image its own draw, seeded by epoch and batch, so a resumed run draws the same) and
+    normalised a batch at a time."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        normalization: tuple[list[float], list[float]],
+        augmentation: Augmentation = Augmentation(),
+    ) -> None:
+        super().__init__((images, labels), batch_size, shuffle, seed)
+        mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in normalization)
+        self.mean, self.std = mean, std
+        self.augmentation = augmentation
+
+    def __iter__(self) -> Iterator[Batch]:
+        for index, (images, labels) in enumerate(super().__iter__(), start=self.start_batch):
+            images = images.float().div_(255)  # (B, C, S, S) in [0, 1]
+            if self.augmentation:
+                stream = f"augment/{self.epoch}/{self.rank}"
+                generator = torch.Generator().manual_seed(stream_seed(self.seed, stream, index))
+                images = self.augmentation.apply(images, generator)
+            yield (images - self.mean) / self.std, labels
+
+
+class StreamedImages(LoaderBatches):
+    """Batches decoded by DataLoader workers. An image that fails to decode stops the run with its
+    name (`on_bad_image=stop`; the trainer saves its place first) or is left out and reported."""
+
+    def __init__(
+        self,
+        files: ImageFiles,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        num_workers: int,
+        on_bad_image: str,
+    ) -> None:
+        super().__init__(files, batch_size, shuffle, seed, num_workers)
+        self.samples, self.on_bad_image = files.samples, on_bad_image
+        self.skipped: set[Path] = set()
+
+    def __iter__(self) -> Iterator[Batch]:
+        for images, labels in super().__iter__():
+            images, labels, bad = drop_bad(images, labels, self.samples, self.on_bad_image)
+            for path in set(bad) - self.skipped:
+                self.skipped.add(path)
+                log.warning("skipped unreadable image %s (%d so far)", path, len(self.skipped))
+            if len(labels):
+                yield images, labels
+
+
+@dataclass
+class Settings:
+    """An image folder's settings, as `image_folder` checked them."""
+
+    channels: int
+    image_size: int
+    batch_size: int
+    eval_batch_size: int
+    mean: list[float] | None  # None: measured on the training images
+    std: list[float] | None
+    augmentation: Augmentation
+    num_workers: int
+    on_bad_image: str
+    seed: int
+    device: torch.device
+
+
+def image_folder(
+    root: str | None = None,
+    channels: Literal[1, 3] = 3,
+    image_size: int = 32,
+    batch_size: int = 128,
+    eval_batch_size: int = 500,
+    val_fraction: float = 0.1,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    crop_padding: int = 0,
+    horizontal_flip: bool = False,
+    resized_crop_scale: list[float] | None = None,
+    cache_bytes: int = 1_000_000_000,
+    num_workers: int = 2,
+    on_bad_image: Literal["stop", "skip"] = "stop",
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> DataSplits:
+    """Train / val / test from an image folder (see the module's docstring), cached on the device
+    when all of it fits in `cache_bytes` decoded, else streamed from disk."""
+    folder = checked_root(root)
+    check_settings(channels, mean, std, resized_crop_scale)
+    classes, *splits = find_splits(folder, val_fraction, seed)
+    scale = tuple(resized_crop_scale) if resized_crop_scale else None
+    augmentation = Augmentation(crop_padding, horizontal_flip, scale)
+    # fmt: off
+    settings = Settings(channels, image_size, batch_size, eval_batch_size, mean, std,
+                        augmentation, num_workers, on_bad_image, seed, torch.device(device))
+    # fmt: on
+    decoded_bytes = sum(len(split) for split in splits) * channels * image_size**2
+    build = cached_splits if decoded_bytes <= cache_bytes else streamed_splits
+    (train, val, test), (mean_found, std_found) = build(splits, settings)
+    found = {"mean": mean_found, "std": std_found}
+    return DataSplits(
+        train,
+        val,
+        test,
+        task=ClassificationTask(classes),
+        input_shape=(channels, image_size, image_size),
+        preprocessing={"kind": "image", "channels": channels, "image_size": image_size, **found},
+        found={name: value for name, value in found.items() if getattr(settings, name) is None},
+    )
+
+
+def normalization(
+    settings: Settings, train_images: torch.Tensor
+) -> tuple[list[float], list[float]]:
+    """The given mean and std, else those of `train_images` (uint8)."""
+    if settings.mean is not None and settings.std is not None:
+        return settings.mean, settings.std
+    mean, std = measure_normalization(train_images)
+    return settings.mean or mean, settings.std or std
+
+
+def cached_splits(
+    splits: list[list[Sample]], settings: Settings
+) -> tuple[tuple[CachedImages, ...], tuple[list[float], list[float]]]:
+    """Every split decoded once into uint8 tensors on the device; batches are made from them."""
+    s = settings
+    decoded = [
+        decode_all(split, s.channels, s.image_size, s.num_workers, s.on_bad_image)
+        for split in splits
+    ]
+    stats = normalization(s, decoded[0][0])
+    (train_images, train_labels), val, test = (
+        (images.to(s.device), labels.to(s.device)) for images, labels in decoded
+    )
+    train = CachedImages(train_images, train_labels, s.batch_size, True, s.seed, stats,
+                         s.augmentation)  # fmt: skip
+    return (
+        train,
+        CachedImages(*val, s.eval_batch_size, False, s.seed, stats),
+        CachedImages(*test, s.eval_batch_size, False, s.seed, stats),
+    ), stats
+
+
+def streamed_splits(
+    splits: list[list[Sample]], settings: Settings
+) -> tuple[tuple[StreamedImages, ...], tuple[list[float], list[float]]]:
+    """DataLoaders that decode, augment (training) and normalise each image in a worker, with
+    torchvision.transforms.v2; the normalisation measured on a sample of the training images."""
+    from torchvision.transforms import v2
+
+    s = settings
+    train, val, test = (readable(split, s.on_bad_image) for split in splits)
+    stats = (s.mean, s.std)
+    if s.mean is None or s.std is None:
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(s.seed))
+        sample = [train[i] for i in order[:STATISTICS_SAMPLE]]
+        images = decode_all(sample, s.channels, s.image_size, s.num_workers, "skip")[0]
+        stats = normalization(s, images)
+    finish = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(*stats)]
+    augment = v2.Compose([*s.augmentation.transforms(s.image_size), *finish])
+
+    def batches(samples: list[Sample], transform, size: int, shuffle: bool) -> StreamedImages:
+        files = ImageFiles(samples, s.channels, s.image_size, transform)
+        return StreamedImages(files, size, shuffle, s.seed, s.num_workers, s.on_bad_image)
+
+    return (
+        batches(train, augment, s.batch_size, shuffle=True),
+        batches(val, v2.Compose(finish), s.eval_batch_size, shuffle=False),
+        batches(test, v2.Compose(finish), s.eval_batch_size, shuffle=False),
+    ), stats
+
+
+def checked_root(root: str | None) -> Path:
+    if root is None:
+        raise UserError(
+            "dataset=image_folder needs dataset.root=PATH: a folder with train/<class>/*.png (one "
+            "folder per class), test/<class>/ and optionally val/<class>/"
+        )
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"dataset.root={root}: there is no such folder")
+    return folder
+
+
+def check_settings(
+    channels: int, mean: list[float] | None, std: list[float] | None, scale: list[float] | None
+) -> None:
+    for name, values in (("mean", mean), ("std", std)):
+        if values is not None and len(values) != channels:
+            raise UserError(
+                f"dataset.{name}={values} needs one number per channel ({channels}), or null to "
+                "measure it on the training images"
+            )
+    if std is not None and min(std) <= 0:
+        raise UserError(f"dataset.std={std} must be greater than 0 in every channel")
+    if scale is not None and not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
+        raise UserError(
+            f"dataset.resized_crop_scale={scale} should be [low, high] shares of the image's "
+            "area with 0 < low ≤ high ≤ 1, e.g. [0.5, 1.0]; or null: no resized crop"
+        )
