@@ -140,3 +140,16 @@ def test_describe_prints_each_options_settings_with_their_comments(tmp_path):
     assert "mask: center_box, half, pixels, rectangles" in listing.stdout
     wrong = run_command(["dlcourse-train", "--describe", "optimiser"], tmp_path)
     assert wrong.returncode == 2 and "(did you mean optimizer?)" in wrong.stderr
+
+
+def test_a_mistyped_key_is_judged_against_the_chosen_component(tmp_path):
+    """model=cnn (or an experiment that picks it) has its own settings: a typo gets a suggestion
+    from them, and an argument the YAML leaves out is named as such, with the + that adds it."""
+    typo = run_command(["dlcourse-train", "model=cnn", "model.chanels=[8]"], tmp_path)
+    assert typo.returncode == 2 and "(did you mean model.channels" in typo.stderr
+    left_out = run_command(
+        ["dlcourse-train", "experiment=fast_cnn_mnist", "model.feature_dropout=0"], tmp_path
+    )
+    assert left_out.returncode == 2
+    assert "add it with +model.feature_dropout=..." in left_out.stderr
+    assert "in_channels, image_size" in left_out.stderr  # the CNN's settings, not the default's

@@ -7,7 +7,7 @@ import torch
 from helpers import NUM_TINY_TEST, NUM_TINY_TRAIN, tiny_digits
 
 from dlcourse.data import TensorBatches
-from dlcourse.data.mnist import FILES, MEAN, STD, mnist
+from dlcourse.data.mnist import FILES, MEAN, STD, fashion_mnist, mnist, read_idx
 from dlcourse.errors import UserError
 
 
@@ -92,3 +92,32 @@ def test_failed_download_gives_the_same_clear_message(tmp_path, monkeypatch):
 def test_bad_val_size_is_refused(tiny_mnist):
     with pytest.raises(UserError, match="dataset.val_size=300 must be between 1 and 299"):
         mnist(str(tiny_mnist), val_size=NUM_TINY_TRAIN)
+
+
+def test_missing_fashion_mnist_names_its_own_folder_and_download(tmp_path):
+    with pytest.raises(UserError) as raised:
+        fashion_mnist(str(tmp_path / "nowhere"), download_missing=False)
+    message = str(raised.value)
+    assert str(tmp_path / "nowhere" / "FashionMNIST" / "raw") in message
+    assert "torchvision.datasets.FashionMNIST('data', download=True)" in message
+    assert "\n" not in message
+
+
+def test_fashion_mnist_reads_its_files_with_its_classes_and_normalisation(tiny_mnist):
+    """The same IDX path as MNIST, from FashionMNIST/raw/, standardised with Fashion-MNIST's own
+    mean and standard deviation, its classes named."""
+    data = fashion_mnist(str(tiny_mnist), val_size=50, batch_size=32)
+    assert data.task.class_names[0] == "T-shirt/top" and data.task.class_names[9] == "Ankle boot"
+    assert data.preprocessing == {"kind": "fashion", "mean": [0.2860], "std": [0.3530]}
+    images, _ = data.test.tensors
+    raw = read_idx(tiny_mnist / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte")
+    torch.testing.assert_close(images[:, 0] * 0.3530 + 0.2860, raw.float() / 255)
+
+
+def test_fashion_mnist_constants_are_those_of_the_real_training_images(shared_fashion):
+    data = fashion_mnist(str(shared_fashion), val_size=5000)
+    raw = read_idx(shared_fashion / "FashionMNIST" / "raw" / "train-images-idx3-ubyte")
+    pixels = raw.double() / 255
+    assert abs(pixels.mean().item() - 0.2860) < 5e-5 and abs(pixels.std().item() - 0.3530) < 5e-5
+    assert len(data.test.tensors[0]) == 10000 and len(data.train.tensors[0]) == 55000
+    assert torch.bincount(data.test.tensors[1]).tolist() == [1000] * 10

@@ -14,7 +14,8 @@ from helpers import IMAGE_CLASSES, compose_config, make_image_folder, quick_over
 from PIL import Image
 
 from dlcourse.data.augment import Augmentation, horizontal_flip, padded_crop, random_resized_crop
-from dlcourse.data.images import find_splits, image_folder
+from dlcourse.data.image_files import find_splits
+from dlcourse.data.images import image_folder
 from dlcourse.errors import DataError, UserError
 from dlcourse.run import train
 
@@ -209,9 +210,9 @@ def test_an_image_that_breaks_mid_run_stops_after_saving_the_run(tiny_mnist, tmp
         "trainer.progress_bar=false",
     ]
     cfg = compose_config(settings)
-    from dlcourse.data import images
+    from dlcourse.data import image_files
 
-    real_decode, calls = images.decode_image, {"count": 0}
+    real_decode, calls = image_files.decode_image, {"count": 0}
 
     def decode_then_break(path, *args, **kwargs):  # the file is damaged once epoch 1 is done
         calls["count"] += 1
@@ -220,7 +221,7 @@ def test_an_image_that_breaks_mid_run_stops_after_saving_the_run(tiny_mnist, tmp
         return real_decode(path, *args, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(images, "decode_image", decode_then_break)
+        patch.setattr(image_files, "decode_image", decode_then_break)
         with pytest.raises(DataError, match="train_004.png.*saved its place.*resume="):
             train(cfg, tmp_path / "run")
     from dlcourse.checkpoint import load_checkpoint

@@ -185,3 +185,40 @@ def test_predict_on_mnist_pngs_matches_the_models_own_test_accuracy(
         sum(r["top"][0]["class"] == label for r, label in zip(results, labels.tolist())) / 1000
     )
     assert abs(accuracy - own.item()) <= 0.01, (accuracy, own.item())
+
+
+def test_predict_on_fashion_mnist_pngs_matches_the_models_own_test_accuracy(
+    shared_fashion, tmp_path
+):
+    """Fashion-MNIST's first 1,000 test images as PNGs of 28 to 200 pixels, on dark or light
+    backgrounds: predict redraws each as Fashion-MNIST drew its items (trimmed, fitted into 28×28,
+    centred, light on dark), and the model scores within 1 point of its accuracy on the files."""
+    import random
+
+    from dlcourse.data.mnist import FASHION, normalize, read_split
+    from dlcourse.predict import classify, load_model
+
+    settings = [f"paths.data_dir={shared_fashion}", "trainer.device=cpu"]
+    cfg = compose_config(["experiment=linear_fashion_mnist", *settings, "trainer.epochs=3"])
+    train(cfg, tmp_path / "run")
+    model, checkpoint = load_model(tmp_path / "run")
+    test = read_split(shared_fashion, train=False, spec=FASHION)
+    images, labels = test.data[:1000], test.targets[:1000]
+    with torch.no_grad():
+        inputs = normalize(images, torch.device("cpu"), FASHION)
+        own = (model(inputs).argmax(dim=1) == labels).float().mean().item()
+    generator, paths = random.Random(0), []
+    for index, pixels in enumerate(images):
+        size = generator.choice([28, 56, 100, 200])
+        image = Image.fromarray(pixels.numpy(), mode="L").resize(
+            (size, size), Image.Resampling.BILINEAR
+        )
+        if generator.random() < 0.5:  # a dark item on white, as a product photo has it
+            image = Image.eval(image, lambda value: 255 - value)
+        image.save(tmp_path / f"{index}.png")
+        paths.append(tmp_path / f"{index}.png")
+    results = classify(model, paths, top_k=1, checkpoint=checkpoint)
+    predicted = [r["top"][0]["class"] for r in results]
+    accuracy = sum(p == t for p, t in zip(predicted, labels.tolist())) / 1000
+    assert abs(accuracy - own) <= 0.01, (accuracy, own)
+    assert results[0]["top"][0]["name"] == FASHION.class_names[predicted[0]]

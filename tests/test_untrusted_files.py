@@ -297,6 +297,23 @@ def test_fuzzed_stored_configs_are_refused_in_one_line_or_harmless(
         (lambda c: c.update(task="captioning"), "names task 'captioning'"),
         (lambda c: c["config"].pop("trainer"), "its config's trainer is missing"),
         (lambda c: c.update(model=[1, 2]), "its model is not a mapping of names to tensors"),
+        (lambda c: c.update(class_names=[3, 4]), "class_names that are not a list of names"),
+        (
+            lambda c: c["preprocessing"].update(std=[0.0]),
+            "preprocessing entry that dlcourse-train does not write",
+        ),
+        (
+            lambda c: c["preprocessing"].update(mean=[math.inf]),
+            "preprocessing entry that dlcourse-train does not write",
+        ),
+        (
+            lambda c: c.update(preprocessing={"kind": "image", "mean": [0.5], "std": [0.5]}),
+            "preprocessing entry that dlcourse-train does not write",  # no size, no channels
+        ),
+        (
+            lambda c: c.update(preprocessing={"kind": "shell", "mean": [0], "std": [1]}),
+            "preprocessing entry that dlcourse-train does not write",
+        ),
     ],
 )
 def test_inconsistent_checkpoints_are_refused_in_one_line(

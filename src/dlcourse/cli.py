@@ -11,6 +11,7 @@ some of them; a traceback is left only for what is a bug. The modules run with
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import importlib
@@ -88,22 +89,43 @@ def explain(message: str, config_name: str | None) -> str:
         if siblings is not None:
             where = f"a setting of {parent}" if parent else "a top-level setting"
             hint = did_you_mean(name, siblings, f"{parent}." if parent else "")
+            if name in siblings.arguments:  # the component takes it; its YAML leaves it out
+                hint = f" (its YAML leaves it out: add it with +{key}=...)"
             return f"{key} is not {where}{hint}; its settings: {', '.join(siblings)}"
     return message
 
 
-def known_keys(config_name: str, parent: str) -> list[str] | None:
-    """The keys under `parent` in the config the command composes by default; None: no node."""
+class Keys(list):
+    """A config node's keys, and the arguments its `_target_` takes (which may be more)."""
+
+    arguments: tuple[str, ...] = ()
+
+
+def known_keys(config_name: str, parent: str) -> Keys | None:
+    """The keys under `parent` in the config that this command line composes (its group choices,
+    such as model=cnn or experiment=..., but none of its settings); None: no such node."""
+    import inspect
+
     from hydra import compose, initialize_config_dir
+    from hydra.utils import get_object
     from omegaconf import DictConfig, OmegaConf
 
     from dlcourse.config import config_dir, register_resolvers
 
     register_resolvers()
+    choices = [a for a in sys.argv[1:] if re.fullmatch(r"[\w/]+=[^=]*", a) and "." not in a]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name=config_name)
+        try:
+            cfg = compose(config_name=config_name, overrides=choices)
+        except Exception:  # a choice that is itself wrong: the defaults still give the keys
+            cfg = compose(config_name=config_name)
     node = OmegaConf.select(cfg, parent) if parent else cfg
-    return [k for k in node if not k.startswith("_")] if isinstance(node, DictConfig) else None
+    if not isinstance(node, DictConfig):
+        return None
+    keys = Keys(k for k in node if not k.startswith("_"))
+    with contextlib.suppress(Exception):  # no _target_, or one that cannot be imported
+        keys.arguments = tuple(inspect.signature(get_object(node._target_)).parameters)
+    return keys
 
 
 def did_you_mean(word: str, choices: list[str], prefix: str) -> str:

@@ -42,12 +42,7 @@ def evaluate_checkpoint(
             f"output_path={output_path} is a folder; name a file, e.g. "
             f"output_path={output_path / 'test.json'}"
         )
-    if "root" in cfg.dataset:  # an image folder: the run's own, unless `root` names another
-        cfg.dataset.root = root or cfg.dataset.root
-    elif data_dir is not None:
-        cfg.dataset.data_dir = data_dir
-    elif "download_missing" in cfg.dataset:
-        cfg.dataset.download_missing = False  # never write into a folder that only the file named
+    point_at_data(cfg.dataset, data_dir, root)
     device = select_device(device)
 
     data = build(cfg, "dataset", device=device)
@@ -68,6 +63,17 @@ def evaluate_checkpoint(
         print(f"{name}: {value:.4f}")
     print(f"Wrote {output_path}")
     return metrics
+
+
+def point_at_data(dataset: DictConfig, data_dir: str | None, root: str | None) -> None:
+    """Where the stored dataset config reads from: an image folder its own `root` unless another
+    is given; MNIST and co. `data_dir` when given, else the checkpoint's folder, read only."""
+    if "root" in dataset:
+        dataset.root = root or dataset.root
+    elif data_dir is not None:
+        dataset.data_dir = data_dir
+    elif "download_missing" in dataset:
+        dataset.download_missing = False  # never write into a folder that only the file named
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")

@@ -48,10 +48,7 @@ def prepare_input(path: Path, preprocessing: dict) -> tuple[torch.Tensor, bool]:
         image = read_image(checked(path), mode, preprocessing["image_size"])
         return (image - mean) / std, bool(image.std() > 0.01)
     image = read_image(checked(path), "L", None)  # transparent pixels are white paper
-    if kind == "fashion":  # the whole item fills the 28×28 frame, centred
-        image, found = mnist_like(image, box=28, centre="box")
-    else:
-        image, found = mnist_like(image)
+    image, found = fashion_like(image) if kind == "fashion" else mnist_like(image)
     return (image - mean) / std, found
 
 
@@ -60,15 +57,35 @@ def read_digit(path: Path) -> tuple[torch.Tensor, bool]:
     return prepare_input(path, MNIST_PREPROCESSING)
 
 
-def mnist_like(
-    image: torch.Tensor, size: int = 28, box: int = 20, centre: str = "mass"
-) -> tuple[torch.Tensor, bool]:
+def fashion_like(image: torch.Tensor, size: int = 28) -> tuple[torch.Tensor, bool]:
+    """As Fashion-MNIST made its images (Xiao et al. 2017): the item on a dark background,
+    trimmed to its bounding box, its longer side resized to 28 (aspect ratio kept), centred in
+    the 28×28 field; its brightness kept (items are not all white). Returns the image in [0, 1]
+    and whether an item stood out from the background."""
+    background = image[0, [0, 0, -1, -1], [0, -1, 0, -1]].median()  # the corners: items reach
+    # the edges, rarely the corners (Fashion-MNIST trimmed to "the color of the corner pixels")
+    if background > 0.5:  # a product photo's white background: the dataset's is black
+        image, background = 1 - image, 1 - background
+    image = (image - background).clamp_min(0)
+    rows, columns = torch.nonzero(image[0] > 0.5 / 255, as_tuple=True)  # any ink
+    if image.max() < 0.1 or not len(rows):
+        return torch.zeros(1, size, size), False
+    item = image[:, rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
+    scale = size / max(item.shape[1:])
+    height, width = (max(1, round(side * scale)) for side in item.shape[1:])
+    resize = partial(torch.nn.functional.interpolate, mode="bilinear", antialias=True)
+    item = resize(item[None], size=(height, width))[0].clamp(0, 1)  # (1, height, width)
+    top, left = (size - height + 1) // 2, (size - width + 1) // 2  # an odd margin: more on top
+    canvas = torch.zeros(1, size, size)
+    canvas[:, top : top + height, left : left + width] = item
+    return canvas, True
+
+
+def mnist_like(image: torch.Tensor, size: int = 28, box: int = 20) -> tuple[torch.Tensor, bool]:
     """As MNIST made its images: a light digit on a dark background, scaled to fit a 20×20 box
     (aspect ratio kept), then placed so that its centre of mass is the centre of the 28×28
-    field (`centre="box"`: its bounding box centred, as Fashion-MNIST placed its items in a
-    28×28 box). Returns the image in [0, 1] and whether anything stood out from the
-    background."""
-    if image.mean() > 0.5:  # dark on light paper: both datasets have it the other way round
+    field. Returns the image in [0, 1] and whether any ink stood out from the background."""
+    if image.mean() > 0.5:  # a dark digit on light paper: MNIST has it the other way round
         image = 1 - image
     image = (image - image.min()).clamp_min(0)  # the background at 0
     if image.max() < 0.2:  # no ink: a blank or nearly uniform page
@@ -80,14 +97,12 @@ def mnist_like(
     height, width = (max(1, round(side * scale)) for side in ink.shape[1:])
     resize = partial(torch.nn.functional.interpolate, mode="bilinear", antialias=True)
     digit = resize(ink[None], size=(height, width))[0].clamp(0, 1)  # (1, height, width)
-    centre_row, centre_column = (height - 1) / 2, (width - 1) / 2  # of the box
-    if centre == "mass":
-        rows, columns = torch.arange(height).float(), torch.arange(width).float()
-        mass = digit[0].sum().clamp_min(1e-6)
-        centre_row = ((digit[0].sum(dim=1) * rows).sum() / mass).item()
-        centre_column = ((digit[0].sum(dim=0) * columns).sum() / mass).item()
-    top = min(max(round(size / 2 - centre_row), 0), size - height)
-    left = min(max(round(size / 2 - centre_column), 0), size - width)
+    rows, columns = torch.arange(height).float(), torch.arange(width).float()
+    mass = digit[0].sum().clamp_min(1e-6)
+    centre_row = (digit[0].sum(dim=1) * rows).sum() / mass
+    centre_column = (digit[0].sum(dim=0) * columns).sum() / mass
+    top = min(max(round(size / 2 - centre_row.item()), 0), size - height)
+    left = min(max(round(size / 2 - centre_column.item()), 0), size - width)
     canvas = torch.zeros(1, size, size)
     canvas[:, top : top + height, left : left + width] = digit
     return canvas, True

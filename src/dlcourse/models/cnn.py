@@ -38,6 +38,19 @@ def conv_stage(
     return nn.Sequential(*layers)
 
 
+@torch.no_grad()
+def output_size(features: nn.Module, in_channels: int, image_size: int) -> int:
+    """How many numbers the conv stages make of one image: it depends on every stride and pool,
+    so it is measured once, on a blank image."""
+    try:
+        return features(torch.zeros(1, in_channels, image_size, image_size)).numel()
+    except RuntimeError:  # a stage's output would be smaller than 1×1
+        raise ValueError(
+            f"{image_size}×{image_size} images are too small for these conv stages (they shrink "
+            "them to nothing): use larger images or less pooling (model.pool_sizes)"
+        ) from None
+
+
 class CNN(nn.Module):
     """Conv stages (filter sizes, number of filters, padding, stride, pooling, batch norm from the
     config), then hidden fully-connected layers with ReLU and dropout, then class scores."""
@@ -70,16 +83,7 @@ class CNN(nn.Module):
             per_stage(pool_sizes, num_stages, "pool_sizes"),
         )
         self.features = nn.Sequential(*(conv_stage(*s, batch_norm) for s in stage_settings))
-        # The flattened size depends on every stride and pool above: measure it once.
-        with torch.no_grad():
-            dummy = torch.zeros(1, in_channels, image_size, image_size)
-            try:
-                flat_size = self.features(dummy).numel()
-            except RuntimeError:  # a stage's output would be smaller than 1×1
-                raise ValueError(
-                    f"{image_size}×{image_size} images are too small for these conv stages (they "
-                    "shrink them to nothing): use larger images or less pooling (model.pool_sizes)"
-                ) from None
+        flat_size = output_size(self.features, in_channels, image_size)
         feature_dropout = dropout if feature_dropout is None else feature_dropout
         layers: list[nn.Module] = [nn.Flatten(), nn.Dropout(feature_dropout)]
         in_features = flat_size
