@@ -121,3 +121,18 @@ def test_fashion_mnist_constants_are_those_of_the_real_training_images(shared_fa
     assert abs(pixels.mean().item() - 0.2860) < 5e-5 and abs(pixels.std().item() - 0.3530) < 5e-5
     assert len(data.test.tensors[0]) == 10000 and len(data.train.tensors[0]) == 55000
     assert torch.bincount(data.test.tensors[1]).tolist() == [1000] * 10
+
+
+def test_idx_training_images_can_be_flipped_each_on_its_own(tiny_mnist):
+    """horizontal_flip on the tensor path: each training image arrives standardised as it is or
+    mirrored (about half of each), evaluation images never; the same draw on a resume."""
+    plain = fashion_mnist(str(tiny_mnist), val_size=50, batch_size=250)
+    flipped = fashion_mnist(str(tiny_mnist), val_size=50, batch_size=250, horizontal_flip=True)
+    (images, labels), (augmented, same_labels) = next(iter(plain.train)), next(iter(flipped.train))
+    assert torch.equal(labels, same_labels)  # the same order: only the pixels change
+    as_is = (augmented - images).abs().amax(dim=(1, 2, 3)) < 1e-5
+    mirrored = (augmented - images.flip(-1)).abs().amax(dim=(1, 2, 3)) < 1e-5
+    assert (as_is | mirrored).all() and 0.3 < mirrored.float().mean() < 0.7
+    assert torch.equal(next(iter(flipped.test))[0], next(iter(plain.test))[0])
+    flipped.train.set_epoch(0)
+    assert torch.equal(next(iter(flipped.train))[0], augmented)

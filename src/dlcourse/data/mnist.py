@@ -19,7 +19,9 @@ from typing import Literal
 
 import torch
 
+from dlcourse.data.augment import Augmentation
 from dlcourse.data.batches import Batches, DataSplits, LoaderBatches, TensorBatches
+from dlcourse.data.images import CachedImages
 from dlcourse.errors import UserError
 from dlcourse.tasks import ClassificationTask
 
@@ -234,13 +236,19 @@ def mnist(
     download_missing: bool = True,
     loader: Literal["tensor", "dataloader"] = "tensor",
     num_workers: int = 0,
+    crop_padding: int = 0,
+    horizontal_flip: bool = False,
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> DataSplits:
     """MNIST as train (60,000 − val_size, or `train_subset` of them), val (val_size, carved by
     `seed`) and test (10,000)."""
     files = open_mnist(data_dir, val_size, download_missing, seed, train_subset, DIGITS)
-    return idx_splits(files, batch_size, eval_batch_size, loader, num_workers, seed, device)
+    augmentation = Augmentation(crop_padding, horizontal_flip)
+    # fmt: off
+    return idx_splits(files, batch_size, eval_batch_size, loader, num_workers, augmentation, seed,
+                      device)
+    # fmt: on
 
 
 def fashion_mnist(
@@ -252,12 +260,18 @@ def fashion_mnist(
     download_missing: bool = True,
     loader: Literal["tensor", "dataloader"] = "tensor",
     num_workers: int = 0,
+    crop_padding: int = 0,
+    horizontal_flip: bool = False,
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> DataSplits:
     """Fashion-MNIST (Zalando's 28×28 clothes in 10 classes), split as `mnist` splits MNIST."""
     files = open_mnist(data_dir, val_size, download_missing, seed, train_subset, FASHION)
-    return idx_splits(files, batch_size, eval_batch_size, loader, num_workers, seed, device)
+    augmentation = Augmentation(crop_padding, horizontal_flip)
+    # fmt: off
+    return idx_splits(files, batch_size, eval_batch_size, loader, num_workers, augmentation, seed,
+                      device)
+    # fmt: on
 
 
 def idx_splits(
@@ -266,11 +280,13 @@ def idx_splits(
     eval_batch_size: int,
     loader: str,
     num_workers: int,
+    augmentation: Augmentation,
     seed: int,
     device: torch.device | str,
 ) -> DataSplits:
     """The three splits, standardised on the device (or through a DataLoader), with the task and
-    what a new image needs to become an input like these."""
+    what a new image needs to become an input like these. Augmented training images stay uint8
+    on the device and are augmented and standardised a batch at a time (`CachedImages`)."""
     spec = files.spec
     description = {
         "input_shape": (1, 28, 28),
@@ -283,14 +299,24 @@ def idx_splits(
         },
     }
     if loader == "dataloader":
+        if augmentation:
+            raise UserError("augmentation (crop_padding, horizontal_flip) needs loader=tensor")
         splits = dataloader_splits(files, batch_size, eval_batch_size, num_workers, seed)
         return DataSplits(*splits, **description)
     device = torch.device(device)
     images, labels = normalize(files.train.data, device, spec), files.train.targets.to(device)
     test = (normalize(files.test.data, device, spec), files.test.targets.to(device))
     train_indices, val_indices = files.train_indices, files.val_indices
+    train = TensorBatches((images[train_indices], labels[train_indices]), batch_size, True, seed)
+    if augmentation:
+        raw = files.train.data[train_indices].unsqueeze(1).to(device)  # (N, 1, 28, 28) uint8
+        stats = ([spec.mean], [spec.std])
+        # fmt: off
+        train = CachedImages(raw, labels[train_indices], batch_size, True, seed, stats,
+                             augmentation)
+        # fmt: on
     return DataSplits(
-        train=TensorBatches((images[train_indices], labels[train_indices]), batch_size, True, seed),
+        train=train,
         val=TensorBatches((images[val_indices], labels[val_indices]), eval_batch_size, False),
         test=TensorBatches(test, eval_batch_size, shuffle=False),
         **description,
