@@ -389,3 +389,23 @@ def test_fashion_mnist_as_a_png_folder_scores_as_the_idx_files_do(shared_fashion
     from_folder = train(folder, tmp_path / "folder")["test/acc"]
     assert from_idx > 0.7, from_idx  # it learned something worth comparing
     assert abs(from_folder - from_idx) <= 0.003, (from_folder, from_idx)
+
+
+def test_the_batch_resized_crop_draws_crops_as_torchvision_v2_does():
+    """Over 2,000 draws, the share of the width and height that a crop covers has the same mean
+    and spread as v2.RandomResizedCrop's (scale [0.25, 0.5], aspect ratios 3/4 to 4/3)."""
+    ramps = torch.stack(
+        [torch.arange(16.0).expand(16, 16), torch.arange(16.0)[:, None].expand(16, 16)]
+    )  # channel 0 rises along the columns, channel 1 down the rows
+    (v2_crop,) = Augmentation(resized_crop_scale=(0.25, 0.5)).transforms(16)
+    theirs = torch.stack([v2_crop(ramps) for _ in range(2000)])
+    ours = random_resized_crop(
+        ramps.expand(2000, -1, -1, -1), (0.25, 0.5), torch.Generator().manual_seed(0)
+    )
+
+    def covered(crops: torch.Tensor) -> torch.Tensor:
+        width = (crops[:, 0, 8, -1] - crops[:, 0, 8, 0]) / 15  # share of the width covered
+        height = (crops[:, 1, -1, 8] - crops[:, 1, 0, 8]) / 15
+        return torch.stack([width.mean(), width.std(), height.mean(), height.std()])
+
+    torch.testing.assert_close(covered(ours), covered(theirs), atol=0.03, rtol=0)

@@ -1,16 +1,17 @@
-"""Training-image augmentation, two ways that do the same: per image with torchvision's
-transforms.v2 (the streamed DataLoader path), and per batch on the training device (the cached
-path, where images already sit in one tensor and a per-image Python call would cost more than the
-step).
+"""Training-image augmentation a batch at a time: torchvision.transforms.v2's augmentations,
+each image with its own random draw, as tensor operations on the whole batch (where the images
+sit: on the training device when cached). Per image, as v2 applies them, the Python calls would
+cost more than a small model's training step.
 
-    RandomResizedCrop(size, scale)     → random_resized_crop: a random area and aspect ratio
-    RandomCrop(size, padding=p)        → padded_crop: zero padding, then a random window
-    RandomHorizontalFlip()             → horizontal_flip: half of the images mirrored
+    v2.RandomResizedCrop(size, scale)  → random_resized_crop: a random area and aspect ratio
+    v2.RandomCrop(size, padding=p)     → padded_crop: zero padding, then a random window
+    v2.RandomHorizontalFlip()          → horizontal_flip: half of the images mirrored
 
-The batch versions draw their own random numbers for every image from the generator given
-(seeded per batch, so a resumed run draws the same ones) and work on float images in [0, 1],
-before normalisation, as torchvision does. One difference: the batch resized crop samples the
-crop bilinearly without antialiasing, where torchvision antialiases when it shrinks.
+Each draws its random numbers from the generator given (seeded per batch, so a resumed run draws
+the same ones) and works on float images in [0, 1], before normalisation, as torchvision does.
+One difference: the resized crop samples bilinearly without antialiasing, where torchvision
+antialiases when it shrinks. `Augmentation.transforms` gives the v2 objects themselves, for
+comparison (tests/test_images.py checks the two agree).
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@
 
 Each image is decoded with PIL, made grayscale or RGB (`channels`) and resized to `image_size`.
 When all of them fit in `cache_bytes` decoded, they are decoded once (by `num_workers`
-processes) into one uint8 tensor on the training device, and batches are normalised and
-augmented there, like MNIST's fast path. Otherwise a DataLoader decodes them item by item, with
-workers, pinned memory and torchvision.transforms.v2. Both paths give the same evaluation inputs.
+processes) into one uint8 tensor on the training device, like MNIST's fast path; otherwise
+DataLoader workers decode them batch by batch, every epoch (pinned memory, persistent workers).
+Either way a batch is then augmented and normalised as a whole (`Finish`), so both paths give
+the same inputs, and the same augmented batches for the same seed.
 The normalisation is measured on the training images unless given, and stored in the run's
 config (so eval, predict and resume use the very same numbers).
 """
@@ -56,10 +57,30 @@ def measure_normalization(images: torch.Tensor) -> tuple[list[float], list[float
     return [round(v, 6) for v in mean.tolist()], [round(max(v, 1e-3), 6) for v in std.tolist()]
 
 
+class Finish:
+    """The last step of every batch, on either path: uint8 images (B, C, S, S) made float in
+    [0, 1], augmented (training only; each image its own draw, from a generator seeded by seed,
+    epoch, rank and batch, so a resumed run draws what the stopped one would have) and
+    standardised."""
+
+    def __init__(
+        self, normalization: tuple[list[float], list[float]], augmentation: Augmentation
+    ) -> None:
+        self.mean, self.std = (torch.tensor(v).view(1, -1, 1, 1) for v in normalization)
+        self.augmentation = augmentation
+
+    def __call__(self, images: torch.Tensor, seed: int, stream: str, index: int) -> torch.Tensor:
+        images = images.float().div_(255)  # (B, C, S, S) in [0, 1]
+        if self.augmentation:
+            generator = torch.Generator().manual_seed(stream_seed(seed, stream, index))
+            images = self.augmentation.apply(images, generator)
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        return (images - mean) / std
+
+
 class CachedImages(TensorBatches):
-    """Batches of decoded uint8 images that sit on the training device, made float, augmented
-    (each image its own draw, seeded by epoch and batch, so a resumed run draws the same) and
-    normalised a batch at a time."""
+    """Batches sliced from decoded uint8 images that sit on the training device, finished (see
+    `Finish`) a batch at a time."""
 
     def __init__(
         self,
@@ -72,45 +93,52 @@ class CachedImages(TensorBatches):
         augmentation: Augmentation = Augmentation(),
     ) -> None:
         super().__init__((images, labels), batch_size, shuffle, seed)
-        mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1) for v in normalization)
-        self.mean, self.std = mean, std
-        self.augmentation = augmentation
+        self.finish = Finish(normalization, augmentation)
 
     def __iter__(self) -> Iterator[Batch]:
+        stream = f"augment/{self.epoch}/{self.rank}"
         for index, (images, labels) in enumerate(super().__iter__(), start=self.start_batch):
-            images = images.float().div_(255)  # (B, C, S, S) in [0, 1]
-            if self.augmentation:
-                stream = f"augment/{self.epoch}/{self.rank}"
-                generator = torch.Generator().manual_seed(stream_seed(self.seed, stream, index))
-                images = self.augmentation.apply(images, generator)
-            yield (images - self.mean) / self.std, labels
+            yield self.finish(images, self.seed, stream, index), labels
 
 
 class StreamedImages(LoaderBatches):
-    """Batches decoded by DataLoader workers. An image that fails to decode stops the run with its
-    name (`on_bad_image=stop`; the trainer saves its place first) or is left out and reported."""
+    """Batches decoded by DataLoader workers (uint8: a quarter of float's traffic between
+    processes), then finished like cached ones (see `Finish`). An image that fails to decode
+    stops the run with its name (`on_bad_image=stop`; the trainer saves its place first) or is
+    left out and reported."""
 
     def __init__(
         self,
         files: ImageFiles,
         batch_size: int,
         shuffle: bool,
-        seed: int,
-        num_workers: int,
-        on_bad_image: str,
+        settings: Settings,
+        normalization: tuple[list[float], list[float]],
+        augmentation: Augmentation = Augmentation(),
     ) -> None:
-        super().__init__(files, batch_size, shuffle, seed, num_workers)
-        self.samples, self.on_bad_image = files.samples, on_bad_image
+        super().__init__(files, batch_size, shuffle, settings.seed, settings.num_workers)
+        self.samples, self.on_bad_image = files.samples, settings.on_bad_image
+        self.finish = Finish(normalization, augmentation)
+        self.epoch, self.rank = 0, 0
         self.skipped: set[Path] = set()
 
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        super().set_epoch(epoch, start_batch)
+        self.epoch = epoch
+
+    def shard(self, rank: int, world_size: int) -> None:
+        super().shard(rank, world_size)
+        self.rank = rank
+
     def __iter__(self) -> Iterator[Batch]:
-        for images, labels in super().__iter__():
+        stream = f"augment/{self.epoch}/{self.rank}"
+        for index, (images, labels) in enumerate(super().__iter__(), start=self.start_batch):
             images, labels, bad = drop_bad(images, labels, self.samples, self.on_bad_image)
             for path in set(bad) - self.skipped:
                 self.skipped.add(path)
                 log.warning("skipped unreadable image %s (%d so far)", path, len(self.skipped))
             if len(labels):
-                yield images, labels
+                yield self.finish(images, self.seed, stream, index), labels
 
 
 @dataclass
@@ -208,10 +236,8 @@ def cached_splits(
 def streamed_splits(
     splits: list[list[Sample]], settings: Settings
 ) -> tuple[tuple[StreamedImages, ...], tuple[list[float], list[float]]]:
-    """DataLoaders that decode, augment (training) and normalise each image in a worker, with
-    torchvision.transforms.v2; the normalisation measured on a sample of the training images."""
-    from torchvision.transforms import v2
-
+    """DataLoaders whose workers decode each image; the normalisation measured on a sample of the
+    training images (unless given)."""
     s = settings
     train, val, test = (readable(split, s.on_bad_image) for split in splits)
     stats = (s.mean, s.std)
@@ -220,17 +246,14 @@ def streamed_splits(
         sample = [train[i] for i in order[:STATISTICS_SAMPLE]]
         images = decode_all(sample, s.channels, s.image_size, s.num_workers, "skip")[0]
         stats = normalization(s, images)
-    finish = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(*stats)]
-    augment = v2.Compose([*s.augmentation.transforms(s.image_size), *finish])
 
-    def batches(samples: list[Sample], transform, size: int, shuffle: bool) -> StreamedImages:
-        files = ImageFiles(samples, s.channels, s.image_size, transform)
-        return StreamedImages(files, size, shuffle, s.seed, s.num_workers, s.on_bad_image)
+    def files(samples: list[Sample]) -> ImageFiles:
+        return ImageFiles(samples, s.channels, s.image_size)
 
     return (
-        batches(train, augment, s.batch_size, shuffle=True),
-        batches(val, v2.Compose(finish), s.eval_batch_size, shuffle=False),
-        batches(test, v2.Compose(finish), s.eval_batch_size, shuffle=False),
+        StreamedImages(files(train), s.batch_size, True, s, stats, s.augmentation),
+        StreamedImages(files(val), s.eval_batch_size, False, s, stats),
+        StreamedImages(files(test), s.eval_batch_size, False, s, stats),
     ), stats
 
 
