@@ -250,6 +250,7 @@ def corpus(w: dict[str, Path], data: Path) -> list[tuple[str, list[str], str]]:
             "elements_per_parameter=0 is impossible",
         ),
         ("dlcourse-gradcheck", ["batch_size=0"], "batch_size=0 is impossible"),
+        ("dlcourse-gradcheck", ["epsilon=1e-12"], "epsilon=1e-12 is too small for this loss"),
         ("dlcourse-gradcheck", ["input_shape=[0,1,1]"], "input_shape=[0, 1, 1] should be"),
         ("dlcourse-gradcheck", ["model.hidden_sizes=[0]"], "model.hidden_sizes=[0] is impossible"),
         ("dlcourse-summary", ["input_shape=[-1]"], "input_shape=[-1] should be"),

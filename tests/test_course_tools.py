@@ -13,6 +13,7 @@ from torch import nn
 
 from dlcourse.autograd import Linear, Multiply, ReLU, relu_network, sigmoid_neuron
 from dlcourse.config import build, config_dir, fill_model_sizes
+from dlcourse.errors import UserError
 from dlcourse.gradcheck import example_batch, gradient_check, judge, report
 from dlcourse.summary import summarize
 
@@ -239,3 +240,64 @@ def test_a_kink_between_the_nudges_is_recognised_not_failed():
     # A smooth point (equal one-sided slopes) that disagrees with autograd is a failure.
     assert judge(2.0, 1.0, 1.0, 1.0, tolerance=1e-5, atol=1e-8)[2] == "fail"
     assert judge(1.0, 1.0 + 1e-7, 1.0, 1.0, tolerance=1e-5, atol=1e-8)[2] == "pass"
+
+
+class Corrupt(torch.autograd.Function):
+    """The identity on a weight, whose backward is wrong in a planted way."""
+
+    @staticmethod
+    def forward(ctx, weight, mistake):
+        ctx.mistake = mistake
+        return weight.clone()
+
+    @staticmethod
+    def backward(ctx, upstream):
+        wrong = upstream.clone()
+        if ctx.mistake == "10%":
+            wrong *= 1.1
+        elif ctx.mistake == "1%":
+            wrong *= 1.01
+        elif ctx.mistake == "sign":
+            wrong = -wrong
+        else:  # one entry of the 160, 10 % off
+            wrong[3, 5] *= 1.1
+        return wrong, None
+
+
+class Planted(nn.Module):
+    def __init__(self, mistake: str) -> None:
+        super().__init__()
+        self.fc, self.mistake = nn.Linear(16, 10), mistake
+
+    def forward(self, images):
+        weight = Corrupt.apply(self.fc.weight, self.mistake)
+        return nn.functional.linear(images.flatten(1), weight, self.fc.bias)
+
+
+@pytest.mark.parametrize("mistake", ["10%", "1%", "sign", "one entry"])
+def test_planted_wrong_backwards_fail_and_tiny_steps_are_refused(mistake, capsys):
+    """Every entry checked (170 of them), at the default step: each planted mistake fails. At a
+    step where float64 rounding would swamp such mistakes (1e-12), the check refuses to run
+    instead of passing them."""
+    torch.manual_seed(0)
+    model = Planted(mistake)
+    batch = example_batch(model, (1, 4, 4), batch_size=4)
+    checks = gradient_check(model, nn.CrossEntropyLoss(), batch, elements_per_parameter=200)
+    weight, bias = checks
+    assert not weight.passed and bias.passed, checks
+    assert report(checks, tolerance=1e-5, atol=1e-8) is False
+    assert "FAIL: fc.weight" in capsys.readouterr().out
+    with pytest.raises(UserError, match="epsilon=1e-12 is too small for this loss"):
+        gradient_check(model, nn.CrossEntropyLoss(), batch, 200, epsilon=1e-12)
+
+
+def test_the_report_prints_the_tolerance_really_used(capsys):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 10))
+    batch = example_batch(model, (1, 4, 4), batch_size=4)
+    checks = gradient_check(model, nn.CrossEntropyLoss(), batch, 200, epsilon=1e-5)
+    assert report(checks, tolerance=1e-5, atol=1e-8)
+    out = capsys.readouterr().out
+    rounding = checks[0].atol_used - 1e-8
+    assert 0 < rounding < 1e-8  # 100 · 2.2e-16 · |L| / 1e-5, with |L| ≈ 2.3
+    assert f"or {checks[0].atol_used:.2g} absolute: atol 1e-08 + float64 rounding" in out

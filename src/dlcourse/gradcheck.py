@@ -71,6 +71,7 @@ class ParameterCheck:
         bool  # every checked element within tolerance (relative) or atol (absolute), or at a kink
     )
     kinks: int  # elements where ±epsilon crossed a kink (see `judge`)
+    atol_used: float = 0.0  # the absolute error allowed: atol + float64 rounding at this epsilon
 
 
 def gradient_check(
@@ -102,8 +103,7 @@ def gradient_check(
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         loss_zero = loss().item()
-        # Float64 rounding in L(θ ± ε) leaves about this much noise in a difference quotient.
-        atol = atol + 100 * torch.finfo(torch.float64).eps * abs(loss_zero) / epsilon
+        atol = atol + rounding_allowance(model, loss_zero, epsilon)
         checks = []
         for name, parameter in model.named_parameters():
             flat = parameter.view(-1)
@@ -111,6 +111,27 @@ def gradient_check(
             quotients = partial(differences, loss, epsilon=epsilon, loss_zero=loss_zero)
             checks.append(check_parameter(name, parameter, indices, quotients, tolerance, atol))
     return checks
+
+
+# The rounding allowance may be at most this share of the largest gradient: then an error of
+# 1 % in any entry at least 1 % the size of the largest one is larger than the allowance.
+ROUNDING_SHARE = 1e-4
+
+
+def rounding_allowance(model: nn.Module, loss_zero: float, epsilon: float) -> float:
+    """How far float64 rounding alone can move a difference quotient at this step: each of
+    L(θ ± ε) is off by a few ulps of |L|, divided by 2ε. A step so small that this allowance
+    could hide a wrong gradient (more than 1e-4 of the largest one) is refused, not used."""
+    rounding = 100 * torch.finfo(torch.float64).eps * abs(loss_zero) / epsilon
+    largest = max(p.grad.abs().max().item() for p in model.parameters() if p.grad is not None)
+    if rounding > ROUNDING_SHARE * largest:
+        raise UserError(
+            f"epsilon={epsilon:g} is too small for this loss: float64 rounding in L(θ ± ε) alone "
+            f"moves a difference quotient by about {rounding:.1e}, more than {ROUNDING_SHARE:g} of "
+            f"the largest gradient ({largest:.1e}), so a wrong gradient could pass unseen. Use a "
+            f"larger epsilon (1e-6, the default, or up to 1e-4)"
+        )
+    return rounding
 
 
 def backward_once(
@@ -153,6 +174,7 @@ def check_parameter(
         absolute_error=max(absolute),
         passed="fail" not in verdicts,
         kinks=verdicts.count("kink"),
+        atol_used=atol,
     )
 
 
@@ -212,9 +234,11 @@ def report(checks: list[ParameterCheck], tolerance: float, atol: float) -> bool:
             f"{'PASS' if check.passed else 'FAIL'}"
         )
     failed = [check.name for check in checks if not check.passed]
+    used = checks[0].atol_used
     print(
-        f"{len(checks) - len(failed)} of {len(checks)} parameters PASS (tolerance {tolerance:g}, "
-        f"atol {atol:g})" + (f"; FAIL: {', '.join(failed)}" if failed else "")
+        f"{len(checks) - len(failed)} of {len(checks)} parameters PASS (tolerance {tolerance:g} "
+        f"relative, or {used:.2g} absolute: atol {atol:g} + float64 rounding {used - atol:.2g})"
+        + (f"; FAIL: {', '.join(failed)}" if failed else "")
     )
     return not failed
 
