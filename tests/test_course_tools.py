@@ -81,7 +81,7 @@ SMALL = {  # each model config, made small enough to check in seconds
 
 def test_every_model_config_is_checked():
     configs = {path.stem for path in (Path(config_dir()) / "model").glob("*.yaml")}
-    # AlexNet (62M parameters) takes minutes in float64; test_models checks its forward and
+    # AlexNet (61M parameters) takes minutes in float64; test_models checks its forward and
     # backward.
     # template_ncc and nearest_neighbor have no parameters (test_pictures_and_baselines.py).
     assert configs - {"alexnet", "template_ncc", "nearest_neighbor"} == set(SMALL)
@@ -216,12 +216,26 @@ def test_alexnet_summary_matches_the_lecture():
     assert (
         sum(layer.parameters for layer in layers)
         == sum(p.numel() for p in model.parameters())
-        == 62_378_344
+        == 60_965_224  # the paper's two-GPU form: "60 million"
     )
     # Neurons: the outputs of the conv and fully-connected layers, computed by hand from the shapes
     # above.
     by_hand = 96 * 55 * 55 + 256 * 27 * 27 + 2 * 384 * 13 * 13 + 256 * 13 * 13 + 4096 + 4096 + 1000
     assert sum(layer.neurons for layer in layers) == by_hand == 659_272  # "about 650,000"
+    # Connections: each neuron's multiply-adds, its filter's inputs (conv2, conv4, conv5 see
+    # half the maps) or its fully-connected inputs.
+    fan_ins = {
+        "conv1": 3 * 11 * 11,
+        "conv2": 48 * 5 * 5,
+        "conv3": 256 * 3 * 3,
+        "conv4": 192 * 3 * 3,
+        "conv5": 192 * 3 * 3,
+        "fc6": 9216,
+        "fc7": 4096,
+        "fc8": 4096,
+    }
+    by_hand = sum(layer.neurons * fan_ins.get(layer.name, 0) for layer in layers)
+    assert sum(layer.connections for layer in layers) == by_hand == 724_406_816
 
 
 def test_summary_cli_prints_the_table(tmp_path):

@@ -90,14 +90,30 @@ def test_cnn_rejects_mismatched_stage_lists():
         CNN(channels=[8, 16], kernel_sizes=[3, 3, 3])
 
 
-def test_alexnet_forward_backward_and_parameter_count():
-    model = AlexNet()
+@pytest.mark.parametrize(("groups", "total"), [(2, 60_965_224), (1, 62_378_344)])
+def test_alexnet_forward_backward_and_parameter_count(groups, total):
+    """groups=2: the paper's split of conv2, conv4 and conv5 over two GPUs (each filter sees half
+    of the previous layer's maps); groups=1: the halves merged, as torchvision has it."""
+    model = AlexNet(groups=groups)
+    split = {1: groups, 3: groups, 4: groups}  # conv2, conv4, conv5 (by position)
     conv = [(3, 96, 11), (96, 256, 5), (256, 384, 3), (384, 384, 3), (384, 256, 3)]
     fully_connected = [(256 * 6 * 6, 4096), (4096, 4096), (4096, 1000)]
-    expected = sum(c_in * c_out * k * k + c_out for c_in, c_out, k in conv)
+    expected = sum(
+        c_in // split.get(i, 1) * c_out * k * k + c_out for i, (c_in, c_out, k) in enumerate(conv)
+    )
     expected += sum(n_in * n_out + n_out for n_in, n_out in fully_connected)
-    assert sum(p.numel() for p in model.parameters()) == expected == 62_378_344
+    assert sum(p.numel() for p in model.parameters()) == expected == total
     assert_trains(model, torch.randn(2, 3, 224, 224), 1000)
+
+
+def test_alexnets_normalisation_is_the_papers():
+    """b = a / (k + α Σ a²)^β over the n = 5 maps around each (zero-padded at the ends), with the
+    paper's k = 2, α = 1e-4, β = 0.75 — not PyTorch's α / n."""
+    activity = torch.rand(1, 8, 3, 3) * 50
+    squares = torch.nn.functional.pad(activity.square(), (0, 0, 0, 0, 2, 2))  # channels padded
+    sums = torch.stack([squares[:, c : c + 5].sum(dim=1) for c in range(8)], dim=1)
+    by_hand = activity / (2 + 1e-4 * sums) ** 0.75
+    torch.testing.assert_close(AlexNet().norm(activity), by_hand)
 
 
 def assert_inpaints(model: torch.nn.Module, channels: int = 1) -> None:

@@ -1,13 +1,16 @@
-"""A model's layers, in the order data flows through them: output shape, parameters, neurons.
+"""A model's layers, in the order data flows through them: output shape, parameters, neurons,
+connections.
 
     dlcourse-summary model=cnn
-    dlcourse-summary model=alexnet input_shape=[3,224,224]   # ~62 million parameters, ~650,000
+    dlcourse-summary model=alexnet input_shape=[3,224,224]   # ~61 million parameters, ~650,000
     neurons
     dlcourse-summary model=conv_inpaint
 
 Neurons are the outputs of the layers that have weights (convolution and fully-connected units),
 counted for one input — the figure papers such as AlexNet's quote; ReLU, pooling and
-normalisation outputs are listed but not counted.
+normalisation outputs are listed but not counted. Connections are the multiply-adds those
+neurons make for one input: each output of a convolution takes (input channels / groups) ×
+kernel height × kernel width of them, each fully-connected unit one per input feature.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Layer:
     output_shape: tuple[int, ...]  # for one input (no batch dimension)
     parameters: int  # counted at the layer's first call only (AlexNet reuses its ReLU and pool)
     neurons: int
+    connections: int  # multiply-adds for one input
 
 
 def summarize(model: nn.Module, input_shape: Sequence[int]) -> list[Layer]:
@@ -50,7 +54,9 @@ def summarize(model: nn.Module, input_shape: Sequence[int]) -> list[Layer]:
             if getattr(module, "weight", None) is not None and not is_normalization(module)
             else 0
         )
-        layers.append(Layer(name, type(module).__name__, tuple(output.shape[1:]), own, neurons))
+        shape = tuple(output.shape[1:])
+        kind = type(module).__name__
+        layers.append(Layer(name, kind, shape, own, neurons, neurons * fan_in(module)))
 
     leaves = [
         (name, module) for name, module in model.named_modules() if not list(module.children())
@@ -75,6 +81,15 @@ def summarize(model: nn.Module, input_shape: Sequence[int]) -> list[Layer]:
     return layers
 
 
+def fan_in(module: nn.Module) -> int:
+    """The inputs each output of a convolution or fully-connected layer multiplies and adds."""
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return module.in_channels // module.groups * module.weight[0, 0].numel()
+    if isinstance(module, nn.Linear):
+        return module.in_features
+    return 0
+
+
 def is_normalization(module: nn.Module) -> bool:
     return isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm))
 
@@ -83,18 +98,21 @@ def print_summary(model: nn.Module, layers: list[Layer], input_shape: Sequence[i
     width = max(len(layer.name) for layer in layers)
     print(f"{type(model).__name__} for inputs of shape {tuple(input_shape)}")
     print(
-        f"{'layer':<{width}}  {'type':<18} {'output shape':<18} {'parameters':>12} {'neurons':>10}"
+        f"{'layer':<{width}}  {'type':<18} {'output shape':<18} {'parameters':>12} {'neurons':>10} "
+        f"{'connections':>13}"
     )
     for layer in layers:
         print(
             f"{layer.name:<{width}}  {layer.kind:<18} {str(layer.output_shape):<18} "
-            f"{layer.parameters:>12,} {layer.neurons:>10,}"
+            f"{layer.parameters:>12,} {layer.neurons:>10,} {layer.connections:>13,}"
         )
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"Total parameters: {total:,} ({trainable:,} trainable)")
     neurons = sum(layer.neurons for layer in layers)
     print(f"Total neurons (outputs of conv and linear layers, per input): {neurons:,}")
+    connections = sum(layer.connections for layer in layers)
+    print(f"Total connections (multiply-adds per input): {connections:,}")
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="summary")

@@ -1,13 +1,17 @@
-"""The full AlexNet (Krizhevsky, Sutskever and Hinton, 2012) for 3×224×224 images.
+"""AlexNet (Krizhevsky, Sutskever and Hinton, 2012), for 3×224×224 images and others.
 
-Both GPU halves of the original are merged into single layers (no grouped convolutions), as
-most re-implementations do: 96-256-384-384-256 filters, 4096-4096-1000 fully-connected units,
-62,378,344 parameters (the paper's "60 million"). As in torchvision, an adaptive average pool
+The paper trained on two GPUs, so conv2, conv4 and conv5 see only the half of the previous
+layer's maps that sits on their own GPU: grouped convolutions, `groups=2` (the paper's form:
+60,965,224 parameters, its "60 million"). `groups=1` merges the halves into single layers, as
+torchvision and most re-implementations do (62,378,344 parameters). Either way 96-256-384-384-256
+filters and 4096-4096-1000 fully-connected units. As in torchvision, an adaptive average pool
 hands fc6 a 6×6 map at any image size from 63×63 up (at 224×224 it changes nothing), so the same
 network trains on a folder of 64×64 photos.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import nn
@@ -20,6 +24,7 @@ class AlexNet(nn.Module):
         num_classes: int = 1000,
         dropout: float = 0.5,
         image_size: int = 224,
+        groups: Literal[1, 2] = 2,
     ) -> None:
         super().__init__()
         if image_size < 63:  # the stride-4 conv1 and three 3×3 / stride-2 pools leave nothing
@@ -28,12 +33,14 @@ class AlexNet(nn.Module):
                 "resize them (dataset.image_size=64) or use model=cnn"
             )
         self.conv1 = nn.Conv2d(in_channels, 96, kernel_size=11, stride=4, padding=2)
-        self.conv2 = nn.Conv2d(96, 256, kernel_size=5, padding=2)
-        self.conv3 = nn.Conv2d(256, 384, kernel_size=3, padding=1)
-        self.conv4 = nn.Conv2d(384, 384, kernel_size=3, padding=1)
-        self.conv5 = nn.Conv2d(384, 256, kernel_size=3, padding=1)
-        # The paper's local response normalisation and overlapping 3×3 / stride-2 pooling.
-        self.norm = nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0)
+        self.conv2 = nn.Conv2d(96, 256, kernel_size=5, padding=2, groups=groups)
+        self.conv3 = nn.Conv2d(256, 384, kernel_size=3, padding=1)  # sees both halves
+        self.conv4 = nn.Conv2d(384, 384, kernel_size=3, padding=1, groups=groups)
+        self.conv5 = nn.Conv2d(384, 256, kernel_size=3, padding=1, groups=groups)
+        # The paper's local response normalisation, a / (k + α Σ a²)^β over n = 5 neighbouring
+        # maps with α = 1e-4: PyTorch's divides α by n, so it is given n · α. Then overlapping
+        # 3×3 / stride-2 pooling.
+        self.norm = nn.LocalResponseNorm(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0)
         self.pool = nn.MaxPool2d(kernel_size=3, stride=2)
         self.fit_to_fc6 = nn.AdaptiveAvgPool2d((6, 6))
         self.relu = nn.ReLU()
