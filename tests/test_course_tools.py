@@ -242,6 +242,10 @@ def test_summary_cli_prints_the_table(tmp_path):
     result = run(["dlcourse-summary", "model=cnn"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert "(64, 7, 7)" in result.stdout and "Total parameters:" in result.stdout
+    # The first conv layer (32 filters of 5×5, padded) against a dense layer with its inputs and
+    # outputs: 784 × 25,088 weights and 25,088 biases.
+    assert "into 25,088 outputs with 832 parameters" in result.stdout
+    assert f"would need {784 * 25088 + 25088:,}" in result.stdout
     wrong = run(["dlcourse-summary", "model=alexnet"], tmp_path)  # 28×28 is too small for AlexNet
     assert wrong.returncode == 2 and "AlexNet needs images of at least 63×63" in wrong.stderr
 

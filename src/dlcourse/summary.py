@@ -15,6 +15,7 @@ kernel height × kernel width of them, each fully-connected unit one per input f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -113,6 +114,22 @@ def print_summary(model: nn.Module, layers: list[Layer], input_shape: Sequence[i
     print(f"Total neurons (outputs of conv and linear layers, per input): {neurons:,}")
     connections = sum(layer.connections for layer in layers)
     print(f"Total connections (multiply-adds per input): {connections:,}")
+    print_fully_connected_equivalent(layers, input_shape)
+
+
+def print_fully_connected_equivalent(layers: list[Layer], input_shape: Sequence[int]) -> None:
+    """What the first convolution would cost as a fully-connected layer with the same inputs and
+    outputs: the lecture's case against fully-connected layers on images."""
+    first = next((layer for layer in layers if layer.neurons), None)
+    if first is None or first.kind not in ("Conv1d", "Conv2d", "Conv3d"):
+        return
+    inputs = math.prod(input_shape)
+    dense = inputs * first.neurons + first.neurons
+    print(
+        f"{first.name} turns the {inputs:,} input values into {first.neurons:,} outputs with "
+        f"{first.parameters:,} parameters; a fully-connected layer doing the same would need "
+        f"{dense:,} ({dense / max(first.parameters, 1):,.0f}× as many)"
+    )
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="summary")

@@ -227,6 +227,16 @@ def open_mnist(
     )
 
 
+def shuffle_pixels(files: MnistFiles, seed: int) -> None:
+    """Put every image's pixels in one fixed random order (the same for all images, drawn by the
+    seed): no information is lost, but neighbouring pixels are no longer neighbours. An MLP,
+    which never knew where a pixel was, learns as well as before; a CNN, built on neighbourhoods,
+    does not (docs/course.md)."""
+    order = torch.randperm(28 * 28, generator=torch.Generator().manual_seed(seed))
+    for split in (files.train, files.test):
+        split.data = split.data.flatten(1)[:, order].view_as(split.data)
+
+
 def mnist(
     data_dir: str,
     batch_size: int = 128,
@@ -238,12 +248,15 @@ def mnist(
     num_workers: int = 0,
     crop_padding: int = 0,
     horizontal_flip: bool = False,
+    permute_pixels: bool = False,
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> DataSplits:
     """MNIST as train (60,000 − val_size, or `train_subset` of them), val (val_size, carved by
     `seed`) and test (10,000)."""
     files = open_mnist(data_dir, val_size, download_missing, seed, train_subset, DIGITS)
+    if permute_pixels:
+        shuffle_pixels(files, seed)
     augmentation = Augmentation(crop_padding, horizontal_flip)
     # fmt: off
     return idx_splits(files, batch_size, eval_batch_size, loader, num_workers, augmentation, seed,
@@ -262,11 +275,14 @@ def fashion_mnist(
     num_workers: int = 0,
     crop_padding: int = 0,
     horizontal_flip: bool = False,
+    permute_pixels: bool = False,
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> DataSplits:
     """Fashion-MNIST (Zalando's 28×28 clothes in 10 classes), split as `mnist` splits MNIST."""
     files = open_mnist(data_dir, val_size, download_missing, seed, train_subset, FASHION)
+    if permute_pixels:
+        shuffle_pixels(files, seed)
     augmentation = Augmentation(crop_padding, horizontal_flip)
     # fmt: off
     return idx_splits(files, batch_size, eval_batch_size, loader, num_workers, augmentation, seed,
