@@ -93,7 +93,7 @@ def main() -> int:
     decode_seconds = time.perf_counter() - start
     loaders |= {"torchvision": torchvision_loader(args.folder), "streamed": ours(args.folder, 0)}
     times: dict[str, list[float]] = {name: [] for name in loaders}
-    for name, batches in loaders.items():
+    for batches in loaders.values():
         epoch_seconds(batches, 0)  # warm-up: workers started, files in the page cache
     for round_number in range(1, args.repeats + 1):
         for name, batches in loaders.items():
