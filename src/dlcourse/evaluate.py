@@ -48,7 +48,7 @@ def evaluate_checkpoint(
     data = build(cfg, "dataset", device=device)
     model = model_from_checkpoint(checkpoint, cfg, ckpt_path).to(device)
     loss_fn = build(cfg, "loss")
-    dtype = autocast_dtype(str(cfg.trainer.precision), device)
+    dtype = autocast_dtype(str(cfg.trainer.get("precision", "32")), device)  # default if absent
     try:
         metrics, baselines = measure(model, loss_fn, data.test, data.task, "test", device, dtype)
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
