@@ -53,6 +53,8 @@ def test_config_composes_and_instantiates(group, option, tiny_mnist, tiny_pairs,
             f"dataset.root={tiny_images}",
             f"dataset.image_size={64 if option == 'alexnet' else 32}",
         ]
+    elif option in ("spirals", "xor"):  # 2-D toy points, dataset or experiment
+        overrides = [*quick_overrides(tiny_mnist, mnist_sizes=False), "dataset.num_train=200"]
     else:
         overrides = quick_overrides(tiny_mnist)
     if option == "overfit_mnist":  # its 500 images are more than the tiny data has

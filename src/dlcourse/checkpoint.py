@@ -231,11 +231,12 @@ def open_checkpoint(
     shape = checkpoint.get("input_shape")
     if not (
         isinstance(shape, list)
-        and len(shape) == 3
+        and 1 <= len(shape) <= 3
         and all(type(n) is int and 1 <= n <= 16384 for n in shape)
     ):
         raise UserError(
-            f"{checkpoint_path} has no valid input_shape (one input's [C, H, W]); "
+            f"{checkpoint_path} has no valid input_shape (one input's [C, H, W], or [2] for "
+            "points); "
             "use a checkpoint written by dlcourse-train"
         )
     check_description(checkpoint, checkpoint_path)
@@ -252,6 +253,8 @@ def check_description(checkpoint: dict[str, Any], path: Path) -> None:
         raise UserError(f"{path} has class_names that are not a list of names")
     steps = checkpoint.get("preprocessing")
     if steps is None or steps == {}:  # none stated: MNIST (classifiers), or not needed
+        return
+    if steps == {"kind": "points"}:  # 2-D toy points: taken as they are
         return
     if not (
         isinstance(steps, dict)

@@ -1,5 +1,6 @@
 """Pictures of what a model learned and does: templates, filters, activation maps, confusion
-matrices and mistakes. Each is an image (3, H, W) in [0, 1], for TensorBoard and PNG files.
+matrices, mistakes and 2-D decision boundaries. Each is an image (3, H, W) in [0, 1], for
+TensorBoard and PNG files.
 
 Drawn with torch and PIL alone: torchvision and matplotlib cost seconds to import, and these
 run at every evaluation.
@@ -18,6 +19,11 @@ from torch import nn
 from torch.nn import functional as F
 
 MAX_TEMPLATES = 100  # hidden units shown for a wide first layer
+# One colour per class (matplotlib's tab10), for decision boundaries.
+PALETTE = torch.tensor(
+    [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189],
+     [140, 86, 75], [227, 119, 194], [127, 127, 127], [188, 189, 34], [23, 190, 207]]
+) / 255  # fmt: skip
 
 
 def stretch(tiles: torch.Tensor) -> torch.Tensor:
@@ -79,6 +85,8 @@ def model_pictures(
       unit's weights reshaped to the image — the learned templates;
     - convolution filters, and the maps they produce on four fixed images (one row per image).
     """
+    if inputs.dim() != 4:  # not images (2-D points): the decision boundary shows more
+        return {}
     image_shape = inputs.shape[1:]
     templates = getattr(model, "templates", None)
     layer = first_layer(model)
@@ -107,6 +115,33 @@ def model_pictures(
         "filters": grid(stretch(filters), columns=16, min_size=24),
         "activations": grid(one_per_tile, columns=activations.shape[1]),
     }
+
+
+@torch.no_grad()
+def decision_boundary(
+    model: nn.Module, points: torch.Tensor, labels: torch.Tensor, size: int = 256
+) -> torch.Tensor:
+    """The plane around 2-D `points` coloured pale by the class the model predicts there, and the
+    points on top in their true class's colour: a point on the wrong colour is a mistake."""
+    low, high = points.min(dim=0).values, points.max(dim=0).values
+    margin = 0.1 * (high - low)
+    low, high = low - margin, high + margin
+    xs = torch.linspace(low[0].item(), high[0].item(), size, device=points.device)
+    ys = torch.linspace(high[1].item(), low[1].item(), size, device=points.device)  # y up
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")  # (size, size) each
+    plane = torch.stack([grid_x, grid_y], dim=-1).reshape(-1, 2)  # (size², 2)
+    with evaluation_mode(model):
+        predicted = model(plane.to(points.dtype)).argmax(dim=1).reshape(size, size).cpu()
+    image = 0.35 * PALETTE[predicted % len(PALETTE)] + 0.65  # (size, size, 3), pale
+    scaled = (points.float().cpu() - low.cpu()) / (high - low).cpu() * (size - 1)
+    rows, columns = (size - 1 - scaled[:, 1]).round().long(), scaled[:, 0].round().long()
+    colours = 0.8 * PALETTE[labels.cpu() % len(PALETTE)]  # (N, 3), darker than the regions
+    for row_offset in (-1, 0, 1):  # each point a 3×3 dot
+        for column_offset in (-1, 0, 1):
+            row = (rows + row_offset).clamp(0, size - 1)
+            column = (columns + column_offset).clamp(0, size - 1)
+            image[row, column] = colours
+    return image.permute(2, 0, 1)  # (3, size, size)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

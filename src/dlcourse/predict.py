@@ -130,6 +130,11 @@ def classify(
     """Each image's top-k classes, by number and name; a warning for an image with nothing in
     it. How an image becomes an input, and the class names, come from the checkpoint."""
     preprocessing = (checkpoint or {}).get("preprocessing") or MNIST_PREPROCESSING
+    if preprocessing.get("kind") == "points":
+        raise UserError(
+            "this checkpoint classifies 2-D points (dataset=spirals or xor), not images: look at "
+            "its run folder's decision_boundary.png, or measure it with dlcourse-eval"
+        )
     class_names = (checkpoint or {}).get("class_names") or []
     results = []
     for path in paths:

@@ -15,6 +15,7 @@ from torch import nn
 from dlcourse.pictures import (
     confusion_matrix,
     confusion_matrix_image,
+    decision_boundary,
     evaluation_mode,
     grid,
     labelled_grid,
@@ -70,7 +71,8 @@ class ClassificationTask:
     def pictures(
         self, model: nn.Module, batch: tuple[torch.Tensor, ...]
     ) -> dict[str, torch.Tensor]:
-        """A confusion matrix of the fixed test batch, and the images in it the model got wrong."""
+        """A confusion matrix of the fixed test batch, and the images in it the model got wrong
+        (for 2-D points: the decision boundary instead)."""
         images, labels = batch
         with evaluation_mode(model):
             outputs = model(images)
@@ -82,7 +84,9 @@ class ClassificationTask:
             )
         }
         wrong = (predictions != labels).nonzero().flatten()
-        if len(wrong):
+        if images.dim() == 2 and images.shape[1] == 2:  # points in the plane (toy data)
+            pictures["decision_boundary"] = decision_boundary(model, images, labels)
+        elif len(wrong):
             # Digits fit "7 / 2" on one line; longer names go one per line.
             separator = " / " if all(len(n) <= 2 for n in self.class_names) else "\n"
             captions = [

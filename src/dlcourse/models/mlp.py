@@ -11,6 +11,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "leaky_relu": nn.LeakyReLU,
     "gelu": nn.GELU,
+    # No non-linearity: the layers multiply out to one matrix, W₃W₂W₁x — a linear classifier.
+    "identity": nn.Identity,
 }
 
 
