@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test lint format benchmark clean
+.PHONY: install train test lint format benchmark gpu-check clean
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ format: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python scripts/benchmark_presets.py $(ARGS)
+
+# On a CUDA GPU: the GPU path proven and timed, into docs/benchmarks.md (issue #17). It uses
+# .venv where there is one, else the machine's python3 with src/ on its path (a lent GPU
+# machine has torch but no network to install into a venv).
+gpu-check:
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,PYTHONPATH=src:$$PYTHONPATH python3) scripts/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -69,10 +69,11 @@ def report(title: str, timings: dict[str, list[float]], baseline: str) -> list[s
     return lines + [""]
 
 
-def make_trainer(model: nn.Module, data, logger, log_dir: Path) -> Trainer:
+def make_trainer(model: nn.Module, data, logger, log_dir: Path, device: str = "cpu") -> Trainer:
+    model = model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     steps = len(data.train)
-    settings = TrainerSettings(epochs=1, device="cpu", progress_bar=False)
+    settings = TrainerSettings(epochs=1, device=device, progress_bar=False)
     return Trainer(
         model,
         nn.CrossEntropyLoss(),
@@ -81,7 +82,7 @@ def make_trainer(model: nn.Module, data, logger, log_dir: Path) -> Trainer:
         data,
         logger,
         settings,
-        torch.device("cpu"),
+        torch.device(device),
         files=NullRunFiles(log_dir),
         config={},
     )
@@ -96,12 +97,14 @@ def bare_loop(
 ):
     """The minimal hand-written epoch: shuffle, slice, forward, backward, step; with `metrics`,
     the training loss and accuracy summed at every step, as a hand-written loop would."""
+    model = model.to(images.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def epoch() -> None:
         model.train()
-        loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
-        order = torch.randperm(len(images))
+        loss_sum = torch.zeros((), device=images.device)
+        correct = torch.zeros((), dtype=torch.long, device=images.device)
+        order = torch.randperm(len(images), device=images.device)
         for start in range(0, len(images), batch_size):
             indices = order[start : start + batch_size]
             targets = labels[indices]
@@ -117,8 +120,11 @@ def bare_loop(
     return epoch
 
 
-def trainer_overhead(repeats: int) -> list[str]:
-    data = mnist(DATA_DIR, batch_size=128, seed=0)
+def trainer_overhead(
+    repeats: int, device: str = "cpu", data_dir: str = DATA_DIR, val_size: int = 5000
+) -> list[str]:
+    """Trainer.train_one_epoch against bare loops, on `device` (the GPU check runs it on CUDA)."""
+    data = mnist(data_dir, batch_size=128, val_size=val_size, seed=0, device=device)
     images, labels = data.train.tensors
     lines = []
     log_dir = Path(tempfile.mkdtemp(prefix="dlcourse-bench-"))
@@ -126,7 +132,8 @@ def trainer_overhead(repeats: int) -> list[str]:
         ("MLP 784-800-10", lambda: MLP(hidden_sizes=[800])),
         ("linear 784-10", LinearClassifier),
     ):
-        trainer = make_trainer(build(), data, TensorBoardLogger(log_dir / name), log_dir)
+        logger = TensorBoardLogger(log_dir / name)
+        trainer = make_trainer(build(), data, logger, log_dir, device)
         epochs = iter(range(1, 10_000))
         timings = compare(
             {
@@ -141,7 +148,8 @@ def trainer_overhead(repeats: int) -> list[str]:
             repeats,
         )
         lines += report(
-            f"Trainer overhead: {name}, batch 128, SGD, {torch.get_num_threads()} threads",
+            f"Trainer overhead: {name}, batch 128, SGD, "
+            + (f"{torch.get_num_threads()} threads" if device == "cpu" else device),
             timings,
             "bare PyTorch loop",
         )
@@ -287,17 +295,17 @@ def main() -> int:
     return 0
 
 
-def write_section(name: str, lines: list[str]) -> None:
+def write_section(name: str, lines: list[str], doc: Path = DOC) -> None:
     """Replace the text between `<!-- name:begin -->` and `<!-- name:end -->`, or append it."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    text = DOC.read_text()
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
     section = "\n".join([begin, *lines, end])
     if begin in text:
         text = text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
     else:
         text += f"\n{section}\n"
-    DOC.write_text(text)
-    print(f"Wrote {DOC}")
+    doc.write_text(text)
+    print(f"Wrote {doc}")
 
 
 if __name__ == "__main__":

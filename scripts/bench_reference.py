@@ -54,27 +54,39 @@ class Net(nn.Module):
         return F.log_softmax(self.fc2(x), dim=1)
 
 
-def reference_run(epochs: int, seed: int) -> tuple[float, float]:
-    """The reference's main(): returns (seconds per epoch, final test accuracy)."""
+def reference_run(
+    epochs: int,
+    seed: int,
+    device: str = "cpu",
+    data_dir: str = DATA_DIR,
+    limit_batches: int | None = None,
+) -> tuple[float, float]:
+    """The reference's main(): returns (seconds per epoch, final test accuracy). On CUDA it
+    does what the reference does there: one loader worker, pinned memory, `.to(device)`."""
     from torchvision import datasets, transforms
 
     torch.manual_seed(seed)
     transform = transforms.Compose(
         [transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]
     )
+    cuda = {"num_workers": 1, "pin_memory": True} if device == "cuda" else {}
     train_loader = torch.utils.data.DataLoader(
-        datasets.MNIST(DATA_DIR, train=True, transform=transform), batch_size=64, shuffle=True
-    )
+        datasets.MNIST(data_dir, train=True, transform=transform),
+        batch_size=64, shuffle=True, **cuda,
+    )  # fmt: skip
     test_loader = torch.utils.data.DataLoader(
-        datasets.MNIST(DATA_DIR, train=False, transform=transform), batch_size=1000
+        datasets.MNIST(data_dir, train=False, transform=transform), batch_size=1000, **cuda
     )
-    model = Net()
+    model = Net().to(device)
     optimizer = torch.optim.Adadelta(model.parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
     start = time.perf_counter()
     for _ in range(epochs):
         model.train()
         for batch_idx, (data, target) in enumerate(train_loader):
+            if batch_idx == limit_batches:  # a dry run's few batches
+                break
+            data, target = data.to(device), target.to(device)
             optimizer.zero_grad()
             loss = F.nll_loss(model(data), target)
             loss.backward()
@@ -85,12 +97,15 @@ def reference_run(epochs: int, seed: int) -> tuple[float, float]:
         correct = 0
         with torch.no_grad():
             for data, target in test_loader:
+                data, target = data.to(device), target.to(device)
                 correct += model(data).argmax(dim=1).eq(target).sum().item()
         scheduler.step()
     return (time.perf_counter() - start) / epochs, correct / len(test_loader.dataset)
 
 
-def dlcourse_run(epochs: int, seed: int, overrides: list[str]) -> tuple[float, float]:
+def dlcourse_run(
+    epochs: int, seed: int, overrides: list[str], data_dir: str = DATA_DIR
+) -> tuple[float, float]:
     """experiment=examples_mnist through `train`: returns (seconds per epoch, test accuracy)."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(
@@ -99,7 +114,7 @@ def dlcourse_run(epochs: int, seed: int, overrides: list[str]) -> tuple[float, f
                 "experiment=examples_mnist",
                 f"trainer.epochs={epochs}",
                 "trainer.progress_bar=false",
-                f"paths.data_dir={DATA_DIR}",
+                f"paths.data_dir={data_dir}",
                 f"seed={seed}",
                 *overrides,
             ],
