@@ -1,6 +1,6 @@
 """Prove dlcourse's GPU path in one short call, and record it in docs/benchmarks.md.
 
-    make gpu-check                                  # on a CUDA GPU: about 5 minutes, no network
+    make gpu-check                                  # on a CUDA GPU: meant for ≤ 8 min (untimed yet)
     python scripts/gpu_check.py --dry-run --data-dir DIR --doc /tmp/benchmarks.md   # CPU, tiny
 
 On a lent GPU machine (torch there, no network, no venv, no ../shared): carry MNIST and the
