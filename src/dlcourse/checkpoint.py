@@ -236,8 +236,7 @@ def open_checkpoint(
     ):
         raise UserError(
             f"{checkpoint_path} has no valid input_shape (one input's [C, H, W], or [2] for "
-            "points); "
-            "use a checkpoint written by dlcourse-train"
+            "points); use a checkpoint written by dlcourse-train"
         )
     check_description(checkpoint, checkpoint_path)
     return checkpoint_path, checkpoint, cfg
