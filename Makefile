@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test lint format benchmark gpu-check clean
+.PHONY: install train test test-slurm lint format benchmark gpu-check clean
 
 install: $(STAMP)
 
@@ -18,7 +18,12 @@ train: $(STAMP)
 	$(BIN)/dlcourse-train $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/pytest -m "not benchmark" $(ARGS)
+	$(BIN)/pytest -m "not benchmark and not slurm" $(ARGS)
+
+# launcher=slurm against a real SLURM cluster (tests/test_slurm.py; skipped without one). For a
+# one-machine cluster here, as root: bash .ci/slurm/start.sh (.ci/run does it).
+test-slurm: $(STAMP)
+	$(BIN)/pytest -m slurm $(ARGS)
 
 # ruff's formatter and linter (settings in pyproject.toml); `make format` rewrites in place.
 lint: $(STAMP)

@@ -1,4 +1,6 @@
-"""Sweeps: a failing job is recorded and the rest run, the report, parallel jobs and Optuna."""
+"""Sweeps: a failing job is recorded and the rest run, the report, parallel jobs, requeues.
+
+Optuna searches: tests/test_search.py; a real SLURM: tests/test_slurm.py."""
 
 from __future__ import annotations
 
@@ -124,48 +126,6 @@ def test_parallel_launcher_runs_jobs_in_their_own_processes_sharing_the_cores(ti
     for job in jobs:
         config = torch.load(job / "checkpoints" / "last.pt", weights_only=True)["config"]
         assert config["trainer"]["num_threads"] == max(1, (os.cpu_count() or 1) // 2)
-
-
-def test_optuna_search_finds_a_best_trial(tiny_mnist, tmp_path):
-    command = [
-        "dlcourse-train",
-        "hparams_search=mnist_optuna",
-        "hydra.sweeper.n_trials=3",
-        *quick_overrides(tiny_mnist),
-    ]
-    result = run_command(command, tmp_path, tiny_mnist)
-    assert result.returncode == 0, result.stderr
-    sweep = only_run_folder(tmp_path / "outputs" / "multirun")
-    import yaml
-
-    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    values = [
-        json.loads((job / "metrics.json").read_text())["val/acc"]
-        for job in sorted(sweep.glob("[0-9]*"))
-    ]
-    assert results["best_value"] == pytest.approx(max(values))
-    # The batch size is searched too, unless the command line fixes it (as quick_overrides does).
-    assert set(results["best_params"]) == {
-        "optimizer.lr",
-        "optimizer.momentum",
-        "model.hidden_sizes",
-    }
-
-
-def test_optuna_with_a_wrong_metric_name_stops_with_the_available_names(tiny_mnist, tmp_path):
-    command = [
-        "dlcourse-train",
-        "hparams_search=mnist_optuna",
-        "optimized_metric=val/accuracy",
-        *quick_overrides(tiny_mnist),
-    ]
-    result = run_command(command, tmp_path, tiny_mnist)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert (
-        "optimized_metric='val/accuracy' is not a metric of this run; choose one of: train/loss"
-        in result.stderr
-    )
-    assert "val/acc" in result.stderr
 
 
 def test_submitit_job_requeued_into_its_folder_resumes_from_its_checkpoint(tiny_mnist, tmp_path):

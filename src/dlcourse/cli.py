@@ -38,6 +38,12 @@ def run_quietly(module: str, config_name: str | None = None) -> None:
     except BrokenPipeError:  # `| head`: the reader has what it wanted
         os._exit(0)
     except Exception as error:
+        from dlcourse.errors import UserError
+
+        # A sweeper's refusal (dlcourse.search) comes from outside any job's own handling.
+        if isinstance(error, UserError):
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            sys.exit(2)
         message = configuration_error(error, config_name)
         if message is None:
             raise

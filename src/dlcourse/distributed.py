@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 import torch
 import torch.distributed as dist
@@ -81,9 +82,11 @@ class ProcessGroup(SingleProcess):
         process is at the same step, so they all join the same collectives."""
         if step % SIGNAL_EVERY_N_STEPS:
             return 0
-        tensor = torch.tensor(received, device=self.device)
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return int(tensor.item())
+        # The strongest signal wins: USR2 (SLURM: requeue me) over SIGTERM over SIGINT.
+        strength = [0, signal.SIGINT, signal.SIGTERM, signal.SIGUSR2]
+        tensor = torch.tensor(strength.index(received) if received in strength else 2)
+        dist.all_reduce(tensor.to(self.device), op=dist.ReduceOp.MAX)
+        return int(strength[int(tensor.item())])
 
     def broadcast(self, value: str) -> str:
         """Rank 0's value on every rank (the run folder, so that all ranks share one)."""
@@ -114,12 +117,6 @@ class ProcessGroup(SingleProcess):
 
     def close(self) -> None:
         dist.destroy_process_group()
-
-
-def launched_rank() -> int:
-    """This process's rank as its launcher set it (torchrun's RANK, SLURM's SLURM_PROCID), known
-    before any process group exists; 0 for a single process."""
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
 def setup(device_name: str) -> SingleProcess:

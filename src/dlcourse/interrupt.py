@@ -16,6 +16,9 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
+from dlcourse import cluster
+from dlcourse.cluster import stop_signals, under_slurm
+
 # Set in the jobs of a sweep whose launcher runs them side by side: their stop signals come from
 # the sweep's own process (`ForwardStopToJobs`), never straight from the terminal.
 FROM_PARENT = "DLCOURSE_STOP_FROM_PARENT"
@@ -50,10 +53,11 @@ class FinalTestInterrupted(TrainingInterrupted):
 
 
 class StopSignal:
-    """While active, the first SIGINT or SIGTERM only sets `received`; the loop polls it.
+    """While active, the first SIGINT or SIGTERM (under SLURM, also USR2) only sets `received`;
+    the loop polls it.
 
     A second signal exits at once: the user insists, and the last checkpoint on disk is intact
-    because checkpoints are written atomically.
+    because checkpoints are written atomically. Not under SLURM, which may signal twice.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -67,6 +71,14 @@ class StopSignal:
     def handle(self, signal_number: int, frame: FrameType | None) -> None:
         if self.final_test is not None:
             raise FinalTestInterrupted(signal_number, *self.final_test)
+        if under_slurm():
+            cluster.received.add(signal_number)
+        if self.received is not None and under_slurm():
+            # SLURM signals every task, some twice, and preemption is SIGTERM then USR2: never
+            # "exit at once"; USR2 (requeue me) wins over SIGTERM.
+            if signal_number == signal.SIGUSR2:
+                self.received = signal_number
+            return
         if self.received is not None:
             print(
                 f"\n{signal.Signals(signal_number).name} again: exiting now, without saving.",
@@ -75,9 +87,10 @@ class StopSignal:
             )
             os._exit(128 + signal_number)
         self.received = signal_number
+        again = "" if under_slurm() else " (send it again to exit at once)"
         print(
             f"\n{signal.Signals(signal_number).name} received: saving a checkpoint at the end of "
-            "this step (send it again to exit at once).",
+            f"this step{again}.",
             file=sys.stderr,
             flush=True,
         )
@@ -85,7 +98,7 @@ class StopSignal:
     def __enter__(self) -> StopSignal:
         if threading.current_thread() is not threading.main_thread():
             return self  # only the main thread may catch signals (e.g. some launchers' workers)
-        for signal_number in self.SIGNALS:
+        for signal_number in stop_signals():
             # A job run side by side with others: a terminal's Ctrl-C reaches every process of
             # the group; only the sweep's process acts on it, and tells each job (SIGTERM) once.
             ignored = signal_number == signal.SIGINT and os.environ.get(FROM_PARENT)

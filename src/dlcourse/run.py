@@ -6,7 +6,8 @@
 `dlcourse-train` (dlcourse/train.py) is the thin Hydra wrapper around it; tests call `train`
 with a composed config and a tmp_path. `checkpoint`: the one `cfg.resume` names, when the
 caller has loaded it already; `hparams`: what TensorBoard's HParams tab shows (default: the
-core settings; dlcourse-train passes the command line's).
+core settings; dlcourse-train passes the command line's); `trial`: the Optuna trial the run
+reports to in a search (dlcourse/search.py).
 
 Reading order: `train` below, then the loop in trainer.py (`Trainer.fit` → `train_one_epoch` →
 `train_step`), then the model's file.
@@ -33,6 +34,7 @@ from dlcourse.run_folder import NullRunFiles, RunFiles
 from dlcourse.runtime import autocast_dtype, configure_determinism, seed_everything, select_device
 from dlcourse.schedulers import Scheduler
 from dlcourse.schema import TrainerSettings, validate_config
+from dlcourse.search import NoTrial, Trial
 from dlcourse.tasks import Task
 from dlcourse.trainer import Trainer
 
@@ -40,7 +42,11 @@ log = logging.getLogger(__name__)
 
 
 def train(
-    cfg: DictConfig, output_dir: Path, checkpoint: dict | None = None, hparams: dict | None = None
+    cfg: DictConfig,
+    output_dir: Path,
+    checkpoint: dict | None = None,
+    hparams: dict | None = None,
+    trial: Trial | NoTrial = NoTrial(),
 ) -> dict:
     """Data → model → loss → optimizer → scheduler → logger → trainer; fit; write the results."""
     config = to_plain_dict(cfg)
@@ -65,7 +71,8 @@ def train(
     with StopSignal() as stop_signal:
         # fmt: off
         trainer = Trainer(model, loss_fn, optimizer, scheduler, data, logger, settings, device,
-                          files=files, config=config, stop_signal=stop_signal, processes=processes)
+                          files=files, config=config, stop_signal=stop_signal, processes=processes,
+                          trial=trial)
         # fmt: on
         if checkpoint:
             restore(trainer, checkpoint, cfg.resume)

@@ -25,6 +25,7 @@ from hydra.experimental.callback import Callback
 
 from dlcourse.config import SWEPT_KEYS
 from dlcourse.errors import UserError, exit_on_user_error
+from dlcourse.search import JOURNAL
 
 log = logging.getLogger(__name__)
 FAILED = "failed.json"
@@ -84,6 +85,7 @@ class Job:
         default_factory=dict
     )  # metrics.json's monitor and higher_is_better
     error: str | None = None  # why the job has no metrics: its failed.json, or still running
+    pruned_at_epoch: int | None = None  # stopped early by an Optuna search's pruner
     unreadable: list[str] = field(default_factory=list)  # its files that could not be read
 
 
@@ -128,6 +130,7 @@ def read_job(job_dir: Path) -> Job:
         job.kinds = {
             k: v for k, v in (metrics or {}).items() if k in ("monitor", "higher_is_better")
         }
+        job.pruned_at_epoch = job.metrics.get("pruned_at_epoch")
     elif (job_dir / FAILED).is_file():
         details, problem = read_json(job_dir / FAILED)
         job.error = str(details.get("error")) if details else "failed"
@@ -192,7 +195,14 @@ def report(sweep_dir: str | Path, metric: str | None = None, mode: str | None = 
     sweep_dir = Path(sweep_dir)
     jobs = read_jobs(sweep_dir)
     metric, mode = choose_metric(jobs, metric, mode)
-    done = [j for j in jobs if j.error is None and math.isfinite(j.metrics.get(metric, math.nan))]
+    # A pruned job stopped part-way: it is listed, not ranked against the finished ones.
+    done = [
+        j
+        for j in jobs
+        if j.error is None
+        and not j.pruned_at_epoch
+        and math.isfinite(j.metrics.get(metric, math.nan))
+    ]
     done.sort(key=lambda job: job.metrics[metric], reverse=mode == "max")
     all_keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
     # The settings that differ between jobs are the table's columns (all, if none differ).
@@ -206,6 +216,11 @@ def report(sweep_dir: str | Path, metric: str | None = None, mode: str | None = 
             settings = [job.overrides.get(key, "") for key in swept]
             writer.writerow([job.name, *settings, job.metrics.get(metric, ""), job.error or ""])
     plot(done, swept, metric, sweep_dir / "report.png")
+    if (sweep_dir / JOURNAL).is_file():  # an Optuna search: its own views, and the dashboard
+        from dlcourse.search import optuna_views
+
+        markdown += optuna_views(sweep_dir)
+        (sweep_dir / "report.md").write_text(markdown)
     return markdown
 
 
@@ -214,16 +229,26 @@ def markdown_report(
 ) -> str:
     """The table of finished jobs, best first (★), then the jobs it could not rank, and why."""
     failed = [job for job in jobs if job.error is not None]
-    no_value = [job for job in jobs if job not in done and job not in failed]
+    pruned = [job for job in jobs if job.pruned_at_epoch and job.error is None]
+    no_value = [job for job in jobs if job not in done + failed + pruned]
     header = ["", "job", *swept, metric]
     rows = [
         ["★" if i == 0 else "", job.name, *(job.overrides.get(k, "") for k in swept)]
         + [f"{job.metrics[metric]:.4f}"]
         for i, job in enumerate(done)
     ]
-    title = f"# Sweep {name}: {len(done)} done, {len(failed)} failed; sorted by {metric} ({mode})"
+    counts = f"{len(done)} done, " + (f"{len(pruned)} pruned, " if pruned else "")
+    title = f"# Sweep {name}: {counts}{len(failed)} failed; sorted by {metric} ({mode})"
     lines = [title, "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += section(
+        "Pruned jobs (stopped early by the search's pruner; checkpoints and logs kept)",
+        [
+            f"{describe(job)}: after epoch {job.pruned_at_epoch:g}, {metric}="
+            f"{job.metrics.get(metric, math.nan):.4f}"
+            for job in pruned
+        ],
+    )
     lines += section("Failed jobs", [f"{describe(job)}: {job.error}" for job in failed])
     missing = [
         f"{describe(job)}: {metric}={job.metrics.get(metric, 'missing')}" for job in no_value
@@ -291,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=["max", "min"], help="which direction is better")
     args = parser.parse_args(argv)
     print(report(args.sweep_dir, args.metric, args.mode))
-    print(f"Wrote report.md, report.csv and report.png in {args.sweep_dir}")
+    print(f"Wrote report.md, report.csv and the pictures in {args.sweep_dir}")
 
 
 if __name__ == "__main__":

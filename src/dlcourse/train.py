@@ -27,10 +27,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from dlcourse.cluster import launched_rank, leave_to_slurm, under_slurm
 from dlcourse.config import config_dir, register_resolvers
 from dlcourse.errors import SweepError, UserError, exit_on_user_error
 from dlcourse.interrupt import FROM_PARENT, STOP_MARKER, FinalTestInterrupted, TrainingInterrupted
-from dlcourse.sweep import record_failure
+from dlcourse.sweep import FAILED, record_failure
 
 log = logging.getLogger("dlcourse.train")
 
@@ -46,30 +47,43 @@ def main(cfg: DictConfig) -> float | None:
         metrics = run(cfg, list(hydra_cfg.overrides.task), hydra_cfg, run_dir)
     except TrainingInterrupted as stop:
         report_stop(stop, run_dir)
+        if under_slurm():  # requeue (or see that SLURM has), then wait to be ended
+            leave_to_slurm(stop.signal_number, launched_rank())
         if os.environ.get(FROM_PARENT):  # a job beside others: the sweep's process ends the sweep
             return None
         sys.exit(stop.exit_code)
     except Exception as error:
         if hydra_cfg.mode != RunMode.MULTIRUN or isinstance(error, SweepError):
             raise
+        if launched_rank() > 0:  # rank 0 fails too, and records it: one record per job
+            raise
         # One bad job must not end the sweep.
         record_failure(run_dir, error, list(hydra_cfg.overrides.task))
         return None  # a sweeper such as Optuna counts the trial as failed
+    if launched_rank() == 0:  # a job that a requeue finished is finished: no earlier failure
+        (run_dir / FAILED).unlink(missing_ok=True)
     # Sweepers (e.g. Optuna) maximise what the task function returns.
-    return metrics.get(cfg.get("optimized_metric") or "", None)
+    value = metrics.get(cfg.get("optimized_metric") or "", None)
+    if "pruned_at_epoch" in metrics:
+        from dlcourse.search import Pruned
+
+        return Pruned(metrics["pruned_at_epoch"], value)
+    return value
 
 
 def run(
     cfg: DictConfig, overrides: list[str], hydra_cfg: DictConfig, run_dir: Path
 ) -> dict[str, float]:
     """Settle the config (a resume's comes from its checkpoint), claim the folder, train."""
-    from dlcourse.distributed import launched_rank  # torch is imported from here on
-    from dlcourse.resume import run_config
+    from dlcourse.resume import run_config  # torch is imported from here on
     from dlcourse.run import train
     from dlcourse.run_folder import NullRunFolder, RunFolder, discard_if_empty
     from dlcourse.runs import read_record
+    from dlcourse.search import NoTrial, job_trial
 
-    if launched_rank() > 0:  # rank 0 owns the run folder; Hydra gave this rank a scratch one
+    if launched_rank() > 0 and "RANK" in os.environ:
+        # torchrun: rank 0 owns the run folder; Hydra gave this rank a scratch one. (SLURM's
+        # tasks share the job's folder, which rank 0 is about to claim: leave it.)
         discard_if_empty(run_dir)
     if os.environ.get(FROM_PARENT) and (run_dir.parent / STOP_MARKER).exists():
         discard_if_empty(run_dir)  # the sweep is stopping: this job does not start
@@ -87,9 +101,10 @@ def run(
         choices, started_with = (
             read_record(run_dir) if resuming else (hydra_cfg.runtime.choices, overrides)
         )
-        return train(
-            cfg, run_dir, checkpoint, hparams_of(cfg, choices, started_with, hydra_cfg.mode)
-        )
+        hparams = hparams_of(cfg, choices, started_with, hydra_cfg.mode)
+        searched = hydra_cfg.mode == RunMode.MULTIRUN and launched_rank() == 0
+        trial = job_trial(hydra_cfg, cfg.get("optimized_metric")) if searched else NoTrial()
+        return train(cfg, run_dir, checkpoint, hparams, trial)
 
 
 def hparams_of(cfg: DictConfig, choices: Mapping, overrides: list[str], mode: RunMode) -> dict:

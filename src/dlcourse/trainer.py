@@ -38,6 +38,7 @@ from dlcourse.run_folder import RunFiles
 from dlcourse.runtime import autocast_dtype
 from dlcourse.schedulers import Scheduler
 from dlcourse.schema import TrainerSettings
+from dlcourse.search import NoTrial, Trial
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,10 @@ class Trainer:
         config: dict[str, Any],
         stop_signal: StopSignal | NoStopSignal = NoStopSignal(),
         processes: SingleProcess = SingleProcess(),
+        trial: Trial | NoTrial = NoTrial(),
     ) -> None:
-        """`model` may be DDP-wrapped; no optimizer and scheduler: a classical method."""
+        """`model` may be DDP-wrapped; no optimizer and scheduler: a classical method. `trial`:
+        the Optuna trial this run is, in a search with pruning (dlcourse/search.py)."""
         self.model, self.raw_model = model, unwrap(model)  # the model, out of DDP's wrapper
         self.loss_fn = loss_fn
         self.optimizer, self.scheduler = optimizer, scheduler
@@ -69,6 +72,7 @@ class Trainer:
         self.config = config
         self.stop_signal = stop_signal
         self.processes = processes
+        self.trial, self.pruned_at_epoch = trial, None
         # The first test batch, fixed: pictured at every evaluation (confusion matrix, ...).
         self.picture_batch = tuple(t.to(device) for t in next(iter(data.test)))
         self.dtype = autocast_dtype(settings.precision, device)
@@ -108,6 +112,8 @@ class Trainer:
             self.save_checkpoint(LAST, metrics)
             shown = format_metrics({**train_metrics, **val_metrics})
             log.info("epoch %d/%d  %s", epoch, self.settings.epochs, shown)
+            if val_metrics and self.is_pruned(epoch, val_metrics):
+                break
         names = ["loss", self.data.task.monitor]  # for those who look without TensorBoard
         self.files.save_image("curves", curves_image(self.position.history, names))
         train_metrics = {k: v for k, v in train_metrics.items() if not k.startswith("time/")}
@@ -141,6 +147,7 @@ class Trainer:
             "epochs_run": self.position.epoch - 1,  # fewer than `epochs` after an early stop
             "steps": steps,
             "nonfinite_steps": self.position.nonfinite_steps,
+            **({"pruned_at_epoch": self.pruned_at_epoch} if self.pruned_at_epoch else {}),
             "train_seconds": time.perf_counter() - start,
             # For the readers of metrics.json (dlcourse-sweep-report): the metric that picked
             # the best checkpoint, and whether a higher value of each metric is better.
@@ -174,6 +181,17 @@ class Trainer:
         )
         log.info(message, self.position.epoch - 1, self.monitor, patience, best, epoch)
         return True
+
+    def is_pruned(self, epoch: int, val_metrics: dict[str, float]) -> bool:
+        """In a search with a pruner: rank 0 reports to the trial, and every rank stops if it is
+        pruned (like an early stop: the checkpoints stay, the best weights are tested)."""
+        pruned = self.processes.broadcast(
+            "yes" if self.trial.should_prune(epoch, val_metrics) else ""
+        )
+        if pruned:
+            self.pruned_at_epoch = epoch
+            log.info("pruned after epoch %d: the search's pruner stops this trial", epoch)
+        return bool(pruned)
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()

@@ -1,0 +1,151 @@
+"""Optuna searches, the job's side: the trial a job reports to, and the report's Optuna views.
+
+    dlcourse-train hparams_search=mnist_optuna hydra/sweeper/pruner=median
+
+The sweeper itself is src/hydra_plugins/dlcourse_optuna_sweeper.py. A job of a search reports
+its validation metric to its trial after every evaluation, through the study's storage in the
+sweep folder, so pruning works whatever process runs the job (joblib workers, SLURM); when the
+pruner says so the trainer stops like an early stop, and the sweeper records the trial as pruned.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dlcourse.errors import SweepError
+
+log = logging.getLogger(__name__)
+
+JOURNAL = "optuna.journal"
+# The only modules whose classes a sweeper config may name (hydra.sweeper.sampler / pruner).
+SAMPLERS, PRUNERS = "optuna.samplers.", "optuna.pruners."
+
+
+@dataclass
+class Pruned:
+    """What a pruned job returns to the sweeper (instead of its metric): where it stopped."""
+
+    epoch: int
+    value: float | None
+
+
+def open_storage(storage: str | None, sweep_dir: str | Path) -> Any:
+    """`journal` (default): optuna.journal in the sweep folder, safe for jobs in other processes
+    on a shared file system; `sqlite`: optuna.db there; else an Optuna storage URL as it is."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    storage = storage or "journal"
+    if storage == "journal":
+        return JournalStorage(JournalFileBackend(str(Path(sweep_dir) / JOURNAL)))
+    if storage == "sqlite":
+        return optuna.storages.RDBStorage(f"sqlite:///{Path(sweep_dir).resolve()}/optuna.db")
+    return storage
+
+
+def build_pruner(config: Any) -> Any:
+    """The pruner a config names; None (no `_target_`): Optuna's NopPruner, which never prunes."""
+    import optuna
+
+    config = OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else config
+    if not config or not config.get("_target_"):
+        return optuna.pruners.NopPruner()
+    return build_from(config, PRUNERS)
+
+
+def build_from(config: dict, module: str) -> Any:
+    """An Optuna sampler or pruner from its config, refusing any class outside `module`."""
+    target = str(config.get("_target_"))
+    if not target.startswith(module):
+        raise SweepError(f"_target_: {target} is not one of Optuna's {module}* classes")
+    return instantiate(config, _convert_="all")
+
+
+class Trial:
+    """The job's side: report the monitored metric after each evaluation; True: stop (pruned)."""
+
+    def __init__(self, study: Any, trial_id: int, metric: str) -> None:
+        import optuna
+
+        self.trial = optuna.trial.Trial(study, trial_id)
+        self.metric = metric
+
+    def should_prune(self, epoch: int, metrics: dict[str, float]) -> bool:
+        value = metrics.get(self.metric)
+        if value is None or not math.isfinite(value):
+            return False
+        self.trial.report(float(value), epoch)
+        return self.trial.should_prune()
+
+
+class NoTrial:
+    """The no-op twin: a run outside a search is never pruned."""
+
+    def should_prune(self, epoch: int, metrics: dict[str, float]) -> bool:
+        return False
+
+
+def job_trial(hydra_cfg: DictConfig, metric: str | None) -> Trial | NoTrial:
+    """This job's trial when an Optuna search launched it (its job number is its trial number)."""
+    sweeper = hydra_cfg.sweeper
+    if not str(sweeper.get("_target_", "")).endswith("DlcourseOptunaSweeper") or not metric:
+        return NoTrial()
+    import optuna
+
+    study = optuna.load_study(
+        study_name=sweeper.study_name,
+        storage=open_storage(sweeper.storage, hydra_cfg.sweep.dir),
+        pruner=build_pruner(sweeper.pruner),
+    )
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number == hydra_cfg.job.num]
+    if not trials:
+        log.warning("Trial %d is not in study %s: no pruning.", hydra_cfg.job.num, study.study_name)
+        return NoTrial()
+    return Trial(study, trials[0]._trial_id, metric)
+
+
+def optuna_views(sweep_dir: Path) -> str:
+    """history.png and importances.png from the sweep's study (Optuna's matplotlib views), and
+    how to open it in optuna-dashboard; Markdown for the report."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no window
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as views
+
+    storage = open_storage("journal", sweep_dir)
+    lines = ["", "## Optuna study", ""]
+    for summary in optuna.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        complete = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+        lines.append(
+            f"Study `{study.study_name}`: {len(study.trials)} trials, {len(complete)} complete."
+        )
+        pictures = {"history.png": views.plot_optimization_history}
+        if len(complete) >= 2:  # importances compare finished trials
+            pictures["importances.png"] = views.plot_param_importances
+        for name, view in pictures.items():
+            with warnings.catch_warnings():  # "experimental" since Optuna 2.2: said once, here
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                view(study)
+            plt.gcf().set_size_inches(7, 4.5)
+            plt.tight_layout()
+            plt.savefig(sweep_dir / name, dpi=100)
+            plt.close("all")
+            lines.append(f"- {name}: {view.__name__.removeprefix('plot_').replace('_', ' ')}")
+    lines += [
+        "",
+        "To explore it in a browser (pip install optuna-dashboard):",
+        "",
+        f"    optuna-dashboard {sweep_dir / JOURNAL}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,302 @@
+"""dlcourse's Optuna sweeper (Optuna 4/5), which Hydra finds here in the `hydra_plugins`
+namespace: its settings and options, and the search itself.
+
+    dlcourse-train hparams_search=mnist_optuna                            # TPE
+    dlcourse-train hparams_search=mnist_optuna hydra/sweeper/pruner=median  # with pruning
+    dlcourse-train hparams_search=mnist_optuna hydra/sweeper/sampler=random launcher=parallel
+
+The sweeper asks Optuna for trials, turns each into a job's overrides (`hydra.sweeper.params`
+uses Hydra's sweep syntax: `choice(...)`, `interval(...)`, `tag(log, interval(...))`,
+`range(...)`) and tells Optuna each job's outcome. The study lives in the sweep folder
+(`optuna.journal`), so the same command run again continues it; job N is trial N. What a job
+does with its trial (report, prune) is in dlcourse/search.py. Hydra imports every plugin at each
+start-up, so Optuna is imported only once a search runs.
+"""
+
+# No `from __future__ import annotations`: Hydra loads plugins without registering them in
+# sys.modules, where dataclasses look string annotations up; OmegaConf needs real types too.
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, Transformer
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from dlcourse.errors import SweepError
+from dlcourse.search import SAMPLERS, Pruned, build_from, build_pruner, open_storage
+
+log = logging.getLogger(__name__)
+
+SAMPLER_OPTIONS = {
+    # 5 random trials before TPE models the rest (Optuna's default, 10, is half of a 20-trial
+    # search).
+    "tpe": {"_target_": "optuna.samplers.TPESampler", "seed": None, "n_startup_trials": 5},
+    "random": {"_target_": "optuna.samplers.RandomSampler", "seed": None},
+    "cmaes": {"_target_": "optuna.samplers.CmaEsSampler", "seed": None, "n_startup_trials": 1},
+    # Its search space comes from hydra.sweeper.params (choices and ranges only).
+    "grid": {"_target_": "optuna.samplers.GridSampler", "seed": None},
+}
+PRUNER_OPTIONS = {
+    "none": {"_target_": None},
+    # Stops a trial whose metric is worse than the median of earlier trials at the same epoch.
+    "median": {
+        "_target_": "optuna.pruners.MedianPruner",
+        "n_startup_trials": 5,
+        "n_warmup_steps": 0,
+    },
+    "successive_halving": {
+        "_target_": "optuna.pruners.SuccessiveHalvingPruner",
+        "min_resource": 1,
+        "reduction_factor": 3,
+    },
+    "hyperband": {
+        "_target_": "optuna.pruners.HyperbandPruner",
+        "min_resource": 1,
+        "max_resource": "auto",
+        "reduction_factor": 3,
+    },
+}
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.dlcourse_optuna_sweeper.DlcourseOptunaSweeper"
+    # The sampler and pruner stay configs: the sweeper builds them (a grid needs its points).
+    _recursive_: bool = False
+    defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
+    sampler: Any = MISSING  # from the defaults above (MISSING: merged without replacing them)
+    pruner: Any = MISSING
+    direction: str = "maximize"  # or minimize
+    storage: str | None = "journal"  # optuna.journal in the sweep folder; sqlite; or a URL
+    study_name: str = "search"
+    n_trials: int = 20  # the study's size: a rerun runs the trials still missing
+    n_jobs: int = 1  # trials launched at once (launcher=parallel, SLURM)
+    max_failure_rate: float = 1.0  # stop the search when more of its trials fail than this
+    params: dict[str, str] = field(default_factory=dict)  # key: Hydra sweep, e.g. choice(1, 2)
+
+
+store = ConfigStore.instance()
+store.store(
+    group="hydra/sweeper", name="dlcourse_optuna", node=OptunaSweeperConf, provider="dlcourse"
+)
+for name, node in SAMPLER_OPTIONS.items():
+    store.store(group="hydra/sweeper/sampler", name=name, node=node, provider="dlcourse")
+for name, node in PRUNER_OPTIONS.items():
+    store.store(group="hydra/sweeper/pruner", name=name, node=node, provider="dlcourse")
+
+
+def search_space(params: dict[str, str], arguments: list[str]) -> tuple[dict, list[str]]:
+    """Optuna distributions for the swept keys; the other overrides, passed to every job."""
+    parser = OverridesParser.create()
+    lines = [f"{key}={value}" for key, value in params.items()] + list(arguments)
+    space, fixed = {}, {}
+    for override in parser.parse_overrides(lines):
+        if override.is_sweep_override():
+            space[override.get_key_element()] = distribution(override)
+        else:
+            fixed[override.get_key_element()] = override.input_line or override.get_key_element()
+    # The command line fixes a searched key (e.g. dataset.batch_size=32): then it is not searched.
+    space = {key: value for key, value in space.items() if key not in fixed}
+    return space, list(fixed.values())
+
+
+def distribution(override: Override) -> Any:
+    """An Optuna distribution from one Hydra sweep: choice → categorical, range → int or float
+    steps, interval → uniform (log-uniform when tagged `log`)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    value = override.value()
+    if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
+        return CategoricalDistribution(list(override.sweep_iterator(Transformer.encode)))
+    if override.is_range_sweep():
+        numbers = (value.start, value.stop, value.step)
+        if any(isinstance(n, float) for n in numbers):
+            # Hydra's range excludes its stop, as Python's does.
+            last = value.stop - value.step
+            return FloatDistribution(float(value.start), float(last), step=float(value.step))
+        return IntDistribution(int(value.start), int(value.stop) - 1, step=int(value.step))
+    if override.is_interval_sweep():
+        log_scale = "log" in value.tags
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return IntDistribution(value.start, value.end, log=log_scale)
+        return FloatDistribution(value.start, value.end, log=log_scale)
+    raise SweepError(f"{override.input_line}: Optuna cannot search this kind of sweep")
+
+
+def grid(space: dict) -> dict[str, list]:
+    """GridSampler's search space: every searched key must be a choice or a range."""
+    from optuna.distributions import CategoricalDistribution
+
+    points = {}
+    for key, dist in space.items():
+        if isinstance(dist, CategoricalDistribution):
+            points[key] = list(dist.choices)
+        elif getattr(dist, "step", None):
+            count = int(round((dist.high - dist.low) / dist.step)) + 1
+            points[key] = [dist.low + i * dist.step for i in range(count)]
+        else:
+            raise SweepError(
+                f"hydra/sweeper/sampler=grid needs choice(...) or range(...) for {key}, not an "
+                "interval; use another sampler, or give the values"
+            )
+    return points
+
+
+class DlcourseOptunaSweeper(Sweeper):
+    """Ask → launch a batch of `n_jobs` jobs → tell, until the study holds `n_trials` trials."""
+
+    def __init__(
+        self,
+        sampler: Any,
+        pruner: Any,
+        direction: str,
+        storage: str | None,
+        study_name: str,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        params: dict[str, str] | None,
+    ) -> None:
+        self.sampler_config, self.pruner_config = sampler, pruner
+        self.direction, self.storage, self.study_name = direction, storage, study_name
+        self.n_trials, self.n_jobs = n_trials, n_jobs
+        self.max_failure_rate = max_failure_rate
+        self.params = dict(params or {})
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+
+    def sweep(self, arguments: list[str]) -> None:
+        import optuna
+
+        space, fixed = search_space(self.params, arguments)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        storage = open_storage(self.storage, self.sweep_dir)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=storage,
+            sampler=self.build_sampler(space, trials_so_far(self.study_name, storage)),
+            pruner=build_pruner(self.pruner_config),
+            direction=self.direction,
+            load_if_exists=True,
+        )
+        to_go = self.n_trials - count_finished(study)
+        log.info("Study %s in %s: %d trials to go.", self.study_name, self.sweep_dir, to_go)
+        failures = 0
+        while to_go > 0:
+            trials = [study.ask(space) for _ in range(min(self.n_jobs, to_go))]
+            numbers = [trial.number for trial in trials]
+            if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
+                raise SweepError(
+                    f"study {self.study_name} got trials {numbers} from another sweep at the same "
+                    "time; run one sweep per study (or give each its own hydra.sweep.dir)"
+                )
+            # Hydra's encoding of each value (Transformer.encode) reads back as the same value.
+            overrides = [
+                [f"{key}={trial.params[key]}" for key in space] + fixed for trial in trials
+            ]
+            returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
+            failures += sum(tell(study, trial, job) for trial, job in zip(trials, returns))
+            to_go -= len(trials)
+            if failures > self.max_failure_rate * count_finished(study):
+                raise SweepError(
+                    f"{failures} trials failed, more than max_failure_rate="
+                    f"{self.max_failure_rate} allows; see the failed.json of the jobs in "
+                    f"{self.sweep_dir}"
+                )
+        write_results(study, self.sweep_dir)
+
+    def build_sampler(self, space: dict, trials_so_far: int) -> Any:
+        """The sampler; a continued study's gets seed + its trial count, so that it does not
+        propose the first run's trials again (the same command still searches the same way)."""
+        config = OmegaConf.to_container(self.sampler_config, resolve=True)
+        if config.get("seed") is not None:
+            config["seed"] += trials_so_far
+        if str(config.get("_target_", "")).endswith("GridSampler"):
+            config.setdefault("search_space", grid(space))
+            points = math.prod(len(values) for values in config["search_space"].values())
+            self.n_trials = min(self.n_trials, points)  # each point once
+        return build_from(config, SAMPLERS)
+
+
+def trials_so_far(study_name: str, storage: Any) -> int:
+    import optuna
+
+    try:
+        return len(optuna.load_study(study_name=study_name, storage=storage).trials)
+    except KeyError:  # a new study
+        return 0
+
+
+def tell(study: Any, trial: Any, job: Any) -> bool:
+    """Record one job's outcome in the study; True when it failed."""
+    from optuna.trial import TrialState
+
+    try:
+        value = job.return_value
+    except Exception as error:  # the job raised: Hydra keeps the error for us
+        record(study, trial, state=TrialState.FAIL)
+        log.warning("Trial %d failed: %s", trial.number, error)
+        return True
+    if isinstance(value, Pruned):
+        record(study, trial, state=TrialState.PRUNED)
+        log.info("Trial %d pruned after epoch %d.", trial.number, value.epoch)
+        return False
+    if value is None or not math.isfinite(float(value)):
+        record(study, trial, state=TrialState.FAIL)  # a job that recorded its failure (failed.json)
+        return True
+    record(study, trial, values=float(value))
+    return False
+
+
+def record(study: Any, trial: Any, **outcome: Any) -> None:
+    """study.tell. A grid sampler that has run every point calls study.stop() as it is told the
+    last one, which Optuna allows only inside `study.optimize`: the outcome is stored anyway."""
+    try:
+        study.tell(trial, **outcome)
+    except RuntimeError as error:
+        if "Study.stop" not in str(error):
+            raise
+
+
+def count_finished(study: Any) -> int:
+    """Trials that count towards n_trials. Trials left running by a sweep that was killed are
+    marked failed (they never finished) and are not counted: a rerun replaces them."""
+    import optuna
+    from optuna.trial import TrialState
+
+    finished = 0
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.RUNNING:
+            optuna.trial.Trial(study, trial._trial_id).set_user_attr("interrupted", True)
+            study.tell(trial.number, state=TrialState.FAIL)
+        elif trial.state.is_finished() and not trial.user_attrs.get("interrupted"):
+            finished += 1
+    return finished
+
+
+def write_results(study: Any, sweep_dir: Path) -> None:
+    """optimization_results.yaml: the best trial's settings and value (and the counts)."""
+    from optuna.trial import TrialState
+
+    states = [trial.state for trial in study.get_trials(deepcopy=False)]
+    counts = {state.name.lower(): states.count(state) for state in TrialState}
+    results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "trials": counts}
+    if counts["complete"]:
+        best = study.best_trial
+        results |= {"best_trial": best.number, "best_params": best.params, "best_value": best.value}
+        log.info("Best trial %d: %s = %s", best.number, best.params, best.value)
+    OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
