@@ -4,9 +4,9 @@ Commands are read from the documents' ```bash blocks. Each runs as its installed
 (in this process, through dlcourse.cli), in a workspace where the documents' placeholders exist
 (`outputs/runs/<run>` is a stopped run, `<inpainting run>` an inpainting run, `digit.png` an
 image, `my_photos` an image folder, ...), with tiny data and limits added (one epoch of two
-batches, two Optuna trials). A few need what this machine may lack (a SLURM cluster, four
-GPUs) or are not one-shot commands (TensorBoard's server, `make test` itself, the benchmarks):
-they are listed, with the reason, in SKIPPED.
+batches; each Optuna search adds two trials to the study). A few need what this machine may
+lack (a SLURM cluster, four GPUs) or are not one-shot commands (TensorBoard's server, `make
+test` itself, the benchmarks): they are listed, with the reason, in SKIPPED.
 """
 
 from __future__ import annotations
@@ -106,11 +106,14 @@ def prepared(command: str, workspace: Path, tiny_mnist: Path) -> list[str]:
         "outputs/multirun/<time>_<id>": str(sweeps[-1]) if sweeps else "no-sweep-yet",
         "outputs/multirun/<sweep>": str(sweeps[-1]) if sweeps else "no-sweep-yet",
         "/path/to/data": str(tiny_mnist),
-        "hydra.sweeper.n_trials=30": "hydra.sweeper.n_trials=2",
     }
     for placeholder, value in replacements.items():
         command = command.replace(placeholder, value)
     words = shlex.split(command)
+    if "hparams_search=mnist_optuna" in words:  # each search adds two trials to the study
+        done = len(list((workspace / "outputs" / "multirun" / "mnist_mlp").glob("[0-9]*_*")))
+        words = [w for w in words if not w.startswith("hydra.sweeper.n_trials=")]
+        words.append(f"hydra.sweeper.n_trials={done + 2}")
     if words[0] == "python" and words[1:3] == ["-m", "dlcourse.train"]:
         words = ["dlcourse-train", *words[3:]]
     if words[0] == "dlcourse-gradcheck":  # two sampled entries per parameter, not 20 or 50
