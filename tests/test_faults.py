@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -22,8 +23,10 @@ from helpers import (
     run_command,
 )
 
+from dlcourse import cluster
 from dlcourse.checkpoint import load_checkpoint
 from dlcourse.errors import UserError
+from dlcourse.interrupt import StopSignal
 from dlcourse.run import train
 from dlcourse.trainer import Trainer
 
@@ -252,6 +255,21 @@ def test_stop_signal_saves_prints_the_resume_command_and_resumes(
     assert result.returncode == 0, result.stderr
     assert only_run_folder(tmp_path / "outputs" / "runs") == run_dir
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] >= stopped["step"]
+
+
+def test_under_slurm_a_second_sigterm_does_not_exit_and_usr2_asks_for_a_requeue(monkeypatch):
+    """SLURM signals every task, some twice, and preemption is SIGTERM then USR2."""
+    monkeypatch.setenv("SLURM_JOB_ID", "1")
+    monkeypatch.setattr(cluster, "received", set())
+    with StopSignal() as stop:
+        for signal_number in (signal.SIGTERM, signal.SIGTERM, signal.SIGUSR2):
+            os.kill(os.getpid(), signal_number)
+            time.sleep(0.05)
+            if signal_number == signal.SIGTERM:
+                assert stop.received == signal.SIGTERM  # and this process is still here
+        assert stop.received == signal.SIGUSR2
+    assert cluster.received == {signal.SIGTERM, signal.SIGUSR2}
+    cluster.leave_to_slurm(signal.SIGINT, rank=0)  # Ctrl-C in an allocation: it just stops
 
 
 def test_a_second_signal_exits_at_once(tmp_path):

@@ -53,7 +53,10 @@ def stop_signals() -> tuple[signal.Signals, ...]:
 def leave_to_slurm(signal_number: int, rank: int) -> None:
     """After a stop signal under SLURM, with the checkpoint saved: never exit by ourselves, but
     have the job requeued (USR2) or wait for SLURM to end it, requeued or cancelled (SIGTERM;
-    submitit's preemption sends USR2 right after it, which then requeues)."""
+    submitit's preemption sends USR2 right after it, which then requeues). Ctrl-C (an
+    interactive allocation) returns: the run just stops."""
+    if signal_number == signal.SIGINT:
+        return
     handler = signal.getsignal(signal.SIGUSR2)  # submitit's, restored by the StopSignal
     requeue = handler if callable(handler) else requeue_this_job
     if rank > 0:

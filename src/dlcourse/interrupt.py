@@ -73,7 +73,7 @@ class StopSignal:
             raise FinalTestInterrupted(signal_number, *self.final_test)
         if under_slurm():
             cluster.received.add(signal_number)
-        if self.received is not None and under_slurm():
+        if self.received is not None and under_slurm() and signal_number != signal.SIGINT:
             # SLURM signals every task, some twice, and preemption is SIGTERM then USR2: never
             # "exit at once"; USR2 (requeue me) wins over SIGTERM.
             if signal_number == signal.SIGUSR2:
@@ -87,7 +87,8 @@ class StopSignal:
             )
             os._exit(128 + signal_number)
         self.received = signal_number
-        again = "" if under_slurm() else " (send it again to exit at once)"
+        slurm_stop = under_slurm() and signal_number != signal.SIGINT  # see above
+        again = "" if slurm_stop else " (send it again to exit at once)"
         print(
             f"\n{signal.Signals(signal_number).name} received: saving a checkpoint at the end of "
             f"this step{again}.",
