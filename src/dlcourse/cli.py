@@ -33,17 +33,14 @@ def run_quietly(module: str, config_name: str | None = None) -> None:
     # exit at once. A KeyboardInterrupt raised inside Hydra's or OmegaConf's start-up can leave
     # them half-initialised and surface as some other error, with a traceback.
     previous = signal.signal(signal.SIGINT, exit_at_once)
+    from dlcourse.errors import exit_on_user_error
+
     try:
-        importlib.import_module(module).main()
+        # Around Hydra's main too: a sweeper's refusal (hydra_plugins) comes from outside any job.
+        exit_on_user_error(importlib.import_module(module).main)()
     except BrokenPipeError:  # `| head`: the reader has what it wanted
         os._exit(0)
     except Exception as error:
-        from dlcourse.errors import UserError
-
-        # A sweeper's refusal (dlcourse.search) comes from outside any job's own handling.
-        if isinstance(error, UserError):
-            print(f"error: {error}", file=sys.stderr, flush=True)
-            sys.exit(2)
         message = configuration_error(error, config_name)
         if message is None:
             raise

@@ -208,6 +208,10 @@ def report(sweep_dir: str | Path, metric: str | None = None, mode: str | None = 
     # The settings that differ between jobs are the table's columns (all, if none differ).
     swept = [k for k in all_keys if len({job.overrides.get(k) for job in jobs}) > 1] or all_keys
     markdown = markdown_report(sweep_dir.name, jobs, done, swept, metric, mode)
+    if (sweep_dir / JOURNAL).is_file():  # an Optuna search: its own views, and the dashboard
+        from dlcourse.search import optuna_views
+
+        markdown += optuna_views(sweep_dir)
     (sweep_dir / "report.md").write_text(markdown)
     with open(sweep_dir / "report.csv", "w", newline="") as file:
         writer = csv.writer(file)
@@ -216,11 +220,6 @@ def report(sweep_dir: str | Path, metric: str | None = None, mode: str | None = 
             settings = [job.overrides.get(key, "") for key in swept]
             writer.writerow([job.name, *settings, job.metrics.get(metric, ""), job.error or ""])
     plot(done, swept, metric, sweep_dir / "report.png")
-    if (sweep_dir / JOURNAL).is_file():  # an Optuna search: its own views, and the dashboard
-        from dlcourse.search import optuna_views
-
-        markdown += optuna_views(sweep_dir)
-        (sweep_dir / "report.md").write_text(markdown)
     return markdown
 
 
