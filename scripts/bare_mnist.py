@@ -7,17 +7,26 @@ What a hand-written script does for the same work, and no more: read the IDX fil
 hold out 5,000 validation images, train with SGD (lr 0.01, momentum 0.9, batch 128), measure
 validation loss and accuracy after every epoch, save a checkpoint every epoch, and measure the
 test split once at the end. No dlcourse import, so its start-up is torch's alone.
+
+With --gc-like-dlcourse it also treats the garbage collector as dlcourse-train does (off during
+start-up, then start-up's objects frozen: see dlcourse.runtime.finish_startup), so that
+scripts/bench.py can show how much of dlcourse-train's lead or lag is that alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-from torch import nn
-from torch.nn import functional as F
+if "--gc-like-dlcourse" in sys.argv:
+    gc.disable()  # before torch's import, as dlcourse-train does
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 
 
 def read_idx(path: Path, offset: int) -> torch.Tensor:
@@ -48,6 +57,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--data-dir", type=Path, default=Path("data"))
     parser.add_argument("--out", type=Path, default=Path("bare_run"))
+    parser.add_argument("--gc-like-dlcourse", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
     images, labels = load(args.data_dir, "train")
@@ -57,6 +67,9 @@ def main() -> None:
     hidden = [nn.Linear(784, 800), nn.ReLU()] if args.model == "mlp" else []
     model = nn.Sequential(nn.Flatten(), *hidden, nn.Linear(800 if hidden else 784, 10))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    if args.gc_like_dlcourse:  # start-up is over
+        gc.freeze()
+        gc.enable()
     args.out.mkdir(parents=True, exist_ok=True)
     for epoch in range(1, args.epochs + 1):
         model.train()
@@ -73,6 +86,8 @@ def main() -> None:
         torch.save(state, args.out / "last.pt")
     test_loss, test_acc = measure(model, test_images, test_labels)
     print(f"test/loss {test_loss:.4f} test/acc {test_acc:.4f}")
+    if args.gc_like_dlcourse:
+        gc.freeze()  # the process ends: spare its exit a scan of every object
 
 
 if __name__ == "__main__":

@@ -293,14 +293,19 @@ def whole_runs(model: str, overrides: list[str], epochs: int, repeats: int) -> d
         def run_bare() -> None:
             subprocess.run(bare, check=True, capture_output=True)
 
+        def run_bare_gc() -> None:
+            subprocess.run([*bare, "--gc-like-dlcourse"], check=True, capture_output=True)
+
         def run_ours() -> None:  # a new run folder each time, as each user run gets one
             where = f"hydra.run.dir={folder}/ours_{next(runs)}"
             subprocess.run([*ours, where], check=True, capture_output=True)
 
-        return compare({BARE: run_bare, "dlcourse-train": run_ours}, repeats)
+        return compare({BARE: run_bare, BARE_GC: run_bare_gc, OURS: run_ours}, repeats)
 
 
 BARE = "bare script (scripts/bare_mnist.py)"
+BARE_GC = "bare script, garbage collection as dlcourse-train's (--gc-like-dlcourse)"
+OURS = "dlcourse-train"
 
 
 def outside_overhead(repeats: int, epochs: int = 3) -> list[str]:
@@ -315,6 +320,10 @@ def outside_overhead(repeats: int, epochs: int = 3) -> list[str]:
         timings = whole_runs(model, overrides, epochs, repeats)
         title = f"Whole runs from outside the process: {model}, {epochs} epochs, batch 128, SGD"
         lines += report(title, timings, BARE, of="median")
+        # What the framework costs beyond that: against the script that collects as it does.
+        alike = statistics.median(timings[OURS]) / statistics.median(timings[BARE_GC])
+        lines += [f"{OURS} / the bare script with the same garbage collection: {alike:.3f}", ""]
+        print(lines[-2], flush=True)
     return lines
 
 

@@ -3,6 +3,7 @@ reading TensorBoard logs. Fixtures that use them are in conftest.py."""
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import struct
@@ -172,5 +173,7 @@ def call(command: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
         status = 0
     except SystemExit as exited:
         status = exited.code if isinstance(exited.code, int) else 1
+    finally:
+        gc.unfreeze()  # dlcourse-train freezes every object as its process ends; this one goes on
     captured = capsys.readouterr()
     return status, captured.out + captured.err

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import sys
 
 import pytest
 import torch
 from helpers import STEPS_PER_EPOCH, TINY_EPOCHS, compose_config, quick_overrides
 
+from dlcourse import cli
 from dlcourse.data.batches import DataSplits, TensorBatches
 from dlcourse.errors import UserError
 from dlcourse.evaluate import evaluate_checkpoint
@@ -244,3 +247,47 @@ def test_early_stopping_keeps_the_best_weights_and_resumes_exactly(
     cfg.resume = str(tmp_path)
     resumed = train(cfg, tmp_path)  # patience already ran out: no epoch more
     assert resumed["epochs_run"] == metrics["epochs_run"] and resumed["steps"] == metrics["steps"]
+
+
+@pytest.mark.parametrize("collecting_at_start", [False, True])
+def test_start_up_objects_are_frozen_while_training_only_after_a_start_up_without_collection(
+    collecting_at_start, tiny_mnist, tmp_path, monkeypatch
+):
+    """dlcourse-train starts with the garbage collector off (dlcourse.cli.train); the run turns it
+    on once built, with start-up's objects frozen, and unfreezes them when it ends. A run
+    started from Python with the collector on leaves it alone."""
+    cfg = compose_config(["model=linear", *quick_overrides(tiny_mnist)])
+    seen = []
+    fit = Trainer.fit
+
+    def fit_and_look(trainer):
+        seen.append((gc.isenabled(), gc.get_freeze_count()))
+        return fit(trainer)
+
+    monkeypatch.setattr(Trainer, "fit", fit_and_look)
+    if not collecting_at_start:
+        gc.disable()
+    try:
+        train(cfg, tmp_path)
+        after = (gc.isenabled(), gc.get_freeze_count())
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    ((enabled, frozen),) = seen
+    assert enabled
+    assert (frozen > 0) == (not collecting_at_start)
+    assert after == (True, 0)
+
+
+def test_the_train_command_starts_without_garbage_collection(monkeypatch):
+    seen = []
+    monkeypatch.setattr(cli, "run_quietly", lambda *args: seen.append(gc.isenabled()))
+    monkeypatch.setattr(sys, "argv", ["dlcourse-train"])
+    try:
+        cli.train()
+        after = (gc.isenabled(), gc.get_freeze_count())
+    finally:
+        gc.enable()
+        gc.unfreeze()
+    assert seen == [False]
+    assert after[0] and after[1] > 0  # frozen as the process ends: its exit scans nothing

@@ -31,7 +31,13 @@ from dlcourse.interrupt import StopSignal
 from dlcourse.loggers import Logger, NullLogger, TensorBoardLogger, run_hparams
 from dlcourse.resume import load_resumable, restore
 from dlcourse.run_folder import NullRunFiles, RunFiles
-from dlcourse.runtime import autocast_dtype, configure_determinism, seed_everything, select_device
+from dlcourse.runtime import (
+    autocast_dtype,
+    configure_determinism,
+    seed_everything,
+    select_device,
+    startup_objects_frozen,
+)
 from dlcourse.schedulers import Scheduler
 from dlcourse.schema import TrainerSettings, validate_config
 from dlcourse.search import NoTrial, Trial
@@ -68,7 +74,7 @@ def train(
         cfg, model, len(data.train), settings, processes, device, resuming=checkpoint is not None
     )
     logger, files = run_outputs(output_dir, processes, checkpoint)
-    with StopSignal() as stop_signal:
+    with startup_objects_frozen(), StopSignal() as stop_signal:
         # fmt: off
         trainer = Trainer(model, loss_fn, optimizer, scheduler, data, logger, settings, device,
                           files=files, config=config, stop_signal=stop_signal, processes=processes,

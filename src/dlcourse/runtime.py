@@ -1,11 +1,15 @@
-"""Seeding, device choice and numeric precision: the few things every entry point sets up."""
+"""Seeding, device choice, numeric precision and the garbage collector: the few things every
+entry point sets up."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -84,3 +88,29 @@ def configure_determinism(deterministic: bool) -> None:
         torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = False
+
+
+@contextmanager
+def startup_objects_frozen() -> Iterator[None]:
+    """For the run, once built, where the command's start-up held the garbage collector off
+    (dlcourse-train: see dlcourse.cli.train): freeze every object start-up made, collect as usual
+    from there on, and unfreeze them when the run ends.
+
+    Importing torch (its compiler comes in with the first optimizer), Hydra and TensorBoard makes
+    some 500,000 objects that live as long as the process. Each full collection scans them all
+    again: six times in a run's start-up (≈ 0.5 s on 2 CPU cores), then at every full collection
+    while training. Frozen, they are left out. Start-up's own garbage (some 30,000 objects, ≈ 20
+    MB) waits with them: collecting it here would cost one more full scan (≈ 0.5 s). Unfrozen at
+    the end, so that it and the run's objects can be collected once the run is over (the next
+    job of a sweep runs in the same process). Where start-up left the collector on (a run
+    started from Python, the tests), nothing changes.
+    """
+    if gc.isenabled():
+        yield
+        return
+    gc.freeze()
+    gc.enable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
