@@ -25,16 +25,20 @@ def conv_stage(
     pool_size: int,
     batch_norm: bool,
 ) -> nn.Sequential:
-    """conv → (batch norm) → ReLU → (max-pool); a pool size of 0 or 1 means no pooling."""
+    """conv → (batch norm) → (max-pool) → ReLU; a pool size of 0 or 1 means no pooling.
+
+    The usual order is ReLU, then pool; the values are the same either way (ReLU keeps numbers in
+    order, so the largest stays the largest), and pooling first leaves ReLU and its gradient a
+    quarter of the numbers to do (2×2 pools)."""
     layers: list[nn.Module] = [
         # A bias is redundant right before batch norm, which subtracts the mean anyway.
         nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=not batch_norm)
     ]
     if batch_norm:
         layers.append(nn.BatchNorm2d(out_channels))
-    layers.append(nn.ReLU())
     if pool_size > 1:
         layers.append(nn.MaxPool2d(pool_size))
+    layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
 
