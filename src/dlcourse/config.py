@@ -4,6 +4,7 @@ that a config read from a file (a checkpoint someone handed you) is data, not co
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import os
 import re
@@ -121,6 +122,16 @@ class CheckOutputFolder(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_folder(config.hydra.sweep.dir)
+
+
+class SweepCollectsGarbage(Callback):
+    """Hydra callback (configs/hydra/default.yaml): a sweep's own process collects garbage as
+    usual. dlcourse-train starts without collection (dlcourse.cli.train), and a run turns it
+    back on once built; but a sweep's process may never build a run itself (its jobs can run in
+    joblib workers or on SLURM) while it waits for hours."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        gc.enable()
 
 
 def check_folder(path: str) -> None:
