@@ -177,3 +177,19 @@ def call(command: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
         gc.unfreeze()  # dlcourse-train freezes every object as its process ends; this one goes on
     captured = capsys.readouterr()
     return status, captured.out + captured.err
+
+
+def collector_when_training_starts(monkeypatch) -> list[tuple[bool, int]]:
+    """A list that each Trainer.fit, as it starts, appends to: whether the garbage collector is
+    on, and how many objects are frozen (dlcourse.runtime.startup_objects_frozen)."""
+    from dlcourse.trainer import Trainer
+
+    seen: list[tuple[bool, int]] = []
+    fit = Trainer.fit
+
+    def fit_and_look(trainer):
+        seen.append((gc.isenabled(), gc.get_freeze_count()))
+        return fit(trainer)
+
+    monkeypatch.setattr(Trainer, "fit", fit_and_look)
+    return seen

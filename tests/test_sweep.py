@@ -5,17 +5,21 @@ Optuna searches: tests/test_search.py; a real SLURM: tests/test_slurm.py."""
 from __future__ import annotations
 
 import csv
-import gc
 import json
 import os
 
 import pytest
 import torch
-from helpers import call, only_run_folder, quick_overrides, run_command
+from helpers import (
+    call,
+    collector_when_training_starts,
+    only_run_folder,
+    quick_overrides,
+    run_command,
+)
 
 from dlcourse.errors import UserError
 from dlcourse.sweep import report
-from dlcourse.trainer import Trainer
 
 
 def test_a_failing_job_is_recorded_and_the_sweep_exits_non_zero(tiny_mnist, tmp_path):
@@ -39,14 +43,7 @@ def test_a_sweeps_process_collects_garbage(tiny_mnist, tmp_path, monkeypatch, ca
     """dlcourse-train starts without garbage collection (dlcourse.cli.train); a sweep's process
     turns it back on at once (it may never build a run itself): its jobs train with the
     collector on, and nothing frozen."""
-    seen = []
-    fit = Trainer.fit
-
-    def fit_and_look(trainer):
-        seen.append((gc.isenabled(), gc.get_freeze_count()))
-        return fit(trainer)
-
-    monkeypatch.setattr(Trainer, "fit", fit_and_look)
+    seen = collector_when_training_starts(monkeypatch)
     argv = ["-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}", *quick_overrides(tiny_mnist)]
     status, output = call("dlcourse-train", argv, monkeypatch, capsys)
     assert status == 0, output

@@ -9,7 +9,13 @@ import sys
 
 import pytest
 import torch
-from helpers import STEPS_PER_EPOCH, TINY_EPOCHS, compose_config, quick_overrides
+from helpers import (
+    STEPS_PER_EPOCH,
+    TINY_EPOCHS,
+    collector_when_training_starts,
+    compose_config,
+    quick_overrides,
+)
 
 from dlcourse import cli
 from dlcourse.data.batches import DataSplits, TensorBatches
@@ -257,14 +263,7 @@ def test_start_up_objects_are_frozen_while_training_only_after_a_start_up_withou
     on once built, with start-up's objects frozen, and unfreezes them when it ends. A run
     started from Python with the collector on leaves it alone."""
     cfg = compose_config(["model=linear", *quick_overrides(tiny_mnist)])
-    seen = []
-    fit = Trainer.fit
-
-    def fit_and_look(trainer):
-        seen.append((gc.isenabled(), gc.get_freeze_count()))
-        return fit(trainer)
-
-    monkeypatch.setattr(Trainer, "fit", fit_and_look)
+    seen = collector_when_training_starts(monkeypatch)
     if not collecting_at_start:
         gc.disable()
     try:
