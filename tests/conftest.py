@@ -4,6 +4,7 @@ and one fixed random state per test. The helpers they use are in helpers.py."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,14 @@ from helpers import (
     tiny_digits,
     write_idx,
 )
+
+
+def pytest_configure(config) -> None:
+    """Run as on a machine where nothing ran before: matplotlib builds its font cache anew (and
+    logs that it did), which once broke a test that only a fresh machine showed (.ci/run points
+    every per-user cache at an empty folder too)."""
+    if "MPLCONFIGDIR" not in os.environ:
+        os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="dlcourse-test-matplotlib-")
 
 
 @pytest.fixture(autouse=True)

@@ -107,7 +107,8 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, mo
     monkeypatch.setattr(checkpoint_module.torch, "save", crash_half_way)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint({"model": {"w": torch.zeros(3)}, "config": {}, "step": 2}, path)
-    assert (tmp_path / "checkpoints" / ".last.pt.tmp").exists()
+    assert not list((tmp_path / "checkpoints").glob(".last.pt.*"))  # the half file is removed
+    (tmp_path / "checkpoints" / ".last.pt.x7f3k2").write_bytes(b"PK")  # as a kill -9 leaves it
     assert find_checkpoint(tmp_path) == path  # the temporary file is never picked
     assert load_checkpoint(path)["step"] == 1
 

@@ -27,7 +27,6 @@ from helpers import (
     run_command,
 )
 
-from dlcourse import checkpoint as checkpoint_module
 from dlcourse.checkpoint import load_checkpoint, save_checkpoint
 from dlcourse.errors import UserError
 from dlcourse.interrupt import FinalTestInterrupted
@@ -218,7 +217,7 @@ def test_a_full_disk_is_one_line_and_leaves_the_last_good_checkpoint(tmp_path, m
     def no_space(descriptor):  # where a full disk often shows first: flushing to the device
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_module.os, "fsync", no_space)
+    monkeypatch.setattr(os, "fsync", no_space)  # dlcourse.files flushes every file it writes
     with pytest.raises(
         UserError,
         match=f"no space left on the device to write {path}; the last good checkpoint "
@@ -320,7 +319,9 @@ def test_ctrl_c_during_start_up_exits_quietly(delay, tiny_mnist, tmp_path):
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
     output = process.communicate(timeout=60)[0]
-    assert process.returncode in (130, 0), output  # 0: the tiny run had already finished
+    # 0, or ended by the signal as Python exits (-2): the tiny run had already finished.
+    finished = "Run folder:" in output
+    assert process.returncode == 130 or (finished and process.returncode in (0, -2)), output
     assert "Traceback" not in output
 
 

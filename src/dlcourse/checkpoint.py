@@ -3,7 +3,8 @@
 It holds everything needed to continue a run exactly where it stopped: the model, optimizer,
 scheduler and AMP scaler states, where in which epoch the run was, the partial sums of that
 epoch's metrics, every random number generator's state, the best validation result, and the
-resolved config as plain dicts.
+resolved config as plain dicts. What each part must be before it is used is checked in
+`tensor_checks` (every tensor in the file) and `training_state` (what resume= continues from).
 """
 
 from __future__ import annotations
@@ -11,11 +12,8 @@ from __future__ import annotations
 import errno
 import json
 import math
-import os
 import pickle
-import random
-import typing
-from dataclasses import dataclass, field
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,30 +22,33 @@ from omegaconf import DictConfig
 from torch import nn
 
 from dlcourse.config import build, stored_config
-from dlcourse.errors import UserError
+from dlcourse.data.image_files import MAX_CLASS_NAME, class_folders
+from dlcourse.errors import UserError, printable
+from dlcourse.files import open_new, write_file
+from dlcourse.tensor_checks import check_tensors, check_weights, weights_misfit
 
 FORMAT_VERSION = 1
 LAST, BEST = "last.pt", "best.pt"
+METRICS = "metrics.json"  # a finished run's results, beside its checkpoints/
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename it over `path`.
+    """Write to a new temporary file beside `path`, flush it to disk, then rename it over `path`
+    (dlcourse.files.open_new: never through a link a folder was handed with).
 
     `os.replace` is atomic on POSIX and Windows: a crash or kill at any moment leaves either the
     previous checkpoint or the new one, never half a file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
+    writer = None
     try:
-        with open(temporary, "wb") as file:
+        with open_new(path, root=path.parent.parent) as file:
             writer = ErrorKeepingWriter(file)
             torch.save(checkpoint, writer)
-            file.flush()
-            os.fsync(file.fileno())
     except (OSError, RuntimeError) as error:
-        temporary.unlink(missing_ok=True)
-        cause = writer.error if isinstance(error, RuntimeError) and writer.error else error
+        cause = (
+            writer.error if isinstance(error, RuntimeError) and writer and writer.error else error
+        )
         if getattr(cause, "errno", None) not in (errno.ENOSPC, errno.EDQUOT):
             raise
         previous = f"{path}, as it was before" if path.is_file() else "none yet"
@@ -55,7 +56,6 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
             f"no space left on the device to write {path}; the last good checkpoint is {previous}. "
             "Free some space, then resume the run"
         ) from None
-    os.replace(temporary, path)
 
 
 class ErrorKeepingWriter:
@@ -89,7 +89,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"checkpoint {path} does not exist; pass a checkpoints/*.pt file or a run folder"
         )
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # about what the file holds (sparse tensors): judged below
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         refused = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
         if refused:  # a class or function the safe unpickler does not allow
@@ -110,24 +112,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(damaged_message(path, reason)) from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise UserError(f"{path} is not a dlcourse checkpoint (it has no model and config)")
+    check_tensors(checkpoint, path)
     check_weights(checkpoint["model"], path)
     return checkpoint
-
-
-def check_weights(weights: Any, path: Path) -> None:
-    if not isinstance(weights, dict) or not all(
-        isinstance(name, str) and isinstance(tensor, torch.Tensor)
-        for name, tensor in weights.items()
-    ):
-        raise UserError(
-            f"{path} is not a dlcourse checkpoint: its model is not a mapping of names to tensors"
-        )
-    for name, tensor in weights.items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise UserError(
-                f"{path} holds NaN or infinite weights ({name}); a model with them predicts "
-                "nothing meaningful. Use a checkpoint from before the loss diverged"
-            )
 
 
 def damaged_message(path: Path, reason: str) -> str:
@@ -135,62 +122,6 @@ def damaged_message(path: Path, reason: str) -> str:
         f"could not load checkpoint {path} ({reason}): the file is damaged, truncated or not a "
         "checkpoint. Use another checkpoints/*.pt file written by dlcourse-train"
     )
-
-
-@dataclass
-class Position:
-    """Where a run is. With the states of the model, optimizer, scheduler, loss scaler and random
-    generators, and the epoch's partial metric sums, what a checkpoint needs to continue there."""
-
-    epoch: int = 1  # the epoch to run next, or the one in progress
-    batch_in_epoch: int = 0  # batches of it already done
-    step: int = 0  # optimizer steps so far
-    nonfinite_steps: int = 0  # steps skipped for a nan / inf loss (trainer.on_nonfinite=skip)
-    train_seconds: float = 0.0  # training time so far
-    evaluations_without_improvement: int = 0  # for early stopping (trainer.early_stopping)
-    history: list[dict[str, float]] = field(default_factory=list)  # each epoch's metrics
-    best: dict[str, Any] = field(default_factory=lambda: {"value": None, "epoch": 0, "metrics": {}})
-
-
-# The types of the position's fields (a float may have been saved as an int).
-POSITION_TYPES: dict[str, type | tuple[type, ...]] = {
-    name: (int, float) if hint is float else typing.get_origin(hint) or hint
-    for name, hint in typing.get_type_hints(Position).items()
-}
-# Those a checkpoint may lack: written by later versions, they start from their defaults.
-ADDED_LATER = ("evaluations_without_improvement", "history")
-# What a checkpoint must hold, and of which type, to continue training from it.
-RESUME_FIELDS: dict[str, type | tuple[type, ...]] = {
-    **{name: kind for name, kind in POSITION_TYPES.items() if name not in ADDED_LATER},
-    "epoch_count": int,
-    "epoch_sums": dict,
-    "optimizer": dict,
-    "scheduler": dict,
-    "scaler": dict,
-    "rng": dict,
-}
-
-
-def check_resumable(checkpoint: dict[str, Any], path: Path) -> None:
-    """Refuse, in one line, a checkpoint that lacks part of the training state."""
-    for name, kind in RESUME_FIELDS.items():
-        value = checkpoint.get(name)
-        if (
-            not isinstance(value, kind)
-            or isinstance(value, bool)
-            or (isinstance(value, int) and value < 0)
-        ):
-            raise UserError(
-                f"{path} cannot be resumed: its {name!r} is missing or not what dlcourse-train "
-                "writes. Resume from a checkpoints/last.pt written by dlcourse-train"
-            )
-    if checkpoint["epoch"] < 1:
-        raise UserError(f"{path} cannot be resumed: its epoch is {checkpoint['epoch']}")
-    for name in ADDED_LATER:
-        if name in checkpoint and not isinstance(checkpoint[name], POSITION_TYPES[name]):
-            raise UserError(
-                f"{path} cannot be resumed: its {name!r} is not what dlcourse-train writes"
-            )
 
 
 def find_checkpoint(path: str | Path, prefer: str = LAST) -> Path:
@@ -247,7 +178,8 @@ def check_description(checkpoint: dict[str, Any], path: Path) -> None:
     must be plain and sensible; absent, they mean MNIST (older checkpoints)."""
     names = checkpoint.get("class_names")
     if names is not None and not (
-        isinstance(names, list) and all(isinstance(n, str) and len(n) <= 200 for n in names)
+        isinstance(names, list)
+        and all(isinstance(n, str) and len(n) <= MAX_CLASS_NAME for n in names)
     ):
         raise UserError(f"{path} has class_names that are not a list of names")
     steps = checkpoint.get("preprocessing")
@@ -293,63 +225,53 @@ def model_from_checkpoint(checkpoint: dict[str, Any], cfg: DictConfig, path: Pat
     """
     with torch.device("meta"):
         skeleton = build(cfg, "model").state_dict()
-    stored = checkpoint["model"]
-    different = sorted(set(skeleton).symmetric_difference(stored)) + [
-        name
-        for name in skeleton  # an empty tensor is sized by what is loaded (nearest neighbours)
-        if name in stored and skeleton[name].numel() and skeleton[name].shape != stored[name].shape
-    ]
+    different = weights_misfit(skeleton, checkpoint["model"])
     if different:
         raise UserError(
             f"{path} holds weights that do not fit the model its config describes "
-            f"({cfg.model._target_}; first difference: {different[0]})"
+            f"({cfg.model._target_}; first difference: {different})"
         )
     model = build(cfg, "model")
     model.load_state_dict(checkpoint["model"])
     return model
 
 
-def rng_states() -> dict[str, Any]:
-    """Every generator a run draws from, in forms that `weights_only=True` can read back."""
-    states: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    try:
-        import numpy
+def check_folder_classes(checkpoint: dict[str, Any], dataset: DictConfig, path: Path) -> None:
+    """An image-folder run learned label k as the k-th class folder (sorted by name): the folder
+    read now must hold the very classes the checkpoint names, or every label would mean another
+    class (a renamed folder scored a perfect model 0.0; an added one broke resume=)."""
+    names, root = checkpoint.get("class_names"), dataset.get("root")
+    train = Path(str(root)).expanduser() / "train" if root else None
+    if not names or train is None or not train.is_dir():
+        return  # not an image-folder run, or a folder that the dataset itself will refuse
+    found = class_folders(train)
+    if found == names:
+        return
+    missing, new = [n for n in names if n not in found], [n for n in found if n not in names]
 
-        name, keys, position, has_gauss, cached = numpy.random.get_state()
-        states["numpy"] = [
-            name,
-            torch.from_numpy(keys.astype("int64")),
-            position,
-            has_gauss,
-            cached,
-        ]
-    except ImportError:
-        pass
-    return states
+    def listed(group: list[str]) -> str:
+        return ", ".join(repr(printable(n)[:40]) for n in group[:3]) + (", ..." * (len(group) > 3))
 
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    if "numpy" in states:
-        import numpy
-
-        name, keys, position, has_gauss, cached = states["numpy"]
-        numpy.random.set_state((name, keys.numpy().astype("uint32"), position, has_gauss, cached))
+    differences = [f"missing {listed(missing)}"] * bool(missing) + [f"new {listed(new)}"] * bool(
+        new
+    )
+    raise UserError(
+        f"{train} holds other classes than {path} was trained on "
+        f"({'; '.join(differences) or 'in another order'}): its labels would name the wrong "
+        f"classes. "
+        f"Restore the class folders as they were ({listed(names)}), or train a new run"
+    )
 
 
 def export_safetensors(
     model: torch.nn.Module, model_config: dict[str, Any], path: str | Path
 ) -> None:
     """The model's weights alone, loadable anywhere without pickle; its config in the metadata."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {
         name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
     }
-    save_file(state, str(path), metadata={"model_config": json.dumps(model_config), "format": "pt"})
+    metadata = {"model_config": json.dumps(model_config), "format": "pt"}
+    path = Path(path)
+    write_file(path, save(state, metadata=metadata), root=path.parent)

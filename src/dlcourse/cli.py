@@ -37,8 +37,9 @@ def run_quietly(module: str, config_name: str | None = None) -> None:
     from dlcourse.errors import exit_on_user_error
 
     try:
-        # Around Hydra's main too: a sweeper's refusal (hydra_plugins) comes from outside any job.
-        exit_on_user_error(importlib.import_module(module).main)()
+        with logging_as_it_was():
+            # Around Hydra's main too: a sweeper's refusal (hydra_plugins) comes from outside a job.
+            exit_on_user_error(importlib.import_module(module).main)()
     except BrokenPipeError:  # `| head`: the reader has what it wanted
         os._exit(0)
     except Exception as error:
@@ -49,6 +50,29 @@ def run_quietly(module: str, config_name: str | None = None) -> None:
         sys.exit(2)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def logging_as_it_was():
+    """Hydra configures logging for a command (a console handler on the sys.stdout of that
+    moment); a command run inside a longer-lived process (a notebook, a test) must not leave
+    those handlers behind, writing to a stream that may be closed by then."""
+    import logging
+
+    def all_loggers() -> list[logging.Logger]:
+        named = logging.root.manager.loggerDict.values()
+        return [logging.root, *(x for x in named if isinstance(x, logging.Logger))]
+
+    before = {logger: (list(logger.handlers), logger.level) for logger in all_loggers()}
+    try:
+        yield
+    finally:
+        for logger in all_loggers():
+            handlers, level = before.get(logger, ([], logging.NOTSET))
+            for handler in set(logger.handlers) - set(handlers):
+                handler.close()
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
 
 
 def exit_at_once(signal_number: int, frame: object) -> None:
@@ -155,6 +179,9 @@ def train() -> None:
     # model) lives as long as the process. The run turns it back on once built
     # (dlcourse.runtime.startup_objects_frozen).
     gc.disable()
+    from dlcourse.config import resume_arguments
+
+    sys.argv[1:] = resume_arguments(sys.argv[1:])
     try:
         run_quietly("dlcourse.train", "train")
     finally:

@@ -96,9 +96,65 @@ def resumed_run_dir(resume: str | None, new_run_dir: str) -> str:
     """
     rank = int(os.environ.get("RANK", "0"))
     if rank > 0:
-        return str(Path(tempfile.gettempdir()) / f"dlcourse-rank{rank}-{os.getpid()}")
+        return str(Path(tempfile.gettempdir()) / f"{RANK_SCRATCH}{rank}-{os.getpid()}")
     folder = run_folder_of_resume(resume)
     return str(folder) if folder else new_run_dir
+
+
+# Settings a resume may change: they do not change what the saved state means.
+CHANGEABLE_ON_RESUME = (
+    "trainer.",
+    "optimizer.",
+    "paths.",
+    "dataset.data_dir",
+    "dataset.root",
+    "dataset.cache_bytes",
+    "dataset.on_bad_image",
+    "dataset.eval_batch_size",
+    "dataset.num_workers",
+    "dataset.download_missing",
+    "optimized_metric",
+)
+
+
+def resume_arguments(arguments: list[str]) -> list[str]:
+    """A command line with its resume-changeable dataset settings passed as `++key=value`.
+
+    A resume's config comes from its checkpoint, but Hydra composes the defaults first
+    (dataset=mnist), which lack settings the run's own dataset has: `resume=<run>
+    dataset.root=<moved folder>` of an image-folder run would be refused there. `++` sets or
+    adds; `resume.check_override` then judges each against the stopped run's config."""
+    if not any(a.startswith("resume=") and a != "resume=auto" for a in arguments):
+        return arguments
+    return [
+        f"++{a}" if a.startswith("dataset.") and a.startswith(CHANGEABLE_ON_RESUME) else a
+        for a in arguments
+    ]
+
+
+RANK_SCRATCH = "dlcourse-rank"
+
+
+def is_rank_scratch(folder: Path) -> bool:
+    """Whether `folder` is the scratch folder `resumed_run_dir` gave a rank other than 0 (not a
+    folder the user named with hydra.run.dir, which every rank shares)."""
+    return folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith(RANK_SCRATCH)
+
+
+def resumes_in_place(resume: str, run_dir: Path) -> bool:
+    """Whether the resumed checkpoint's own run folder is `run_dir` (True), or the checkpoint
+    lies outside any run and continues in the new `run_dir` (False). Resuming one run into
+    another's folder (`resume=A hydra.run.dir=B`) is refused: it would overwrite B."""
+    own = run_folder_of_resume(resume)
+    if own is None:
+        return False
+    if own.resolve() != run_dir.resolve():
+        raise UserError(
+            f"resume={resume} continues the run in its own folder {own}; hydra.run.dir={run_dir} "
+            f"would write it into another folder. Leave hydra.run.dir out (to branch off a run, "
+            f"copy its checkpoints/last.pt elsewhere and resume that file)"
+        )
+    return True
 
 
 def run_folder_of_resume(resume: str | None) -> Path | None:

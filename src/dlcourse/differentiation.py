@@ -23,6 +23,8 @@ from pathlib import Path
 import sympy
 import torch
 
+from dlcourse.files import open_new
+
 POINT = {"w0": -3.0, "w1": 2.0, "x1": -1.0, "w2": -3.0, "x2": -2.0}  # as dlcourse.autograd
 STEPS = [10.0 ** (-k / 2) for k in range(2, 33)]  # 10⁻¹ … 10⁻¹⁶, two per decade
 
@@ -93,8 +95,8 @@ def plot(curves: dict[str, list[float]], path: Path) -> None:
     axes.grid(True, which="major", alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    with open_new(path) as file:
+        figure.savefig(file, format=Path(path).suffix.lstrip(".") or "png")
     pyplot.close(figure)
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import errno
 import functools
+import re
 import sys
+import unicodedata
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -54,14 +55,24 @@ def exit_on_user_error(function: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-def write_text(path: str | Path, text: str) -> None:
-    """Write a small text file, turning the ways that can fail (no such folder, a folder in the
-    way, no permission) into one `UserError` naming the path."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    except OSError as error:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise UserError(f"cannot write {path}: {error.strerror or error}") from None
+# Terminal escape sequences: CSI (colours, cursor moves, ESC [ or its 8-bit form), OSC (window
+# titles, links; ended by BEL or ST), and the two-character ones (ESC c resets the terminal).
+ESCAPE_SEQUENCES = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
+    r"|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[ -/]*[0-~]"
+)
+
+
+def printable(text: str) -> str:
+    """`text` (a class name, a metric name: read from a file someone else made) safe to print:
+    escape sequences and control characters removed, so that a name cannot recolour, move or
+    rewrite the terminal, break a line, or hide what follows it (bidirectional overrides).
+    Unpaired surrogates (undecodable bytes of a file name) go too: printing them would fail."""
+    text = ESCAPE_SEQUENCES.sub("", str(text))
+    return "".join(
+        character
+        for character in text
+        if unicodedata.category(character)[0] != "C"
+        and unicodedata.category(character) not in ("Zl", "Zp")
+    )

@@ -19,10 +19,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dlcourse.checkpoint import BEST, model_from_checkpoint, open_checkpoint
+from dlcourse.checkpoint import BEST, check_folder_classes, model_from_checkpoint, open_checkpoint
 from dlcourse.config import build, config_dir
-from dlcourse.errors import UserError, exit_on_user_error, write_text
+from dlcourse.errors import UserError, exit_on_user_error, printable
+from dlcourse.files import write_file
 from dlcourse.metrics import measure
+from dlcourse.run_folder import check_output, owning_run
 from dlcourse.runtime import autocast_dtype, select_device
 
 
@@ -36,13 +38,15 @@ def evaluate_checkpoint(
     """Rebuild the run's dataset and model from the checkpoint (a file, or a run folder's best.pt),
     and measure the test split."""
     ckpt_path, checkpoint, cfg = open_checkpoint(ckpt_path, prefer=BEST)
-    output_path = Path(output_path) if output_path else ckpt_path.with_suffix(".test.json")
-    if output_path.is_dir():
-        raise UserError(
-            f"output_path={output_path} is a folder; name a file, e.g. "
-            f"output_path={output_path / 'test.json'}"
-        )
+    own_run = owning_run(ckpt_path)
     point_at_data(cfg.dataset, data_dir, root)
+    check_folder_classes(checkpoint, cfg.dataset, ckpt_path)  # a renamed class would score 0
+    data_folders = [Path(cfg.dataset[k]) for k in ("data_dir", "root") if cfg.dataset.get(k)]
+    if output_path:
+        output_path = Path(output_path)
+        check_output(output_path, [ckpt_path, *data_folders], own_run, "output_path")
+    else:
+        output_path = ckpt_path.with_suffix(".test.json")
     device = select_device(device)
 
     data = build(cfg, "dataset", device=device)
@@ -58,9 +62,9 @@ def evaluate_checkpoint(
         ) from None
     metrics |= baselines
 
-    write_text(output_path, json.dumps(metrics, indent=2) + "\n")
+    write_file(output_path, json.dumps(metrics, indent=2) + "\n", root=own_run)
     for name, value in metrics.items():
-        print(f"{name}: {value:.4f}")
+        print(f"{printable(name)}: {value:.4f}")
     print(f"Wrote {output_path}")
     return metrics
 

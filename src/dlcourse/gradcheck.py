@@ -16,6 +16,8 @@ central differences cannot resolve (rounding leaves ≈ 100 · 2.2e-16 · |L| / 
 from __future__ import annotations
 
 import inspect
+import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -40,6 +42,49 @@ CHECK_LIMITS = [
     ("atol", at_least(0), "0 or more"),
     ("seed", lambda value: 0 <= value < 2**63, "between 0 and 2**63 - 1"),
 ]
+
+
+def available_memory() -> float:
+    """Bytes this machine can still give (MemAvailable), or infinity where it does not say."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return math.inf
+
+
+def check_batch_fits(batch_size: int, input_shape: Sequence[int]) -> None:
+    """Refuse, before allocating it, a batch this machine's memory cannot hold: its inputs in
+    float32 and their float64 copy (the forward pass needs more still). Allocating it would
+    fail, or, where Linux overcommits memory, get the process killed."""
+    needed = batch_size * math.prod(input_shape) * (4 + 8)
+    available = available_memory()
+    if needed > available:
+        raise UserError(out_of_memory_message(batch_size, needed, available))
+
+
+def out_of_memory_message(batch_size: int, needed: float | None, available: float) -> str:
+    free = f"{available / 2**30:.3g} GiB" if math.isfinite(available) else "what is"
+    tried = f"about {needed / 2**30:.3g} GiB for its inputs alone, " if needed else ""
+    return (
+        f"batch_size={batch_size} needs {tried}more memory than {free} free here; lower "
+        "batch_size (a gradient check needs only a few samples: the default is 4)"
+    )
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether an allocation failed: MemoryError, torch's OutOfMemoryError, or the RuntimeError
+    a CPU allocator raises ("DefaultCPUAllocator: can't allocate memory")."""
+    text = str(error).lower()
+    return isinstance(error, MemoryError | torch.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and ("allocate" in text or "out of memory" in text)
+    )
 
 
 def example_batch(
@@ -142,6 +187,8 @@ def backward_once(
     try:
         loss().backward()
     except (RuntimeError, TypeError, ValueError, IndexError) as error:
+        if is_out_of_memory(error):
+            raise UserError(out_of_memory_message(len(inputs), None, available_memory())) from None
         raise UserError(
             f"{type(model).__name__} with {type(loss_fn).__name__} cannot take a batch of inputs "
             f"shaped {tuple(inputs.shape[1:])}: {str(error).splitlines()[0]}. Set "
@@ -250,19 +297,19 @@ def main(cfg: DictConfig) -> None:
     check_limits(config, CHECK_LIMITS)
     fill_model_sizes(cfg.model, validate_input_shape(config["input_shape"]), cfg.num_classes)
     validate_config(to_plain_dict(cfg), groups=("model", "loss"))
+    check_batch_fits(cfg.batch_size, cfg.input_shape)
     torch.manual_seed(cfg.seed)  # the same initial weights on every run
     model, loss_fn = build(cfg, "model"), build(cfg, "loss")
-    batch = example_batch(model, cfg.input_shape, cfg.batch_size, cfg.num_classes, cfg.seed)
-    checks = gradient_check(
-        model,
-        loss_fn,
-        batch,
-        cfg.elements_per_parameter,
-        cfg.epsilon,
-        cfg.seed,
-        cfg.tolerance,
-        cfg.atol,
-    )
+    try:
+        batch = example_batch(model, cfg.input_shape, cfg.batch_size, cfg.num_classes, cfg.seed)
+        # fmt: off
+        checks = gradient_check(model, loss_fn, batch, cfg.elements_per_parameter, cfg.epsilon,
+                                cfg.seed, cfg.tolerance, cfg.atol)
+        # fmt: on
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        raise UserError(out_of_memory_message(cfg.batch_size, None, available_memory())) from None
     if not report(checks, cfg.tolerance, cfg.atol):
         raise SystemExit(1)
 

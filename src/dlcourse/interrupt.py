@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import multiprocessing
 import os
 import signal
@@ -16,8 +15,10 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from dlcourse import cluster
+from dlcourse import cluster, locks
 from dlcourse.cluster import stop_signals, under_slurm
+from dlcourse.errors import UserError
+from dlcourse.files import write_file
 
 # Set in the jobs of a sweep whose launcher runs them side by side: their stop signals come from
 # the sweep's own process (`ForwardStopToJobs`), never straight from the terminal.
@@ -126,9 +127,13 @@ STOP_MARKER = ".stopping"  # in a sweep's folder while it stops: jobs that start
 class ForwardStopToJobs(Callback):
     """Hydra callback (configs/launcher/parallel.yaml): in a sweep whose jobs run side by side in
     worker processes, Ctrl-C or SIGTERM to the sweep asks every running job to save and stop
-    (SIGTERM, once, to each process that holds a job folder's lock), waits until they have
-    (the locks are gone), then ends the workers and the sweep. Jobs that would start meanwhile
-    see the sweep's STOP_MARKER and do not. A second signal ends everything at once."""
+    (SIGTERM, once, to each worker of this sweep that holds a job folder's lock), waits until
+    they have (their locks are gone), then ends the workers and the sweep. Jobs that would start
+    meanwhile see the sweep's STOP_MARKER and do not. A second signal ends everything at once.
+
+    A lock is only a file: the pid in it is signalled only when it is a process this sweep
+    started and the very process that took the lock (same start time), never because a file
+    names it (a lock copied from elsewhere, a stale one, pid 0 or -1)."""
 
     WAIT_SECONDS = 600
 
@@ -154,7 +159,10 @@ class ForwardStopToJobs(Callback):
             print("\nAgain: the jobs exit now, without saving.", file=sys.stderr, flush=True)
             self.end(signal_number)
         self.stopping = True
-        (self.sweep_dir / STOP_MARKER).touch()
+        try:
+            write_file(self.sweep_dir / STOP_MARKER, "", root=self.sweep_dir)
+        except UserError as error:  # a planted link: the running jobs are still told
+            print(f"warning: {error}", file=sys.stderr, flush=True)
         print(
             f"\n{signal.Signals(signal_number).name} received: each running job saves a checkpoint "
             f"at the end of its step and stops (send it again to stop them at once).",
@@ -165,7 +173,8 @@ class ForwardStopToJobs(Callback):
         deadline = time.monotonic() + self.WAIT_SECONDS
         while (holders := self.lock_holders()) and time.monotonic() < deadline:
             for pid in holders - told:
-                os.kill(pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                    os.kill(pid, signal.SIGTERM)
             told |= holders
             time.sleep(0.2)  # signal handlers stay live here: a second signal ends it at once
         print(
@@ -177,12 +186,18 @@ class ForwardStopToJobs(Callback):
         sys.exit(128 + signal_number)  # raised where the launcher waits: it ends its (idle) workers
 
     def lock_holders(self) -> set[int]:
-        """The processes that hold a job folder of this sweep (their pid is in its lock)."""
+        """This sweep's workers that hold a job folder's lock (a lock being written or removed
+        right now has no holder to read: it is looked at again in the next round)."""
+        workers = descendants(os.getpid())
         pids = set()
-        for lock in self.sweep_dir.glob("*/.lock"):
-            # A lock being written or removed right now has no pid to read: skip it this time.
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                pids.add(int(json.loads(lock.read_text())["pid"]))
+        for lock in self.sweep_dir.glob(f"*/{locks.LOCK}"):
+            holder = locks.read(lock) or {}
+            if (
+                locks.is_pid(holder.get("pid"))
+                and holder["pid"] in workers
+                and locks.holder_alive(holder)
+            ):
+                pids.add(holder["pid"])
         return pids
 
     def end(self, signal_number: int) -> None:
@@ -190,3 +205,103 @@ class ForwardStopToJobs(Callback):
             os.kill(worker.pid, signal.SIGKILL)
         (self.sweep_dir / STOP_MARKER).unlink(missing_ok=True)
         os._exit(128 + signal_number)
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes below `pid` (children, theirs, ...), from /proc's parent links; where there
+    is no /proc, the children that multiprocessing started."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parents[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
+    if not parents:
+        return {child.pid for child in multiprocessing.active_children() if child.pid}
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+# The sweep's own process id, set by its SweepStatus callback: the jobs it runs in worker
+# processes watch it (`stop_with_the_sweep`).
+SWEEP_PROCESS = "DLCOURSE_SWEEP_PROCESS"
+# What this worker's watchdog looks after: its thread, and the job folder of its current job
+# (a worker runs one job after another, and one watchdog serves them all).
+_watchdog: dict[str, Any] = {}
+
+
+def stop_with_the_sweep(run_dir: Path, interval: float = 1.0) -> None:
+    """In a job that a sweep runs side by side with others (FROM_PARENT): a daemon thread that,
+    once the sweep's process is gone (kill -9 leaves its workers orphaned, training on), stops
+    the job as SIGTERM does (it saves a checkpoint, and running the sweep again resumes it) and
+    then ends the worker, so nothing trains for a sweep that no longer exists."""
+    if not os.environ.get(FROM_PARENT):
+        return
+    _watchdog["run_dir"] = Path(run_dir)
+    thread = _watchdog.get("thread")
+    if thread is not None and thread.is_alive():
+        return
+    text = os.environ.get(SWEEP_PROCESS, "")
+    pid = int(text) if text.isascii() and text.isdigit() else os.getppid()
+    if not locks.is_pid(pid) or pid == os.getpid():  # a job run in the sweep's own process
+        return
+    thread = threading.Thread(
+        target=watch_sweep,
+        args=(pid, locks.process_start_time(pid), os.getppid() == pid, interval),
+        name="dlcourse-sweep-watchdog",
+        daemon=True,
+    )
+    _watchdog["thread"] = thread
+    thread.start()
+
+
+def watch_sweep(pid: int, started: int | None, is_parent: bool, interval: float) -> None:
+    """Wait for the sweep's process to end; then SIGTERM the training in this process (once),
+    and end the process as soon as it holds no job folder (nothing is left half-saved)."""
+    while not sweep_gone(pid, started, is_parent):
+        time.sleep(interval)
+    with contextlib.suppress(OSError):  # stderr may be a pipe that died with the sweep
+        print(
+            f"The sweep's process ({pid}) is gone: this job saves a checkpoint and stops (run the "
+            f"sweep again to continue it).",
+            file=sys.stderr,
+            flush=True,
+        )
+    told = False
+    while True:
+        handler = signal.getsignal(signal.SIGTERM)
+        if isinstance(getattr(handler, "__self__", None), StopSignal):
+            if not told:  # training: it saves at the end of this step, then stops
+                os.kill(os.getpid(), signal.SIGTERM)
+                told = True
+        elif not holds_job_folder(_watchdog.get("run_dir")):
+            os._exit(128 + signal.SIGTERM)  # between jobs, or before one claimed its folder
+        time.sleep(min(interval, 0.2))
+
+
+def sweep_gone(pid: int, started: int | None, is_parent: bool) -> bool:
+    """Whether the sweep's process has ended: this process was handed to another parent, or
+    the pid names no process, a dead one (a zombie) or a newer one (another start time)."""
+    if is_parent and os.getppid() != pid:
+        return True
+    if not Path("/proc/self/stat").exists():  # no /proc (macOS): ask whether the pid exists
+        try:
+            os.kill(pid, 0)  # signal 0 sends nothing; pid is a checked, ordinary pid
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return True
+    start = int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+    return fields[:1] in (["Z"], ["X"]) or start != started
+
+
+def holds_job_folder(run_dir: Path | None) -> bool:
+    """Whether this process holds `run_dir`'s lock (its job is writing there)."""
+    holder = locks.read(run_dir / locks.LOCK) if run_dir is not None else None
+    return bool(holder) and holder.get("pid") == os.getpid()

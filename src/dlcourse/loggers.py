@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -60,11 +61,15 @@ class TensorBoardLogger:
         self.writer.add_image(tag, image, step)
 
     def log_histograms(self, model: nn.Module, step: int) -> None:
-        """Each parameter's values and, after a backward pass, its gradient."""
+        """Each parameter's values and, after a backward pass, its gradient. Non-finite values
+        have no histogram (the trainer reports a diverged run itself)."""
         for name, parameter in layer_names(model).items():
-            self.writer.add_histogram(f"weights/{name}", parameter.detach().float().cpu(), step)
-            if parameter.grad is not None:
-                self.writer.add_histogram(f"gradients/{name}", parameter.grad.float().cpu(), step)
+            tensors = {"weights": parameter.detach(), "gradients": parameter.grad}
+            for kind, tensor in tensors.items():
+                if tensor is None or not torch.isfinite(tensor).all():
+                    continue
+                with contextlib.suppress(ValueError):  # values too large for its bins (1e38)
+                    self.writer.add_histogram(f"{kind}/{name}", tensor.float().cpu(), step)
 
     def log_hparams(self, hparams: Mapping[str, HParamValue]) -> None:
         """Register the run's hyperparameters, in this run's own event file (where

@@ -29,6 +29,7 @@ from PIL import Image, ImageDraw
 from torch.nn import functional as F
 
 from dlcourse.data.mnist import DIGITS, read_split
+from dlcourse.files import open_new
 from dlcourse.models.classical import NearestNeighbor
 
 CELL = 28  # one MNIST digit; the scene is a 5×5 grid of such cells
@@ -194,9 +195,9 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(arguments.data_dir)
     train, test = (read_split(root, train=flag, spec=DIGITS) for flag in (True, False))
     train_images, test_images = train.data.float() / 255, test.data.float() / 255
-    arguments.out.mkdir(parents=True, exist_ok=True)
     results = match_all(test_images[0], test_images[1:9])
-    matching_picture(results).save(arguments.out / "template_matching.png")
+    with open_new(arguments.out / "template_matching.png") as file:
+        matching_picture(results).save(file, format="PNG")
     for result in results:
         verdict = "found" if result["found"] else "missed"
         print(
@@ -205,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     queries = retrieval_queries(test_images, test.targets)
     picture, correct = retrieval_picture(queries, train_images, train.targets)
-    picture.save(arguments.out / "retrieval.png")
+    with open_new(arguments.out / "retrieval.png") as file:
+        picture.save(file, format="PNG")
     for (caption, _, _), count in zip(queries, correct):
         print(f"{caption:>18}: {count} of 8 nearest training images share its label")
     print(f"pictures: {arguments.out / 'template_matching.png'}, {arguments.out / 'retrieval.png'}")

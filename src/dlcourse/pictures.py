@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -156,8 +157,8 @@ def from_pil(picture: Image.Image) -> torch.Tensor:
     )
 
 
-def save_png(image: torch.Tensor, path: str | Path) -> None:
-    to_pil(image).save(path)
+def save_png(image: torch.Tensor, file: str | Path | BinaryIO) -> None:
+    to_pil(image).save(file, format="PNG")
 
 
 def confusion_matrix(

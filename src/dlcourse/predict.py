@@ -12,8 +12,12 @@ filled image (its size and colours kept) as a PNG. Which one runs is read from t
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
+import stat
 import sys
+import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -22,7 +26,8 @@ import torch
 from dlcourse.checkpoint import BEST, model_from_checkpoint, open_checkpoint
 from dlcourse.data.image_folder import read_image
 from dlcourse.data.mnist import MEAN, STD
-from dlcourse.errors import UserError, exit_on_user_error
+from dlcourse.errors import UserError, exit_on_user_error, printable
+from dlcourse.files import open_new, refuse_link
 
 
 def load_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module, dict]:
@@ -109,14 +114,28 @@ def mnist_like(image: torch.Tensor, size: int = 28, box: int = 20) -> tuple[torc
 
 
 def checked(path: Path) -> Path:
+    """`path`, once it is known to be an image file PIL reads in full."""
     from PIL import Image
 
+    regular_file(path)
     try:
         with Image.open(path) as image:
             image.load()
     except Exception as error:  # PIL raises several types for unreadable files
         raise UserError(f"cannot read image {path}: {error}") from None
     return path
+
+
+def regular_file(path: Path) -> None:
+    """Refuse anything but a regular file before opening it: reading a FIFO waits forever for
+    a writer, a device may never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise UserError(f"cannot read image {path}: {error.strerror or error}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, socket or device)"
+        raise UserError(f"cannot read image {path}: it is {kind}; name an image file")
 
 
 @torch.no_grad()
@@ -126,6 +145,7 @@ def classify(
     top_k: int,
     save_input: bool = False,
     checkpoint: dict | None = None,
+    output: str | None = None,
 ) -> list[dict]:
     """Each image's top-k classes, by number and name; a warning for an image with nothing in
     it. How an image becomes an input, and the class names, come from the checkpoint."""
@@ -136,11 +156,14 @@ def classify(
             "its run folder's decision_boundary.png, or measure it with dlcourse-eval"
         )
     class_names = (checkpoint or {}).get("class_names") or []
+    for path in paths:  # a FIFO or folder among them: refused before any image is classified
+        regular_file(path)
+    copies = input_copies(paths, output) if save_input else []
     results = []
-    for path in paths:
+    for index, path in enumerate(paths):
         image, found = prepare_input(path, preprocessing)
         if save_input:  # what the model received, as an image
-            save_input_png(image, preprocessing, path.with_name(f"{path.stem}_input.png"))
+            save_input_png(image, preprocessing, copies[index])
         try:
             probabilities = model(image[None]).softmax(dim=1)[0]  # (num_classes,)
         except (RuntimeError, ValueError, IndexError) as error:
@@ -163,13 +186,56 @@ def classify(
     return results
 
 
+def input_copies(paths: list[Path], output: str | None) -> list[Path]:
+    """Where --save-input writes what the model received: <image>_input.png beside each image,
+    checked before any work. It never replaces a file this call did not write (one the user
+    named with --output aside), nor writes two images to one name."""
+    copies = [path.with_name(f"{path.stem}_input.png") for path in paths]
+    for index, copy in enumerate(copies):
+        if copy in copies[:index]:
+            first = paths[copies.index(copy)]
+            raise UserError(
+                f"--save-input would write {copy} for both {first} and {paths[index]}; rename one"
+            )
+        named = output is not None and os.path.abspath(output) == os.path.abspath(copy)
+        if (copy.exists() or copy.is_symlink()) and not named:
+            raise UserError(
+                f"--save-input would replace {copy}, which this command did not write; move or "
+                "rename it first"
+            )
+        check_writable(copy, "--save-input")
+    return copies
+
+
 def save_input_png(image: torch.Tensor, preprocessing: dict, path: Path) -> None:
     """A model's input (C, H, W), normalisation undone, as a grayscale or RGB PNG."""
+    mean, std = (torch.tensor(preprocessing[k]).view(-1, 1, 1) for k in ("mean", "std"))
+    write_image(image * std + mean, path, "PNG")
+
+
+def write_image(image: torch.Tensor, path: Path, image_format: str) -> None:
+    """An image (C, H, W) in [0, 1] as an 8-bit grayscale or RGB file, written as every file
+    dlcourse writes (dlcourse.files: a new file renamed into place, never through a link)."""
     from PIL import Image
 
-    mean, std = (torch.tensor(preprocessing[k]).view(-1, 1, 1) for k in ("mean", "std"))
-    pixels = ((image * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).save(path)
+    pixels = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    picture = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+    with open_new(path) as file:
+        picture.save(file, format=image_format)
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Refuse, before any work, a place this user cannot write (a read-only folder or disk):
+    tried with a temporary file, which also answers for root and for read-only mounts."""
+    refuse_link(path)
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as error:
+        raise UserError(
+            f"{flag} {path}: cannot write into {path.parent} ({error.strerror or error}); choose "
+            "a folder you can write to"
+        ) from None
 
 
 def hole_mask(args: argparse.Namespace, height: int, width: int) -> torch.Tensor:
@@ -205,17 +271,16 @@ def hole_mask(args: argparse.Namespace, height: int, width: int) -> torch.Tensor
 def inpaint(model: torch.nn.Module, checkpoint: dict, args: argparse.Namespace) -> Path:
     """Fill the hole of one image and write it as a PNG (its size and colours kept); return its
     path."""
-    from torchvision.utils import save_image
-
     if len(args.images) != 1:
         raise UserError("an inpainting checkpoint fills one image at a time")
-    output = output_path(args)
     path = checked(Path(args.images[0]))
-    image = read_image(path, "RGB" if has_colour(path) else "L", None)  # (C, H, W)
+    mode = "RGB" if has_colour(path) else "L"
+    output, image_format = output_path(args, mode)
+    image = read_image(path, mode, None)  # (C, H, W)
     mask = hole_mask(args, *image.shape[1:])  # (1, H, W) at the image's own size
     fill_value = checkpoint["config"]["dataset"].get("fill_value", 0.0)
     prediction = fill_hole(model, image, mask, checkpoint["input_shape"], fill_value)
-    save_image(torch.where(mask.bool(), prediction, image), output)
+    write_image(torch.where(mask.bool(), prediction, image), output, image_format)
     return output
 
 
@@ -254,23 +319,39 @@ def fill_hole(
 def has_colour(path: Path) -> bool:
     from PIL import Image
 
-    with Image.open(path) as image:
-        return image.mode not in ("1", "L", "LA", "I", "I;16", "F")
+    with Image.open(path) as image:  # "I", "I;16", "I;16B", ...: 16- and 32-bit grayscale
+        return image.mode not in ("1", "L", "LA", "F") and not image.mode.startswith("I")
 
 
-def output_path(args: argparse.Namespace) -> Path:
-    """Where the filled image goes: --output, checked before any work, or <image>_filled.png."""
+def output_path(args: argparse.Namespace, mode: str = "RGB") -> tuple[Path, str]:
+    """Where the filled image goes (--output, or <image>_filled.png) and in which PIL format,
+    checked before any work: a file PIL can write a `mode` image as, in a folder this user can
+    write to. The derived name never replaces a file; one named with --output may."""
     from PIL import Image
 
     output = Path(args.output or Path(args.images[0]).with_suffix("").as_posix() + "_filled.png")
-    if output.suffix.lower() not in Image.registered_extensions():
+    if output.is_dir():
+        raise UserError(
+            f"--output {output} is a folder; name an image file, e.g. {output / 'filled.png'}"
+        )
+    image_format = Image.registered_extensions().get(output.suffix.lower())
+    if image_format not in Image.SAVE:  # unknown, or a format PIL reads but cannot write
         raise UserError(
             f"--output {output}: name an image file (.png, .jpg, ...); PIL cannot write "
             f"{output.suffix or 'files without an extension'}"
         )
     if not output.parent.is_dir():
         raise UserError(f"--output {output}: the folder {output.parent} does not exist")
-    return output
+    if not args.output and (output.exists() or output.is_symlink()):
+        raise UserError(f"{output} already exists; name it with --output to replace it")
+    try:  # some writers take only some modes (a 1×1 image costs nothing)
+        Image.new(mode, (1, 1)).save(io.BytesIO(), format=image_format)
+    except Exception as error:  # PIL raises several types for what a writer cannot do
+        raise UserError(
+            f"--output {output}: PIL cannot write a {mode} image as {image_format} ({error})"
+        ) from None
+    check_writable(output, "--output")
+    return output, image_format
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -310,15 +391,18 @@ def main(argv: list[str] | None = None) -> None:
         )
     else:
         paths = [Path(p) for p in args.images]
-        results = classify(model, paths, args.top_k, args.save_input, checkpoint)
-        if args.json:
+        results = classify(model, paths, args.top_k, args.save_input, checkpoint, args.output)
+        if args.json:  # JSON escapes control characters itself
             print(json.dumps(results, indent=2))
         for result in results if not args.json else []:
-            ranked = ", ".join(f"{t['name']} ({t['probability']:.1%})" for t in result["top"])
-            print(f"{result['image']}: {ranked}")
+            ranked = ", ".join(
+                f"{printable(t['name'])} ({t['probability']:.1%})" for t in result["top"]
+            )  # class names come from the checkpoint (its folders' names): never escapes
+            print(f"{printable(result['image'])}: {ranked}")
         for result in results:
             if "warning" in result:
-                print(f"warning: {result['image']}: {result['warning']}", file=sys.stderr)
+                warning = f"warning: {printable(result['image'])}: {result['warning']}"
+                print(warning, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -17,29 +17,23 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dlcourse.checkpoint import LAST, check_resumable, find_checkpoint, load_checkpoint
-from dlcourse.config import stored_config, to_plain_dict
+from dlcourse.checkpoint import (
+    BEST,
+    LAST,
+    METRICS,
+    check_folder_classes,
+    find_checkpoint,
+    load_checkpoint,
+)
+from dlcourse.config import CHANGEABLE_ON_RESUME, run_folder_of_resume, stored_config, to_plain_dict
 from dlcourse.errors import UserError
 from dlcourse.runs import read_record
 from dlcourse.schema import validate_config
 from dlcourse.trainer import Trainer
+from dlcourse.training_state import Position, check_resumable, check_training_state
 
 log = logging.getLogger(__name__)
 
-# Settings a resume may change: they do not change what the saved state means.
-CHANGEABLE = (
-    "trainer.",
-    "optimizer.",
-    "paths.",
-    "dataset.data_dir",
-    "dataset.root",
-    "dataset.cache_bytes",
-    "dataset.on_bad_image",
-    "dataset.eval_batch_size",
-    "dataset.num_workers",
-    "dataset.download_missing",
-    "optimized_metric",
-)
 # Config groups that only say where or how jobs run, not what is trained.
 LAUNCH_GROUPS = ("launcher", "hparams_search")
 # Schedules whose length is fixed when the run starts.
@@ -87,6 +81,7 @@ def resume_config(
         check_override(update, stored)
     resumed = OmegaConf.merge(stored, OmegaConf.from_dotlist(updates))
     resumed.resume = str(path)
+    check_folder_classes(checkpoint, resumed.dataset, path)  # before any data is read
     check_length(resumed, stored, checkpoint, path)
     return resumed, checkpoint
 
@@ -115,7 +110,7 @@ def check_override(update: str, stored: DictConfig) -> None:
             f"'{update}' cannot change a resumed run's components; on resume, only overrides of "
             "single settings apply (e.g. trainer.epochs=10 trainer.device=cpu)"
         )
-    if key.startswith(CHANGEABLE) or key == "optimized_metric":
+    if key.startswith(CHANGEABLE_ON_RESUME) or key == "optimized_metric":
         if key == "optimizer.lr" and stored.scheduler._target_ != "dlcourse.schedulers.constant":
             raise UserError(
                 f"'{update}': the run's scheduler sets its learning rate, so a new optimizer.lr "
@@ -136,7 +131,9 @@ def check_length(
 ) -> None:
     """Refuse a resume with nothing left to train, or one a fixed-length schedule cannot follow."""
     epoch, epochs = checkpoint["epoch"], resumed.trainer.epochs
-    if epochs < epoch:
+    if epochs < epoch and is_unfinished(path):
+        log.info("Training had finished in %s; running its final test.", path)
+    elif epochs < epoch:
         done = f"has trained {epoch - 1} epochs" + (
             f" and part of epoch {epoch}" if checkpoint["batch_in_epoch"] else ""
         )
@@ -156,6 +153,32 @@ def check_length(
             f"resume with the same ones, or start a new run (scheduler=step or none can be "
             f"extended)"
         )
+
+
+def is_unfinished(path: Path) -> bool:
+    """Whether the run of checkpoint `path` never wrote its results (killed during its final
+    test, or the disk filled as it exported its weights): resuming it runs what is missing."""
+    folder = run_folder_of_resume(str(path))
+    return folder is None or not (folder / METRICS).is_file()
+
+
+def carry_best_over(trainer: Trainer, path: Path) -> None:
+    """A checkpoint resumed into a new folder (branching off a run) brings its run's best.pt
+    along when it lies beside it; without it, this run's best is judged anew from its own
+    evaluations. Every rank decides alike (from the same files)."""
+    path = find_checkpoint(path)  # `resume=` may name the run folder
+    in_place = path.parent.resolve() == trainer.files.checkpoint_dir.resolve()
+    if in_place or trainer.position.best["value"] is None:
+        return
+    source = path.parent / BEST
+    if source.is_file() and source.resolve() != path.resolve():
+        best = load_resumable(str(source))
+        if best["step"] <= trainer.position.step:
+            trainer.files.save_checkpoint(BEST, best)
+            return
+    log.info("%s has no best.pt beside it: this run's best weights are judged anew.", path)
+    trainer.position.best = Position().best
+    trainer.position.evaluations_without_improvement = 0
 
 
 def apply_optimizer_overrides(
@@ -182,6 +205,9 @@ def load_resumable(path: str) -> dict[str, Any]:
 def restore(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
     """Put the trainer where the checkpoint left off, with this resume's optimizer settings."""
     log.info("Resuming from %s (epoch %d, step %d).", path, checkpoint["epoch"], checkpoint["step"])
+    check_training_state(
+        checkpoint, trainer.raw_model, trainer.optimizer, trainer.scheduler, trainer.scaler, path
+    )
     try:
         trainer.restore(checkpoint)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
@@ -192,3 +218,4 @@ def restore(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
     apply_optimizer_overrides(
         trainer.optimizer, trainer.config["optimizer"], checkpoint["config"]["optimizer"]
     )
+    carry_best_over(trainer, Path(path))

@@ -4,11 +4,14 @@ besides TensorBoard events (with a no-op twin for the ranks of a distributed run
     with RunFolder(run_dir, resuming=False) as folder:   # dlcourse-train, around every run
         folder.record(cfg, hydra_cfg)
 
-Claiming checks that a new run does not land in a folder that holds another run, and takes a
-lock (`.lock`, holding the owner's process id) so that two processes never write one folder;
-a lock whose process is gone (killed with -9, or the earlier attempt of a requeued cluster
-job) is stale and taken over. Only then are the run's record (`.hydra/`; a resume adds
-`.hydra/resume-N/` and keeps the original) and its log (`train.log`) written.
+Claiming checks that a new run lands in a new or empty folder (or the leavings of its own
+earlier attempt, which never saved: a requeued cluster job's), never in another run's or the
+user's own files; that the folder holds no symbolic link (dlcourse writes nothing through one:
+dlcourse/files.py); and takes a lock (`.lock`, holding the owner's process id and start time)
+so that two processes never write one folder; a lock whose process is gone (killed with -9,
+or the earlier attempt of a requeued cluster job) is stale and taken over. Only then are the
+run's record (`.hydra/`; a resume adds `.hydra/resume-N/` and keeps the original) and its log
+(`train.log`) written.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dlcourse.checkpoint import export_safetensors, save_checkpoint
-from dlcourse.errors import SweepError, UserError, write_text
+from dlcourse import locks
+from dlcourse.checkpoint import METRICS, export_safetensors, save_checkpoint
+from dlcourse.errors import SweepError, UserError
+from dlcourse.files import open_new, refuse_link, refuse_links_inside, write_file
+from dlcourse.job_folders import FAILED
 from dlcourse.pictures import save_png
 
-LOCK = ".lock"
+# What a run that never saved leaves in its folder (besides its pictures): a folder holding
+# only these may take a new attempt of that run, as a requeued cluster job or a rerun sweep is.
+LEAVINGS = (".hydra", "train.log", FAILED, locks.LOCK)
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's own
 
 
@@ -42,17 +49,13 @@ class RunFolder:
     def __init__(self, path: str | Path, resuming: bool) -> None:
         self.path = Path(path)
         self.resuming = resuming
-        self.lock = self.path / LOCK
+        self.lock = self.path / locks.LOCK
         self.log_handler: logging.Handler | None = None
 
     def __enter__(self) -> RunFolder:
-        if not self.resuming and any(
-            (self.path / name).exists() for name in ("checkpoints", "metrics.json")
-        ):
-            raise FolderInUse(
-                f"{self.path} already holds a run; continue it with dlcourse-train "
-                f"resume={self.path}, or give this run another folder"
-            )
+        if not self.resuming:
+            check_free(self.path)
+        refuse_links_inside(self.path, "the run folder")
         self.take_lock()
         self.log_handler = RunLog(self.path / "train.log")
         self.log_handler.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -82,27 +85,18 @@ class RunFolder:
         self.lock.unlink(missing_ok=True)
 
     def take_lock(self) -> None:
-        me = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "slurm_job": os.environ.get("SLURM_JOB_ID"),
-        }
+        me = locks.this_process()
         for _ in range(2):  # a second try after removing a stale lock
-            try:
-                descriptor = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = read_lock(self.lock)
-                if holder is not None and not is_stale(holder, me):
-                    raise FolderInUse(
-                        f"{self.path} is in use by process {holder.get('pid')} on "
-                        f"{holder.get('host')}; wait for it to finish (if that process is gone, "
-                        f"delete {self.lock})"
-                    ) from None
-                self.lock.unlink(missing_ok=True)
-                continue
-            with os.fdopen(descriptor, "w") as file:
-                json.dump(me, file)
-            return
+            if locks.create(self.lock, me):
+                return
+            if locks.is_held(self.lock, me):
+                holder = locks.read(self.lock) or {}
+                raise FolderInUse(
+                    f"{self.path} is in use by process {holder.get('pid', '(being written)')} on "
+                    f"{holder.get('host', 'this host')}; wait for it to finish (if that process "
+                    f"is gone, delete {self.lock})"
+                )
+            self.lock.unlink(missing_ok=True)
         raise FolderInUse(
             f"{self.path}: another process took its lock at the same moment; try again"
         )
@@ -114,16 +108,45 @@ class RunFolder:
         if self.resuming:
             number = 1 + sum(1 for p in folder.glob("resume-*")) if folder.is_dir() else 1
             folder = folder / f"resume-{number}"
-        folder.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, folder / "config.yaml")
+        records = {"config.yaml": cfg}
         if hydra_cfg is not None:
-            OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), folder / "hydra.yaml")
-            OmegaConf.save(hydra_cfg.overrides.task, folder / "overrides.yaml")
+            records["hydra.yaml"] = OmegaConf.create({"hydra": hydra_cfg})
+            records["overrides.yaml"] = hydra_cfg.overrides.task
+        for name, record in records.items():
+            write_file(folder / name, OmegaConf.to_yaml(record), root=self.path)
+
+
+def check_free(path: Path) -> None:
+    """A new run writes only into a folder it may call its own: new, empty, or what an earlier
+    attempt of it left before it saved anything. Never another run's, never the user's files."""
+    held = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    if "checkpoints" in held or METRICS in held:
+        raise FolderInUse(
+            f"{path} already holds a run; continue it with dlcourse-train resume={path}, or give "
+            f"this run another folder"
+        )
+    leavings = ".hydra" in held and all(
+        name in LEAVINGS or name.endswith(".png") or name.startswith("events.out.tfevents.")
+        for name in held
+    )
+    if held and not leavings:
+        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise UserError(
+            f"{path} holds files that are not this run's ({shown}); a new run writes only into a "
+            f"new or empty folder. Choose another hydra.run.dir (or leave it out: each run gets "
+            f"a new folder)"
+        )
 
 
 class RunLog(logging.FileHandler):
-    """train.log. A write it cannot make (a full disk) is skipped quietly rather than printing a
-    traceback for every log line: the run itself reports the full disk, once."""
+    """train.log, appended to, never through a link. A write it cannot make (a full disk) is
+    skipped quietly rather than printing a traceback for every log line: the run itself reports
+    the full disk, once."""
+
+    def _open(self):
+        refuse_link(Path(self.baseFilename))
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+        return os.fdopen(os.open(self.baseFilename, flags, 0o666), "a", encoding=self.encoding)
 
     def handleError(self, record: logging.LogRecord) -> None:
         if not isinstance(sys.exc_info()[1], OSError):
@@ -152,31 +175,6 @@ def discard_if_empty(path: Path) -> None:
         path.rmdir()
 
 
-def read_lock(path: Path) -> dict[str, Any] | None:
-    """The lock's holder, or None when the lock is unreadable (half-written: stale)."""
-    try:
-        holder = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return holder if isinstance(holder, dict) else None
-
-
-def is_stale(holder: dict[str, Any], me: dict[str, Any]) -> bool:
-    """A lock is stale when its process is gone: on this machine, no process has its id; on a
-    cluster, this process is a later attempt of the same (requeued) job."""
-    if me["slurm_job"] and holder.get("slurm_job") == me["slurm_job"]:
-        return True
-    if holder.get("host") != me["host"] or not isinstance(holder.get("pid"), int):
-        return False
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False  # alive (this very process included: one folder, one claim)
-
-
 class RunFiles:
     def __init__(self, output_dir: str | Path) -> None:
         self.output_dir = Path(output_dir)
@@ -186,14 +184,15 @@ class RunFiles:
         save_checkpoint(checkpoint, self.checkpoint_dir / name)
 
     def save_image(self, name: str, image: torch.Tensor) -> None:
-        save_png(image, self.output_dir / f"{name}.png")
+        with open_new(self.output_dir / f"{name}.png", root=self.output_dir) as file:
+            save_png(image, file)
 
     def write_results(
         self, metrics: dict[str, float], model: nn.Module, model_config: dict[str, Any]
     ) -> None:
         """metrics.json, and the weights as model.safetensors (no pickle; config in metadata)."""
         export_safetensors(model, model_config, self.output_dir / "model.safetensors")
-        write_text(self.output_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_file(self.output_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
 
 
 class NullRunFiles(RunFiles):
@@ -209,3 +208,39 @@ class NullRunFiles(RunFiles):
         self, metrics: dict[str, float], model: nn.Module, model_config: dict[str, Any]
     ) -> None:
         pass
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
+
+
+def owning_run(path: Path) -> Path | None:
+    """The run folder that `path` lies in (a folder with checkpoints/ and .hydra/), or None."""
+    for folder in Path(os.path.abspath(path)).parents:
+        if (folder / "checkpoints").is_dir() and (folder / ".hydra").is_dir():
+            return folder
+    return None
+
+
+def check_output(output: Path, inputs: list[Path], own_run: Path | None, key: str) -> None:
+    """An output path (`key`=...) may not be one of the command's inputs or inside one, a
+    checkpoint, or in a run folder other than `own_run` (the run the command reads)."""
+    resolved = output.resolve()
+    if resolved.is_dir():
+        raise UserError(f"{key}={output} is a folder; name a file, e.g. {output / 'test.json'}")
+    for source in inputs:
+        source = source.resolve()
+        if resolved == source or source in resolved.parents:
+            raise UserError(
+                f"{key}={output} would write over {source}, which this command reads; name a "
+                f"new file"
+            )
+    if resolved.suffix in CHECKPOINT_SUFFIXES:
+        raise UserError(f"{key}={output} names a checkpoint file; results go to a new .json file")
+    run = owning_run(resolved)
+    if run is not None and run != (own_run.resolve() if own_run else None):
+        raise UserError(
+            f"{key}={output} lies inside another run's folder ({run}); write it outside runs, or "
+            f"leave {key} out (the results go beside the checkpoint)"
+        )
+    if resolved.exists() and not resolved.is_file():
+        raise UserError(f"{key}={output} is not a regular file; name a new .json file")

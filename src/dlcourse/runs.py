@@ -12,16 +12,20 @@ why), and when it started. Only the small files a run writes are read (never a c
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import re
 import socket
 import sys
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from dlcourse import locks
 from dlcourse.errors import UserError, exit_on_user_error
 
 
@@ -46,24 +50,40 @@ def find_runs(root: Path) -> list[Run]:
         raise UserError(f"{root} is not a folder; pass the folder your runs are in (outputs)")
     folders = {p.parent for p in root.rglob(".hydra") if p.is_dir()}
     folders |= {p.parent.parent for p in root.rglob("checkpoints/last.pt")}
-    return [read_run(folder, root) for folder in folders]
+    return [read_run_or_say_why(folder, root) for folder in folders]
+
+
+def read_run_or_say_why(folder: Path, root: Path) -> Run:
+    """The run in `folder`; one that cannot be read is a row saying so, never the end of the
+    table (a folder handed to you may be odd in ways no reader foresaw)."""
+    try:
+        return read_run(folder, root)
+    except Exception as error:
+        reason = f"could not be read ({type(error).__name__}: {clean(error)[:80]})"
+        return Run(str(folder.relative_to(root)), "?", "", "unreadable", "", error=reason)
 
 
 def read_run(folder: Path, root: Path) -> Run:
     choices, overrides = read_record(folder)
-    what = str(choices.get("experiment") or choices.get("model") or "?")
+    what = next((c for c in (choices.get("experiment"), choices.get("model")) if c), "?")
+    what = what if isinstance(what, str) else "?"
     record = folder / ".hydra" if (folder / ".hydra").is_dir() else folder
     started = datetime.fromtimestamp(record.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
     name = str(folder.relative_to(root))
     run = Run(name, what, " ".join(overrides), status_of(folder), started)
     metrics = read_json(folder / "metrics.json")
     if metrics:
-        run.monitor = str(metrics.get("monitor", ""))
-        run.val = metrics.get(run.monitor)
-        run.test = metrics.get(run.monitor.replace("val/", "test/", 1))
-        run.epochs = metrics.get("epochs_run", metrics.get("epochs"))
-        base = run.monitor.rsplit("/", 1)[-1]
-        run.higher_is_better = (metrics.get("higher_is_better") or {}).get(base)
+        # Only values of the right types are taken: a metric that is text, a list, or an
+        # integer beyond a float, is left out rather than compared.
+        monitor = metrics.get("monitor")
+        run.monitor = monitor if isinstance(monitor, str) else ""
+        run.val = as_number(metrics.get(run.monitor))
+        run.test = as_number(metrics.get(run.monitor.replace("val/", "test/", 1)))
+        epochs = metrics.get("epochs_run", metrics.get("epochs"))
+        run.epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
+        higher = metrics.get("higher_is_better")
+        better = higher.get(run.monitor.rsplit("/", 1)[-1]) if isinstance(higher, dict) else None
+        run.higher_is_better = better if isinstance(better, bool) else None
     if run.status == "failed":
         run.error = last_error(folder)
     return run
@@ -72,11 +92,12 @@ def read_run(folder: Path, root: Path) -> Run:
 def read_record(folder: Path) -> tuple[dict, list[str]]:
     """The config-group choices and command-line overrides a run started with, from the record
     its first start wrote (.hydra/hydra.yaml, read as plain YAML); none if it is unreadable."""
-    try:
-        hydra = yaml.safe_load((folder / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    try:  # ValueError: not UTF-8; RecursionError: nested thousands deep
+        hydra = yaml.safe_load(read_small(folder / ".hydra" / "hydra.yaml"))["hydra"]
         choices = hydra["runtime"]["choices"] or {}
-        overrides = [str(o) for o in hydra["overrides"]["task"] or []]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        # Strings only: str() of YAML aliases nested in each other grows exponentially.
+        overrides = [o for o in hydra["overrides"]["task"] or [] if isinstance(o, str)]
+    except (OSError, ValueError, RecursionError, yaml.YAMLError, KeyError, TypeError):
         return {}, []
     return (choices if isinstance(choices, dict) else {}), overrides
 
@@ -93,10 +114,13 @@ def status_of(folder: Path) -> str:
 
 
 def process_alive(pid: object) -> bool:
-    if not isinstance(pid, int):
+    """Whether `pid`, read from a lock (a file: any value), is a live process. Anything but an
+    ordinary pid (text, ≤ 1, beyond the system's range, a 70-bit number) is not alive, and
+    pids ≤ 0, which would reach process groups, are never signalled."""
+    if not locks.is_pid(pid):
         return False
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: sends nothing, only asks whether the pid exists
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -110,19 +134,67 @@ def last_error(folder: Path) -> str:
     if failure:
         return str(failure.get("error", ""))
     try:
-        lines = (folder / "train.log").read_text(errors="replace").splitlines()
+        lines = read_tail(folder / "train.log").splitlines()
     except OSError:
         return ""
     errors = [line.split("error: ", 1)[1] for line in lines if "[ERROR] - error: " in line]
     return errors[-1] if errors else ""
 
 
+# A run's records are kilobytes: a larger file is no record, and reading a device or a FIFO
+# planted in their place (/dev/zero, a pipe) would fill memory or wait for ever.
+SMALL_FILE = 16 * 2**20
+
+
+def read_small(path: Path, limit: int = SMALL_FILE) -> str:
+    """The UTF-8 text of a small regular file; OSError for anything else (ValueError: not
+    UTF-8)."""
+    if not path.is_file():
+        raise OSError(errno.EINVAL, "not a regular file" if path.exists() else "no such file")
+    with open(path, "rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit // 2**20} MB, which no record is")
+    return data.decode("utf-8")
+
+
+def read_tail(path: Path, size: int = 2**20) -> str:
+    """The last `size` bytes of a regular file (a log's end), undecodable bytes replaced."""
+    if not path.is_file():
+        raise OSError(errno.EINVAL, "not a regular file")
+    with open(path, "rb") as file:
+        file.seek(max(0, file.seek(0, os.SEEK_END) - size))
+        return file.read().decode("utf-8", errors="replace")
+
+
 def read_json(path: Path) -> dict | None:
     try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
+        value = json.loads(read_small(path))
+    except (OSError, ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
         return None
     return value if isinstance(value, dict) else None
+
+
+def as_number(value: Any) -> float | None:
+    """A JSON number as a float; None for anything else (true/false, text, lists, and integers
+    beyond a float's range, which no metric reaches)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+# What would move the cursor, end a line or reorder text where a name read from a file is
+# shown: C0 and C1 control characters, DEL, Unicode's line and paragraph separators and
+# bidirectional overrides, and the lone surrogates that stand for bytes that are not UTF-8.
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def clean(text: Any) -> str:
+    """`text` on one line, its control characters escaped as Python writes them (\\n, \\x1b)."""
+    return UNPRINTABLE.sub(lambda match: repr(match.group())[1:-1], str(text))
 
 
 def table(runs: list[Run]) -> str:
@@ -132,18 +204,8 @@ def table(runs: list[Run]) -> str:
         epochs = "" if run.epochs is None else str(run.epochs)
         val = figure(run.monitor, run.val)
         test = figure(run.monitor.replace("val/", "test/", 1), run.test)
-        rows.append(
-            [
-                run.name,
-                run.what,
-                run.status,
-                run.started,
-                epochs,
-                val,
-                test,
-                run.error or run.settings,
-            ]
-        )
+        cells = [run.name, run.what, run.status, run.started, epochs, val, test]
+        rows.append([clean(text) for text in [*cells, run.error or run.settings]])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in rows

@@ -10,8 +10,11 @@ pruner says so the trainer stops like an early stop, and the sweeper records the
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dlcourse.errors import SweepError
+from dlcourse.files import open_new, write_file
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +53,79 @@ def open_storage(storage: str | None, sweep_dir: str | Path) -> Any:
     if storage == "sqlite":
         return optuna.storages.RDBStorage(f"sqlite:///{Path(sweep_dir).resolve()}/optuna.db")
     return storage
+
+
+def repair_journal(path: Path) -> None:
+    """Make a study's journal whole before a search continues it (the searcher holds the sweep
+    folder's lock; Optuna's own file lock keeps out jobs that write to it meanwhile).
+
+    A kill or a full disk in the middle of a write leaves a last line without its end: Optuna
+    skips it, but the next write would be appended onto it and break the study for good. Such a
+    line is cut away (kept in optuna.journal.torn-<time>); a last line that is whole JSON only
+    gets its missing line end. A damaged line before the last is refused in one line."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file():
+        return
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        body, tail = data[: data.rfind(b"\n") + 1], data[data.rfind(b"\n") + 1 :]
+        damage = journal_damage(body)
+        if damage is not None:
+            raise SweepError(
+                f"{path} is damaged at {damage}, so its study cannot be read; move it aside (mv "
+                f"{path} {path}.damaged) to start the study anew (the job folders keep their "
+                f"results), or put back a copy you saved"
+            )
+        if tail and journal_record(tail) is not None:
+            with open(path, "ab") as file:
+                file.write(b"\n")
+        elif tail:
+            cut_torn_tail(path, len(body), tail)
+    finally:
+        lock.release()
+
+
+def journal_damage(body: bytes) -> str | None:
+    """Where the first line of these whole journal lines that is not an Optuna record is
+    (`line 3 of 40 (not JSON)`), or None."""
+    lines = body.split(b"\n")[:-1]
+    for number, line in enumerate(lines, 1):
+        if journal_record(line) is None:
+            return f"line {number} of {len(lines)} (not an Optuna journal record)"
+    return None
+
+
+def journal_record(line: bytes) -> dict | None:
+    """One journal line as Optuna writes it: a JSON object with an `op_code`; else None."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested thousands deep
+        return None
+    if isinstance(record, dict) and isinstance(record.get("op_code"), int):
+        return record
+    return None
+
+
+def cut_torn_tail(path: Path, keep: int, tail: bytes) -> None:
+    """Keep what the torn last line held in a file beside the journal, then cut it away."""
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    copy = path.with_name(f"{path.name}.torn-{stamp}")
+    for number in range(2, 100):  # two repairs in one second keep both copies
+        if not copy.exists():
+            break
+        copy = path.with_name(f"{path.name}.torn-{stamp}-{number}")
+    write_file(copy, tail, root=path.parent)
+    os.truncate(path, keep)
+    log.warning(
+        "%s ended in a line cut short (%d bytes: a write stopped by a kill or a full disk); cut "
+        "it away, kept in %s",
+        path,
+        len(tail),
+        copy.name,
+    )
 
 
 def build_pruner(config: Any) -> Any:
@@ -122,13 +199,21 @@ def optuna_views(sweep_dir: Path) -> str:
     import optuna
     from optuna.visualization import matplotlib as views
 
+    from dlcourse.sweep import cell, clean
+
+    # Read only (the report changes no journal): a damaged line before the last is named. A
+    # torn last line is one Optuna skips.
+    data = (sweep_dir / JOURNAL).read_bytes()
+    damage = journal_damage(data[: data.rfind(b"\n") + 1])
+    if damage is not None:
+        raise ValueError(f"damaged at {damage}")
     storage = open_storage("journal", sweep_dir)
     lines = ["", "## Optuna study", ""]
     for summary in optuna.get_all_study_summaries(storage):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         complete = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
         lines.append(
-            f"Study `{study.study_name}`: {len(study.trials)} trials, {len(complete)} complete."
+            f"Study {cell(study.study_name)}: {len(study.trials)} trials, {len(complete)} complete."
         )
         pictures = {"history.png": views.plot_optimization_history}
         if len(complete) >= 2:  # importances compare finished trials
@@ -137,15 +222,19 @@ def optuna_views(sweep_dir: Path) -> str:
             with warnings.catch_warnings():  # "experimental" since Optuna 2.2: said once, here
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 view(study)
-            plt.gcf().set_size_inches(7, 4.5)
-            plt.tight_layout()
-            plt.savefig(sweep_dir / name, dpi=100)
-            plt.close("all")
+            figure = plt.gcf()
+            figure.set_size_inches(7, 4.5)
+            figure.tight_layout()
+            try:
+                with open_new(sweep_dir / name, root=sweep_dir) as file:
+                    figure.savefig(file, format="png", dpi=100)
+            finally:
+                plt.close("all")
             lines.append(f"- {name}: {view.__name__.removeprefix('plot_').replace('_', ' ')}")
     lines += [
         "",
         "To explore it in a browser (pip install optuna-dashboard):",
         "",
-        f"    optuna-dashboard {sweep_dir / JOURNAL}",
+        f"    optuna-dashboard {clean(sweep_dir / JOURNAL)}",
     ]
     return "\n".join(lines) + "\n"

@@ -4,20 +4,23 @@
     dlcourse-sweep-report outputs/multirun/<sweep> [--metric val/acc] [--mode max]
 
 Each job's folder holds its overrides (.hydra/overrides.yaml) and either metrics.json or, when
-the job failed, failed.json with its error. The report reads those and nothing else.
+the job failed, failed.json with its error. The report reads those and nothing else
+(dlcourse.job_folders reads them, as data from a folder someone may have handed you).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import html
+import io
 import json
 import logging
 import math
 import os
+import re
 import sys
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +28,13 @@ from hydra.experimental.callback import Callback
 
 from dlcourse.config import SWEPT_KEYS
 from dlcourse.errors import UserError, exit_on_user_error
+from dlcourse.files import open_new, write_file
+from dlcourse.interrupt import SWEEP_PROCESS
+from dlcourse.job_folders import FAILED, Job, describe_error, read_jobs, read_json
+from dlcourse.runs import clean
 from dlcourse.search import JOURNAL
 
 log = logging.getLogger(__name__)
-FAILED = "failed.json"
 
 
 def record_failure(job_dir: Path, error: BaseException, overrides: list[str] | None = None) -> None:
@@ -41,8 +47,8 @@ def record_failure(job_dir: Path, error: BaseException, overrides: list[str] | N
         "overrides": overrides or [],
         "traceback": traceback.format_exc(),
     }
-    job_dir.mkdir(parents=True, exist_ok=True)  # a job refused before it started has no folder left
-    (job_dir / FAILED).write_text(json.dumps(details, indent=2) + "\n")
+    # (A job refused before it started has no folder left: write_file makes it again.)
+    write_file(job_dir / FAILED, json.dumps(details, indent=2) + "\n", root=job_dir.parent)
     log.error("This job failed (%s); the sweep goes on. Details: %s", text, job_dir / FAILED)
 
 
@@ -53,15 +59,18 @@ class SweepStatus(Callback):
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         os.environ[SWEPT_KEYS] = ",".join(swept_keys(config))
+        # The jobs that run in worker processes watch this process: they stop if it is killed.
+        os.environ[SWEEP_PROCESS] = str(os.getpid())
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        os.environ.pop(SWEEP_PROCESS, None)
         sweep_dir = Path(str(config.hydra.sweep.dir))
         failed = sorted(sweep_dir.glob(f"*/{FAILED}"))
         if failed:
             for path in failed:
                 details, problem = read_json(path)
                 error = details.get("error") if details else problem
-                print(f"job {path.parent.name} failed: {error}", file=sys.stderr)
+                print(f"job {clean(path.parent.name)} failed: {clean(error)}", file=sys.stderr)
             print(f"{len(failed)} job(s) of the sweep in {sweep_dir} failed", file=sys.stderr)
             sys.exit(1)
 
@@ -76,122 +85,35 @@ def swept_keys(config: Any) -> list[str]:
     return keys + [str(key) for key in (config.hydra.sweeper.get("params") or {})]
 
 
-@dataclass
-class Job:
-    name: str
-    overrides: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    kinds: dict[str, Any] = field(
-        default_factory=dict
-    )  # metrics.json's monitor and higher_is_better
-    error: str | None = None  # why the job has no metrics: its failed.json, or still running
-    pruned_at_epoch: int | None = None  # stopped early by an Optuna search's pruner
-    unreadable: list[str] = field(default_factory=list)  # its files that could not be read
-
-
-def read_json(path: Path) -> tuple[dict | None, str | None]:
-    """A JSON object from a file, or None and why not (a job killed mid-write leaves half one)."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        return None, f"{path.name} could not be read ({type(error).__name__}: {str(error)[:80]})"
-    return (value, None) if isinstance(value, dict) else (None, f"{path.name} holds no JSON object")
-
-
-def read_overrides(job_dir: Path) -> tuple[list[str], str | None]:
-    """The job's overrides from .hydra/overrides.yaml (else its failed.json), or why not."""
-    import yaml  # comes with hydra / omegaconf
-
-    path = job_dir / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        details, _ = read_json(job_dir / FAILED)
-        return [str(o) for o in (details or {}).get("overrides") or []], None
-    try:  # safe_load: plain data only (a !!python/object tag is an error, never run)
-        overrides = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        return [], f".hydra/overrides.yaml could not be read ({type(error).__name__})"
-    if not isinstance(overrides, list) or not all(
-        isinstance(o, str) and "=" in o for o in overrides
-    ):
-        return [], ".hydra/overrides.yaml is not a list of key=value overrides"
-    return overrides, None
-
-
-def read_job(job_dir: Path) -> Job:
-    overrides, problem = read_overrides(job_dir)
-    job = Job(
-        job_dir.name,
-        dict(item.split("=", 1) for item in overrides),
-        unreadable=[problem] if problem else [],
-    )
-    if (job_dir / "metrics.json").is_file():
-        metrics, problem = read_json(job_dir / "metrics.json")
-        job.metrics = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
-        job.kinds = {
-            k: v for k, v in (metrics or {}).items() if k in ("monitor", "higher_is_better")
-        }
-        job.pruned_at_epoch = job.metrics.get("pruned_at_epoch")
-    elif (job_dir / FAILED).is_file():
-        details, problem = read_json(job_dir / FAILED)
-        job.error = str(details.get("error")) if details else "failed"
-    else:
-        problem, job.error = None, "no metrics.json (still running, or killed)"
-    job.unreadable += [problem] if problem else []
-    return job
-
-
-def read_jobs(sweep_dir: Path) -> list[Job]:
-    if not sweep_dir.is_dir():
-        raise UserError(
-            f"{sweep_dir} is not a folder; pass a sweep's folder, outputs/multirun/<sweep>"
-        )
-    job_dirs = [
-        d
-        for d in sweep_dir.iterdir()
-        if (d / ".hydra" / "overrides.yaml").is_file() or (d / FAILED).is_file()
-    ]
-    if not job_dirs:
-        raise UserError(
-            f"{sweep_dir} holds no sweep jobs (folders with .hydra/overrides.yaml); pass "
-            f"outputs/multirun/<sweep>"
-        )
-    return [read_job(job_dir) for job_dir in sorted(job_dirs, key=lambda d: natural(d.name))]
-
-
-def natural(name: str) -> tuple:
-    """Job folders in their order: by the number they start with (2_optimizer.lr=0.1)."""
-    number = name.split("_", 1)[0]
-    return (0, int(number), name) if number.isdigit() else (1, 0, name)
-
-
 def choose_metric(jobs: list[Job], metric: str | None, mode: str | None) -> tuple[str, str]:
     """The metric to sort by (by default, the one that picked each run's best checkpoint) and
     its direction, as the runs' metrics.json declare them (`monitor`, `higher_is_better`)."""
     available = sorted({name for job in jobs for name in job.metrics})
+    names = ", ".join(clean(name) for name in available) or "none"
     declared = next((job.kinds for job in jobs if job.kinds), {})
     metric = metric or declared.get("monitor")
     if metric is None:
+        problems = [f"job {clean(job.name)}: {p}" for job in jobs for p in job.unreadable]
+        unread = f" (unreadable: {problems[0]}, {len(problems)} in all)" if problems else ""
         raise UserError(
-            "no job says which metric it monitors; choose --metric from: "
-            f"{', '.join(available) or 'none'}"
+            f"no job says which metric it monitors; choose --metric from: {names}{unread}"
         )
     if metric not in available:
-        raise UserError(
-            f"metric {metric!r} is in no job's metrics.json; available: {', '.join(available)}"
-        )
+        raise UserError(f"metric {clean(metric)!r} is in no job's metrics.json; available: {names}")
     higher_is_better = declared.get("higher_is_better", {}).get(
         metric.rsplit("/", 1)[-1]
     )  # val/acc → acc
     if mode is None and higher_is_better is None:
         raise UserError(
-            f"the runs do not say whether a higher {metric} is better; pass --mode max or --mode "
-            f"min"
+            f"the runs do not say whether a higher {clean(metric)} is better; pass --mode max or "
+            f"--mode min"
         )
     return metric, mode or ("max" if higher_is_better else "min")
 
 
 def report(sweep_dir: str | Path, metric: str | None = None, mode: str | None = None) -> str:
-    """Write report.md, report.csv and report.png into the sweep folder; return the Markdown."""
+    """Write report.md, report.csv and report.png into the sweep folder; return the Markdown.
+    Every file goes through dlcourse.files: never through a link planted in the folder."""
     sweep_dir = Path(sweep_dir)
     jobs = read_jobs(sweep_dir)
     metric, mode = choose_metric(jobs, metric, mode)
@@ -209,24 +131,67 @@ def report(sweep_dir: str | Path, metric: str | None = None, mode: str | None = 
     swept = [k for k in all_keys if len({job.overrides.get(k) for job in jobs}) > 1] or all_keys
     markdown = markdown_report(sweep_dir.name, jobs, done, swept, metric, mode)
     if (sweep_dir / JOURNAL).is_file():  # an Optuna search: its own views, and the dashboard
-        from dlcourse.search import optuna_views
-
-        markdown += optuna_views(sweep_dir)
-    (sweep_dir / "report.md").write_text(markdown)
-    with open(sweep_dir / "report.csv", "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["job", *swept, metric, "error"])
-        for job in jobs:
-            settings = [job.overrides.get(key, "") for key in swept]
-            writer.writerow([job.name, *settings, job.metrics.get(metric, ""), job.error or ""])
+        markdown += study_views(sweep_dir)
+    write_file(sweep_dir / "report.md", markdown, root=sweep_dir)
+    write_file(sweep_dir / "report.csv", csv_table(jobs, swept, metric), root=sweep_dir)
     plot(done, swept, metric, sweep_dir / "report.png")
     return markdown
+
+
+def study_views(sweep_dir: Path) -> str:
+    """The Optuna part of the report; a journal Optuna cannot read is named, and the table
+    (which comes from the job folders) stands."""
+    try:
+        from dlcourse.search import optuna_views
+
+        return optuna_views(sweep_dir)
+    except UserError:  # a link refused, a folder that cannot be written: one line
+        raise
+    except ImportError:
+        problem = "Optuna is not installed here (pip install -e '.[sweep]'): no study views"
+    except Exception as error:  # Optuna's reader meets a damaged journal with any kind of error
+        problem = f"{JOURNAL} could not be read ({describe_error(error)})"
+    return "\n".join(["", "## Optuna study", "", f"- {cell(problem)}"]) + "\n"
+
+
+def csv_table(jobs: list[Job], swept: list[str], metric: str) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([csv_cell(text) for text in ["job", *swept, metric, "error"]])
+    for job in jobs:
+        settings = [job.overrides.get(key, "") for key in swept]
+        values = [job.name, *settings, job.metrics.get(metric, ""), job.error or ""]
+        writer.writerow([csv_cell(value) for value in values])
+    return buffer.getvalue()
+
+
+# A cell a spreadsheet would run as a formula starts with one of these (CSV injection) ...
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# ... unless it is a plain number, which it reads as a number.
+PLAIN_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def cell(text: Any) -> str:
+    """`text` for report.md: one line, raw HTML escaped, and `|` (which would end a table cell)
+    escaped, as is the backslash before it."""
+    escaped = html.escape(clean(text), quote=False).replace("\\", "\\\\")
+    return escaped.replace("|", "\\|")
+
+
+def csv_cell(value: Any) -> str:
+    """`value` for report.csv: one line; a text a spreadsheet would run as a formula is
+    prefixed with ' (which makes it text)."""
+    text = str(value)
+    if text.startswith(FORMULA_STARTS) and not PLAIN_NUMBER.fullmatch(text):
+        text = "'" + text
+    return clean(text)
 
 
 def markdown_report(
     name: str, jobs: list[Job], done: list[Job], swept: list[str], metric: str, mode: str
 ) -> str:
-    """The table of finished jobs, best first (★), then the jobs it could not rank, and why."""
+    """The table of finished jobs, best first (★), then the jobs it could not rank, and why.
+    Everything read from the job folders goes through `cell`."""
     failed = [job for job in jobs if job.error is not None]
     pruned = [job for job in jobs if job.pruned_at_epoch and job.error is None]
     no_value = [job for job in jobs if job not in done + failed + pruned]
@@ -237,33 +202,44 @@ def markdown_report(
         for i, job in enumerate(done)
     ]
     counts = f"{len(done)} done, " + (f"{len(pruned)} pruned, " if pruned else "")
-    title = f"# Sweep {name}: {counts}{len(failed)} failed; sorted by {metric} ({mode})"
-    lines = [title, "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    title = f"# Sweep {cell(name)}: {counts}{len(failed)} failed; sorted by {cell(metric)} ({mode})"
+    lines = [title, "", table_row(header), "|" + " --- |" * len(header)]
+    lines += [table_row(row) for row in rows]
     lines += section(
         "Pruned jobs (stopped early by the search's pruner; checkpoints and logs kept)",
         [
-            f"{describe(job)}: after epoch {job.pruned_at_epoch:g}, {metric}="
+            f"{describe(job)}: after epoch {job.pruned_at_epoch:g}, {cell(metric)}="
             f"{job.metrics.get(metric, math.nan):.4f}"
             for job in pruned
         ],
     )
-    lines += section("Failed jobs", [f"{describe(job)}: {job.error}" for job in failed])
+    lines += section("Failed jobs", [f"{describe(job)}: {cell(job.error)}" for job in failed])
     missing = [
-        f"{describe(job)}: {metric}={job.metrics.get(metric, 'missing')}" for job in no_value
+        f"{describe(job)}: {cell(metric)}={cell(job.metrics.get(metric, 'missing'))}"
+        for job in no_value
     ]
-    lines += section(f"Jobs without a finite {metric}", missing)
-    unreadable = [f"job {job.name}: {problem}" for job in jobs for problem in job.unreadable]
+    lines += section(f"Jobs without a finite {cell(metric)}", missing)
+    unreadable = [
+        f"job {cell(job.name)}: {cell(problem)}" for job in jobs for problem in job.unreadable
+    ]
     lines += section("Files that could not be read", unreadable)
     return "\n".join(lines) + "\n"
 
 
+def table_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cell(text) for text in cells) + " |"
+
+
 def describe(job: Job) -> str:
-    return f"job {job.name} ({', '.join(f'{k}={v}' for k, v in job.overrides.items())})"
+    settings = ", ".join(cell(f"{k}={v}") for k, v in job.overrides.items())
+    return f"job {cell(job.name)} ({settings})"
 
 
 def section(title: str, items: list[str]) -> list[str]:
     return ["", f"## {title}", "", *(f"- {item}" for item in items)] if items else []
+
+
+MAX_PANELS = 12  # report.png's panels: a sweep of more settings shows the first ones
 
 
 def plot(jobs: list[Job], swept: list[str], metric: str, path: Path) -> None:
@@ -273,33 +249,41 @@ def plot(jobs: list[Job], swept: list[str], metric: str, path: Path) -> None:
     matplotlib.use("Agg")  # files only, no window
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(
-        1, max(len(swept), 1), figsize=(4 * max(len(swept), 1), 3.2), squeeze=False
-    )
-    for axis, key in zip(axes[0], swept):
-        values = [job.overrides.get(key, "") for job in jobs]
-        numeric = all(is_number(value) for value in values)
-        xs = [float(v) for v in values] if numeric else values
-        axis.scatter(xs, [job.metrics[metric] for job in jobs])
-        if (
-            numeric
-            and len({x for x in xs if x > 0}) > 2
-            and min(xs) > 0
-            and max(xs) / min(xs) >= 100
-        ):
-            axis.set_xscale("log")
-        axis.set_xlabel(key)
-        axis.set_ylabel(metric)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    swept = swept[:MAX_PANELS]
+    panels = max(len(swept), 1)
+    figure, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.2), squeeze=False)
+    try:
+        for axis, key in zip(axes[0], swept):
+            values = [job.overrides.get(key, "") for job in jobs]
+            numeric = all(is_number(value) for value in values)
+            xs = [float(v) for v in values] if numeric else [label(v) for v in values]
+            axis.scatter(xs, [job.metrics[metric] for job in jobs])
+            if (
+                numeric
+                and len({x for x in xs if x > 0}) > 2
+                and min(xs) > 0
+                and max(xs) / min(xs) >= 100
+            ):
+                axis.set_xscale("log")
+            axis.set_xlabel(label(key))
+            axis.set_ylabel(label(metric))
+        figure.tight_layout()
+        with open_new(path, root=path.parent) as file:
+            figure.savefig(file, format="png", dpi=100)
+    finally:
+        plt.close(figure)
+
+
+def label(text: str) -> str:
+    """`text` for a plot: one line, and `$` escaped, which matplotlib would read as maths."""
+    return clean(text)[:60].replace("$", r"\$")
 
 
 def is_number(text: str) -> bool:
+    """A finite number (an axis cannot place 1e999 or nan)."""
     try:
-        float(text)
-        return True
-    except ValueError:
+        return math.isfinite(float(text))
+    except (ValueError, OverflowError):
         return False
 
 

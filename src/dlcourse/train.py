@@ -28,10 +28,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dlcourse.cluster import launched_rank, leave_to_slurm, under_slurm
-from dlcourse.config import config_dir, register_resolvers
+from dlcourse.config import config_dir, is_rank_scratch, register_resolvers, resumes_in_place
 from dlcourse.errors import SweepError, UserError, exit_on_user_error
 from dlcourse.interrupt import FROM_PARENT, STOP_MARKER, FinalTestInterrupted, TrainingInterrupted
-from dlcourse.sweep import FAILED, record_failure
+from dlcourse.job_folders import FAILED
+from dlcourse.sweep import record_failure
 
 log = logging.getLogger("dlcourse.train")
 
@@ -75,25 +76,31 @@ def run(
     cfg: DictConfig, overrides: list[str], hydra_cfg: DictConfig, run_dir: Path
 ) -> dict[str, float]:
     """Settle the config (a resume's comes from its checkpoint), claim the folder, train."""
+    from dlcourse.interrupt import stop_with_the_sweep
     from dlcourse.resume import run_config  # torch is imported from here on
     from dlcourse.run import train
     from dlcourse.run_folder import NullRunFolder, RunFolder, discard_if_empty
     from dlcourse.runs import read_record
     from dlcourse.search import NoTrial, job_trial
 
-    if launched_rank() > 0 and "RANK" in os.environ:
-        # torchrun: rank 0 owns the run folder; Hydra gave this rank a scratch one. (SLURM's
-        # tasks share the job's folder, which rank 0 is about to claim: leave it.)
+    if launched_rank() > 0 and is_rank_scratch(run_dir):
+        # torchrun: rank 0 owns the run folder; Hydra gave this rank a scratch one. (A folder the
+        # user named, and SLURM's tasks' job folder, are shared: rank 0 is about to claim it.)
         discard_if_empty(run_dir)
     if os.environ.get(FROM_PARENT) and (run_dir.parent / STOP_MARKER).exists():
         discard_if_empty(run_dir)  # the sweep is stopping: this job does not start
         return {}
+    stop_with_the_sweep(run_dir)  # a job in a worker process ends when its sweep is killed
     try:
         cfg, checkpoint = run_config(cfg, overrides, run_dir)
+        # A checkpoint outside any run folder continues in this new folder, as a new run would.
+        # (Ranks other than 0 follow rank 0's folder.)
+        resuming = checkpoint is not None and (
+            launched_rank() > 0 or resumes_in_place(cfg.resume, run_dir)
+        )
     except UserError:
         discard_if_empty(run_dir)  # refused before anything was written: leave no empty run folder
         raise
-    resuming = checkpoint is not None
     folder = RunFolder(run_dir, resuming) if launched_rank() == 0 else NullRunFolder()
     with folder:
         folder.record(cfg, hydra_cfg)
@@ -129,12 +136,10 @@ def report_stop(stop: TrainingInterrupted, run_dir: Path) -> None:
     from dlcourse.run import shortest_path
 
     folder = shortest_path(run_dir)
+    command = f"dlcourse-train {shell_quote('resume=' + hydra_quote(folder))}"
+    message = "Stopped: %s. Resume with:\n  %s"
     if isinstance(stop, FinalTestInterrupted):
-        command = f"dlcourse-eval {shell_quote('ckpt_path=' + hydra_quote(folder))}"
-        message = "Stopped: %s. Training had finished. Test the best weights with:\n  %s"
-    else:
-        command = f"dlcourse-train {shell_quote('resume=' + hydra_quote(folder))}"
-        message = "Stopped: %s. Resume with:\n  %s"
+        message = "Stopped: %s. Training had finished; run its final test with:\n  %s"
     log.warning(message, stop, command)
 
 
@@ -157,4 +162,7 @@ def hydra_quote(value: str) -> str:
 
 
 if __name__ == "__main__":
+    from dlcourse.config import resume_arguments
+
+    sys.argv[1:] = resume_arguments(sys.argv[1:])
     main()

@@ -18,15 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from dlcourse.checkpoint import (
-    BEST,
-    FORMAT_VERSION,
-    LAST,
-    Position,
-    load_checkpoint,
-    rng_states,
-    set_rng_states,
-)
+from dlcourse.checkpoint import BEST, FORMAT_VERSION, LAST, load_checkpoint
 from dlcourse.data.batches import Batch, Batches, DataSplits, to_device
 from dlcourse.distributed import SingleProcess, unwrap
 from dlcourse.errors import DataError, UserError
@@ -39,6 +31,7 @@ from dlcourse.runtime import autocast_dtype
 from dlcourse.schedulers import Scheduler
 from dlcourse.schema import TrainerSettings
 from dlcourse.search import NoTrial, Trial
+from dlcourse.training_state import Position, rng_states, set_rng_states
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +86,9 @@ class Trainer:
         if self.optimizer is None:
             return self.fit_without_gradients()
         start = time.perf_counter() - self.position.train_seconds
-        train_metrics: dict[str, float] = {}
+        # The last epoch's train/*, should none be left to train (a run resumed to finish it).
+        last_epoch = self.position.history[-1] if self.position.history else {}
+        train_metrics = {k: v for k, v in last_epoch.items() if k.startswith("train/")}
         for epoch in range(self.position.epoch, self.settings.epochs + 1):
             if self.patience_ran_out():
                 break
@@ -114,6 +109,9 @@ class Trainer:
             log.info("epoch %d/%d  %s", epoch, self.settings.epochs, shown)
             if val_metrics and self.is_pruned(epoch, val_metrics):
                 break
+        if self.position.best["value"] is None:  # a branch whose run's best.pt stayed behind
+            self.record_best(self.position.epoch - 1, {**self.validate_now()})
+            self.save_checkpoint(BEST, {})
         names = ["loss", self.data.task.monitor]  # for those who look without TensorBoard
         self.files.save_image("curves", curves_image(self.position.history, names))
         train_metrics = {k: v for k, v in train_metrics.items() if not k.startswith("time/")}
@@ -291,7 +289,10 @@ class Trainer:
     def validate_if_due(self, epoch: int) -> tuple[dict[str, float], dict[str, float]]:
         if epoch % self.settings.eval_every_n_epochs and epoch != self.settings.epochs:
             return {}, {}
+        self.check_weights_are_finite()
         val_metrics, val_baselines = self.evaluate(self.data.val, "val")
+        if not math.isfinite(val_metrics["val/loss"]):
+            raise self.diverged(f"the validation loss became {val_metrics['val/loss']}")
         self.logger.log_scalars({**val_metrics, **val_baselines}, self.position.step)
         if self.settings.test_curve:  # for plots; test/* still come once, from the best weights
             test_metrics, _ = self.evaluate(self.data.test, "test")
@@ -301,6 +302,10 @@ class Trainer:
         if self.settings.histogram_every_n_steps is None:  # with the epoch's last gradients
             self.logger.log_histograms(self.raw_model, self.position.step)
         return val_metrics, val_baselines
+
+    def validate_now(self) -> dict[str, float]:
+        val_metrics, val_baselines = self.evaluate(self.data.val, "val")
+        return {**val_metrics, **val_baselines}
 
     def log_pictures(self, save: bool = False) -> None:
         """What the first layer learned and what the model does with the fixed test batch, to
@@ -344,14 +349,24 @@ class Trainer:
             sums, count = self.processes.all_reduce_sums(*self.train_metrics.totals())
             running_loss = sums["loss"].item() / max(count, 1) if sums else 0.0
         if not math.isfinite(running_loss):
-            raise UserError(
-                f"the training loss became {running_loss} in epoch {self.position.epoch}, between "
-                f"steps {self.checked_step + 1} and {self.position.step}, at learning rate "
-                f"{self.learning_rate:.3g}. Training stopped; the last good checkpoint is "
-                f"{self.files.checkpoint_dir / LAST} if one was written. Try a lower optimizer.lr, "
-                "trainer.grad_clip=1.0, or trainer.on_nonfinite=skip to skip such steps"
-            )
+            raise self.diverged(f"the training loss became {running_loss}")
         self.checked_step = self.position.step
+
+    def check_weights_are_finite(self) -> None:
+        """A step can make the weights inf or nan while its own loss was finite (an epoch's last
+        step, say): they, and the validation loss, are checked at each evaluation, before
+        anything is drawn from them."""
+        if not all(torch.isfinite(p).all() for p in self.raw_model.parameters()):
+            raise self.diverged("the model's weights became non-finite")
+
+    def diverged(self, what: str) -> UserError:
+        return UserError(
+            f"{what} in epoch {self.position.epoch}, between steps {self.checked_step + 1} and "
+            f"{self.position.step}, at learning rate {self.learning_rate:.3g}. Training stopped; "
+            f"the last good checkpoint is {self.files.checkpoint_dir / LAST} if one was written. "
+            "Try a lower optimizer.lr, trainer.grad_clip=1.0, or trainer.on_nonfinite=skip to "
+            "skip such steps"
+        )
 
     def stop(self, signal_number: int) -> None:
         """Save where the run is, mid-epoch, and leave the loop."""

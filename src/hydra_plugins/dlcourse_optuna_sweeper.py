@@ -9,8 +9,9 @@ The sweeper asks Optuna for trials, turns each into a job's overrides (`hydra.sw
 uses Hydra's sweep syntax: `choice(...)`, `interval(...)`, `tag(log, interval(...))`,
 `range(...)`) and tells Optuna each job's outcome. The study lives in the sweep folder
 (`optuna.journal`), so the same command run again continues it; job N is trial N. What a job
-does with its trial (report, prune) is in dlcourse/search.py. Hydra imports every plugin at each
-start-up, so Optuna is imported only once a search runs.
+does with its trial (report, prune) is in dlcourse/search.py; the study across runs (its
+lock, trials a killed search left running) in dlcourse/study.py. Hydra imports every plugin at
+each start-up, so Optuna is imported only once a search runs.
 """
 
 # No `from __future__ import annotations`: Hydra loads plugins without registering them in
@@ -30,7 +31,22 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from dlcourse.errors import SweepError
-from dlcourse.search import SAMPLERS, Pruned, build_from, build_pruner, open_storage
+from dlcourse.search import (
+    JOURNAL,
+    SAMPLERS,
+    build_from,
+    build_pruner,
+    open_storage,
+    repair_journal,
+)
+from dlcourse.study import (
+    consecutive,
+    count_finished,
+    settle_unfinished,
+    study_lock,
+    tell,
+    write_results,
+)
 
 log = logging.getLogger(__name__)
 
@@ -180,44 +196,97 @@ class DlcourseOptunaSweeper(Sweeper):
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
 
     def sweep(self, arguments: list[str]) -> None:
-        import optuna
-
         space, fixed = search_space(self.params, arguments)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        storage = open_storage(self.storage, self.sweep_dir)
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=storage,
-            sampler=self.build_sampler(space, trials_so_far(self.study_name, storage)),
-            pruner=build_pruner(self.pruner_config),
-            direction=self.direction,
-            load_if_exists=True,
-        )
-        to_go = self.n_trials - count_finished(study)
-        log.info("Study %s in %s: %d trials to go.", self.study_name, self.sweep_dir, to_go)
+        with study_lock(self.sweep_dir):  # one search at a time continues a study
+            study = self.open_study(space)
+            failures = self.continue_unfinished(study, space, fixed)
+            to_go = self.n_trials - count_finished(study)
+            log.info("Study %s in %s: %d trials to go.", self.study_name, self.sweep_dir, to_go)
+            while to_go > 0:
+                trials = [study.ask(space) for _ in range(min(self.n_jobs, to_go))]
+                numbers = [trial.number for trial in trials]
+                if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
+                    raise SweepError(
+                        f"study {self.study_name} got trials {numbers} from another sweep at the "
+                        "same time; run one sweep per study (or give each its own hydra.sweep.dir)"
+                    )
+                failures += self.launch(study, trials, space, fixed)
+                to_go -= len(trials)
+                if failures > self.max_failure_rate * count_finished(study):
+                    raise SweepError(
+                        f"{failures} trials failed, more than max_failure_rate="
+                        f"{self.max_failure_rate} allows; see the failed.json of the jobs in "
+                        f"{self.sweep_dir}"
+                    )
+            write_results(study, self.sweep_dir)
+
+    def open_study(self, space: dict) -> Any:
+        """The study, created or continued; a journal that a kill cut short is mended first,
+        and one Optuna cannot read is refused in one line."""
+        import optuna
+
+        if (self.storage or "journal") == "journal":
+            repair_journal(self.sweep_dir / JOURNAL)
+        try:
+            storage = open_storage(self.storage, self.sweep_dir)
+            return optuna.create_study(
+                study_name=self.study_name,
+                storage=storage,
+                sampler=self.build_sampler(space, trials_so_far(self.study_name, storage)),
+                pruner=build_pruner(self.pruner_config),
+                direction=self.direction,
+                load_if_exists=True,
+            )
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            IndexError,
+            AssertionError,  # Optuna's replay of an unknown op_code
+            RecursionError,
+        ) as error:
+            where = (
+                self.sweep_dir / JOURNAL
+                if (self.storage or "journal") == "journal"
+                else self.storage
+            )
+            raise SweepError(
+                f"cannot open study {self.study_name} in {where}: {type(error).__name__}: "
+                f"{str(error)[:200]}; move it aside to start the study anew (the job folders "
+                f"keep their results)"
+            ) from None
+
+    def continue_unfinished(self, study: Any, space: dict, fixed: list[str]) -> int:
+        """Trials that a killed or stopped search left running: a finished job's result is
+        adopted, a job with a checkpoint is resumed in its own folder (same trial, same job
+        number), the others are replaced. Returns how many of the resumed ones failed."""
+        metric = self.config.get("optimized_metric")
+        resumable = settle_unfinished(study, self.sweep_dir, metric)
         failures = 0
-        while to_go > 0:
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, to_go))]
-            numbers = [trial.number for trial in trials]
-            if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
-                raise SweepError(
-                    f"study {self.study_name} got trials {numbers} from another sweep at the same "
-                    "time; run one sweep per study (or give each its own hydra.sweep.dir)"
-                )
-            # Hydra's encoding of each value (Transformer.encode) reads back as the same value.
-            overrides = [
-                [f"{key}={trial.params[key]}" for key in space] + fixed for trial in trials
-            ]
-            returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
-            failures += sum(tell(study, trial, job) for trial, job in zip(trials, returns))
-            to_go -= len(trials)
-            if failures > self.max_failure_rate * count_finished(study):
-                raise SweepError(
-                    f"{failures} trials failed, more than max_failure_rate="
-                    f"{self.max_failure_rate} allows; see the failed.json of the jobs in "
-                    f"{self.sweep_dir}"
-                )
-        write_results(study, self.sweep_dir)
+        for batch in consecutive(resumable, self.n_jobs):
+            log.info("Resuming trial(s) %s from their checkpoints.", [t.number for t in batch])
+            failures += self.launch(study, batch, space, fixed, resume=True)
+        return failures
+
+    def launch(
+        self, study: Any, trials: list, space: dict, fixed: list[str], resume: bool = False
+    ) -> int:
+        """Run consecutive trials as jobs (job N is trial N) and tell the study how each ended;
+        how many failed. Hydra's encoding of each value reads back as the same value."""
+        if resume:
+            # resume=auto continues the job folder's own run, repeating the command line it
+            # started with (resume=<folder> would refuse its launcher settings, parallel_jobs).
+            fixed = [o for o in fixed if not o.lstrip("+").startswith("resume=")] + ["resume=auto"]
+        overrides = [
+            [f"{key}={trial.params[key]}" for key in space if key in trial.params]
+            + [f"{key}={value}" for key, value in trial.params.items() if key not in space]
+            + fixed
+            for trial in trials
+        ]
+        returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
+        return sum(tell(study, trial, job) for trial, job in zip(trials, returns))
 
     def build_sampler(self, space: dict, trials_so_far: int) -> Any:
         """The sampler; a continued study's gets seed + its trial count, so that it does not
@@ -239,64 +308,3 @@ def trials_so_far(study_name: str, storage: Any) -> int:
         return len(optuna.load_study(study_name=study_name, storage=storage).trials)
     except KeyError:  # a new study
         return 0
-
-
-def tell(study: Any, trial: Any, job: Any) -> bool:
-    """Record one job's outcome in the study; True when it failed."""
-    from optuna.trial import TrialState
-
-    try:
-        value = job.return_value
-    except Exception as error:  # the job raised: Hydra keeps the error for us
-        record(study, trial, state=TrialState.FAIL)
-        log.warning("Trial %d failed: %s", trial.number, error)
-        return True
-    if isinstance(value, Pruned):
-        record(study, trial, state=TrialState.PRUNED)
-        log.info("Trial %d pruned after epoch %d.", trial.number, value.epoch)
-        return False
-    if value is None or not math.isfinite(float(value)):
-        record(study, trial, state=TrialState.FAIL)  # a job that recorded its failure (failed.json)
-        return True
-    record(study, trial, values=float(value))
-    return False
-
-
-def record(study: Any, trial: Any, **outcome: Any) -> None:
-    """study.tell. A grid sampler that has run every point calls study.stop() as it is told the
-    last one, which Optuna allows only inside `study.optimize`: the outcome is stored anyway."""
-    try:
-        study.tell(trial, **outcome)
-    except RuntimeError as error:
-        if "Study.stop" not in str(error):
-            raise
-
-
-def count_finished(study: Any) -> int:
-    """Trials that count towards n_trials. Trials left running by a sweep that was killed are
-    marked failed (they never finished) and are not counted: a rerun replaces them."""
-    import optuna
-    from optuna.trial import TrialState
-
-    finished = 0
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state == TrialState.RUNNING:
-            optuna.trial.Trial(study, trial._trial_id).set_user_attr("interrupted", True)
-            study.tell(trial.number, state=TrialState.FAIL)
-        elif trial.state.is_finished() and not trial.user_attrs.get("interrupted"):
-            finished += 1
-    return finished
-
-
-def write_results(study: Any, sweep_dir: Path) -> None:
-    """optimization_results.yaml: the best trial's settings and value (and the counts)."""
-    from optuna.trial import TrialState
-
-    states = [trial.state for trial in study.get_trials(deepcopy=False)]
-    counts = {state.name.lower(): states.count(state) for state in TrialState}
-    results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "trials": counts}
-    if counts["complete"]:
-        best = study.best_trial
-        results |= {"best_trial": best.number, "best_params": best.params, "best_value": best.value}
-        log.info("Best trial %d: %s = %s", best.number, best.params, best.value)
-    OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")

@@ -18,13 +18,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dlcourse.data.image_folder import decode_image
-from dlcourse.errors import DataError, UserError
+from dlcourse.errors import DataError, UserError, printable
 
 log = logging.getLogger(__name__)
 
 # What torchvision's ImageFolder reads; other files in a class folder are ignored.
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 Sample = tuple[Path, int]  # an image file and its class
+# The longest class name: the longest folder name file systems allow (255 bytes, so at most 255
+# characters). Training refuses longer ones and checkpoints take names up to it, so that eval and
+# predict always accept the checkpoints of a run that trained.
+MAX_CLASS_NAME = 255
 
 
 def class_folders(folder: Path) -> list[str]:
@@ -60,6 +64,12 @@ def find_splits(
     classes = class_folders(root / "train")
     if not classes:
         raise UserError(f"{root / 'train'} has no class folders: put each class's images in one")
+    long = [name for name in classes if len(name) > MAX_CLASS_NAME]
+    if long:
+        raise UserError(
+            f"class folder {root / 'train' / printable(long[0])[:60]}... has a name of "
+            f"{len(long[0])} characters; class names may have at most {MAX_CLASS_NAME}: rename it"
+        )
     splits = {}
     for split in ("train", "val", "test"):
         folder = root / split
