@@ -9,8 +9,9 @@ validation loss and accuracy after every epoch, save a checkpoint every epoch, a
 test split once at the end. No dlcourse import, so its start-up is torch's alone.
 
 With --gc-like-dlcourse it also treats the garbage collector as dlcourse-train does (off during
-start-up, then start-up's objects frozen: see dlcourse.runtime.finish_startup), so that
-scripts/bench.py can show how much of dlcourse-train's lead or lag is that alone.
+start-up, then start-up's objects frozen: see
+dlcourse.infrastructure.runtime.finish_startup), so that scripts/bench.py can show how much
+of dlcourse-train's lead or lag is that alone.
 """
 
 from __future__ import annotations

@@ -26,11 +26,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from dlcourse.data.mnist import mnist
-from dlcourse.loggers import NullLogger, TensorBoardLogger
+from dlcourse.infrastructure.loggers import NullLogger, TensorBoardLogger
+from dlcourse.infrastructure.run_files import NullRunFiles
+from dlcourse.infrastructure.schema import TrainerSettings
 from dlcourse.models import MLP, LinearClassifier
-from dlcourse.run_folder import NullRunFiles
 from dlcourse.schedulers import constant
-from dlcourse.schema import TrainerSettings
 from dlcourse.trainer import Trainer
 
 DATA_DIR = os.environ.get("DLCOURSE_DATA_DIR", "data")

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from bench import machine_line, write_section  # scripts/bench.py, beside this file
 
-from dlcourse.data.images import image_folder
+from dlcourse.data.image_folder import image_folder
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

@@ -31,7 +31,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 from torch.nn import functional as F
 
-from dlcourse.config import config_dir, register_resolvers
+from dlcourse.infrastructure.config import config_dir, register_resolvers
 from dlcourse.run import train
 
 

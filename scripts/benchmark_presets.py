@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from dlcourse.config import config_dir, register_resolvers
+from dlcourse.infrastructure.config import config_dir, register_resolvers
 from dlcourse.run import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -39,7 +39,7 @@ from bench import DOC, trainer_overhead, write_section  # scripts/, beside this 
 from bench_reference import dlcourse_run, reference_run
 from hydra import compose, initialize_config_dir
 
-from dlcourse.config import config_dir, register_resolvers
+from dlcourse.infrastructure.config import config_dir, register_resolvers
 from dlcourse.run import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

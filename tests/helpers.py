@@ -3,6 +3,7 @@ reading TensorBoard logs. Fixtures that use them are in conftest.py."""
 
 from __future__ import annotations
 
+import copy
 import gc
 import math
 import os
@@ -16,8 +17,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from PIL import Image
 
-from dlcourse import cli
-from dlcourse.config import config_dir, register_resolvers
+from dlcourse.commands import console
+from dlcourse.infrastructure.config import config_dir, register_resolvers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = Path(os.environ.get("DLCOURSE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
@@ -151,15 +152,15 @@ def read_events(run_dir: Path):
     return events
 
 
-# The console commands, as their installed scripts start them (dlcourse.cli).
+# The console commands, as their installed scripts start them (dlcourse.commands.console).
 COMMANDS = {
-    "dlcourse-train": cli.train,
-    "dlcourse-eval": cli.evaluate,
-    "dlcourse-predict": cli.predict,
-    "dlcourse-sweep-report": cli.sweep_report,
-    "dlcourse-gradcheck": cli.gradcheck,
-    "dlcourse-summary": cli.summary,
-    "dlcourse-runs": cli.runs,
+    "dlcourse-train": console.train,
+    "dlcourse-eval": console.evaluate,
+    "dlcourse-predict": console.predict,
+    "dlcourse-sweep-report": console.sweep_report,
+    "dlcourse-gradcheck": console.gradcheck,
+    "dlcourse-summary": console.summary,
+    "dlcourse-runs": console.runs,
 }
 
 
@@ -167,7 +168,9 @@ def call(command: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
     """Run a console command in this process, as its installed script does: its exit status and
     everything it printed (much faster than a subprocess, so corpora of commands stay cheap)."""
     monkeypatch.setattr(sys, "argv", [command, *argv])
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # what dlcourse.cli sets, undone after the test
+    monkeypatch.setenv(
+        "HYDRA_FULL_ERROR", "1"
+    )  # what dlcourse.commands.console sets, undone after the test
     try:
         COMMANDS[command]()
         status = 0
@@ -181,7 +184,7 @@ def call(command: str, argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
 
 def collector_when_training_starts(monkeypatch) -> list[tuple[bool, int]]:
     """A list that each Trainer.fit, as it starts, appends to: whether the garbage collector is
-    on, and how many objects are frozen (dlcourse.runtime.startup_objects_frozen)."""
+    on, and how many objects are frozen (dlcourse.infrastructure.runtime.startup_objects_frozen)."""
     from dlcourse.trainer import Trainer
 
     seen: list[tuple[bool, int]] = []
@@ -193,3 +196,20 @@ def collector_when_training_starts(monkeypatch) -> list[tuple[bool, int]]:
 
     monkeypatch.setattr(Trainer, "fit", fit_and_look)
     return seen
+
+
+DELETE = "DELETE"  # as the value `replaced` puts at a place: remove the entry instead
+
+
+def replaced(tree: dict, place: tuple, value: object) -> dict:
+    """A deep copy of `tree` (a checkpoint, a config) with the entry at `place` (a path of keys
+    and indices) set to `value`, or removed when `value` is DELETE and the entry is a mapping's."""
+    crafted = copy.deepcopy(tree)
+    parent = crafted
+    for key in place[:-1]:
+        parent = parent[key]
+    if isinstance(value, str) and value == DELETE and isinstance(parent, dict):
+        del parent[place[-1]]
+    else:
+        parent[place[-1]] = value
+    return crafted

@@ -10,7 +10,6 @@ one must still work, and a 16-bit image must give the pixels of its 8-bit twin.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import os
@@ -23,12 +22,12 @@ from pathlib import Path
 import numpy
 import pytest
 import torch
-from helpers import call, compose_config, make_image_folder, quick_overrides
+from helpers import call, compose_config, make_image_folder, quick_overrides, replaced
 from PIL import Image
 
-from dlcourse import predict
-from dlcourse.data.image_folder import decode_image
-from dlcourse.errors import printable
+from dlcourse.commands import predict
+from dlcourse.data.image_decoding import decode_image
+from dlcourse.infrastructure.errors import printable
 from dlcourse.run import train
 from dlcourse.trainer import Trainer
 
@@ -231,18 +230,6 @@ def state_corpus(good: dict) -> dict[str, tuple[tuple, object]]:
     return cases
 
 
-def crafted_state(good: dict, place: tuple, value: object) -> dict:
-    checkpoint = copy.deepcopy(good)
-    node = checkpoint
-    for key in place[:-1]:
-        node = node[key]
-    if value == "DELETE":
-        del node[place[-1]]
-    else:
-        node[place[-1]] = value
-    return checkpoint
-
-
 def test_training_states_with_wrong_contents_are_refused_before_any_step(
     runs, tmp_path, monkeypatch, capsys, steps
 ):
@@ -251,7 +238,7 @@ def test_training_states_with_wrong_contents_are_refused_before_any_step(
     cases = state_corpus(good)
     failures = []
     for index, (case, (place, value)) in enumerate(cases.items()):
-        path = save_case(crafted_state(good, place, value), tmp_path / f"state{index}")
+        path = save_case(replaced(good, place, value), tmp_path / f"state{index}")
         argv = [f"resume={path}", "trainer.epochs=3"]
         # Refused as a training state that does not fit ("cannot be resumed") or as a tensor
         # dlcourse-train never writes ("refused"): either way one line naming the file.
@@ -426,7 +413,7 @@ def test_deep_grayscale_images_give_the_same_predictions_inputs_and_training_bat
         assert numpy.array_equal(filled[name], filled["8-bit PNG"]), name
     assert numpy.array_equal(filled["8-bit PNG"][:8], picture()[:8])  # outside the hole: kept
     # Training on a folder of 16-bit PNGs sees the batches of the same folder in 8 bits.
-    from dlcourse.data.images import image_folder
+    from dlcourse.data.image_folder import image_folder
 
     batches = {}
     for bits in (8, 16):
@@ -622,9 +609,9 @@ def test_gradcheck_batches_beyond_memory_are_one_line(monkeypatch, capsys):
     assert tried == 12 and not failures, "\n".join(failures)
     if Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "0":
         # Past the estimate (say it misjudged), the allocator's own failure is one line too.
-        from dlcourse import gradcheck
+        from dlcourse.infrastructure import runtime
 
-        monkeypatch.setattr(gradcheck, "available_memory", lambda: math.inf)
+        monkeypatch.setattr(runtime, "available_memory", lambda: math.inf)
         status, output = call("dlcourse-gradcheck", ["batch_size=1000000000"], monkeypatch, capsys)
         assert not refusal(status, output, "lower batch_size"), output[-400:]
     status, output = call(

@@ -16,8 +16,8 @@ import torch
 from helpers import call, compose_config, quick_overrides, write_idx
 from PIL import Image
 
-from dlcourse import sweep
 from dlcourse.run import train as train_run
+from dlcourse.sweeps.report import report as sweep_report
 
 
 @pytest.fixture(scope="module")
@@ -380,7 +380,7 @@ def test_idx_files_with_wrong_contents_are_named(labels, images, message, tiny_m
         write_idx(raw / "train-labels-idx1-ubyte", labels)
     if images is not None:
         write_idx(raw / "train-images-idx3-ubyte", images)
-    from dlcourse.errors import UserError
+    from dlcourse.infrastructure.errors import UserError
 
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         train_run(compose_config(quick_overrides(data)), tmp_path / "run")
@@ -389,7 +389,7 @@ def test_idx_files_with_wrong_contents_are_named(labels, images, message, tiny_m
 def test_an_idx_file_with_no_dimensions_is_named(tiny_mnist, tmp_path):
     import shutil
 
-    from dlcourse.errors import UserError
+    from dlcourse.infrastructure.errors import UserError
 
     raw = tmp_path / "data" / "MNIST" / "raw"
     shutil.copytree(tiny_mnist / "MNIST" / "raw", raw)
@@ -427,8 +427,8 @@ def test_inpainting_predict_keeps_the_photo_size_and_colours(
 def test_an_inpainting_folder_with_two_files_of_one_name_is_refused(tmp_path):
     from helpers import make_folder
 
-    from dlcourse.data.image_folder import inpainting_folder
-    from dlcourse.errors import UserError
+    from dlcourse.data.inpainting_folder import inpainting_folder
+    from dlcourse.infrastructure.errors import UserError
 
     folder = make_folder(tmp_path / "pairs")
     Image.new("L", (28, 28)).save(folder / "masked" / "img03.jpg")
@@ -443,7 +443,7 @@ def test_json_metrics_nan_are_not_failures(tmp_path):
     (tmp_path / "1" / ".hydra").mkdir(parents=True)
     (tmp_path / "1" / ".hydra" / "overrides.yaml").write_text("- optimizer.lr=0.1\n")
     (tmp_path / "1" / "metrics.json").write_text(json.dumps({"val/acc": 0.5}))
-    markdown = sweep.report(tmp_path, "val/acc", "max")
+    markdown = sweep_report(tmp_path, "val/acc", "max")
     assert (
         "1 done, 0 failed" in markdown
         and "failed: None" not in markdown

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import STEPS_PER_EPOCH, only_run_folder, quick_overrides, read_events, run_command
 
-from dlcourse.config import config_dir
+from dlcourse.infrastructure.config import config_dir
 
 
 @pytest.mark.parametrize("model", ["linear", "mlp", "cnn"])
@@ -119,11 +119,13 @@ def test_eval_of_a_file_that_is_no_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_help_lists_the_config_groups(tmp_path):
-    command = [sys.executable, "-X", "importtime", "-m", "dlcourse.train", "--help"]
+    command = [sys.executable, "-X", "importtime", "-m", "dlcourse.commands.train", "--help"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
-    assert "torch" not in imported and "dlcourse.config" in imported  # --help answers without torch
+    assert (
+        "torch" not in imported and "dlcourse.infrastructure.config" in imported
+    )  # --help answers without torch
     assert "model: alexnet, cnn, conv_inpaint, examples_cnn, linear, mlp" in result.stdout
     for group in ("model", "optimizer", "scheduler", "dataset", "experiment", "loss"):
         options = sorted(path.stem for path in (Path(config_dir()) / group).glob("*.yaml"))

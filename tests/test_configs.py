@@ -8,10 +8,10 @@ import pytest
 import torch
 from helpers import compose_config, quick_overrides
 
-from dlcourse.config import build, config_dir, fill_model_sizes, to_plain_dict
 from dlcourse.data import DataSplits
+from dlcourse.infrastructure.config import build, config_dir, fill_model_sizes, to_plain_dict
+from dlcourse.infrastructure.schema import TrainerSettings, validate_config
 from dlcourse.run import fill_from_data
-from dlcourse.schema import TrainerSettings, validate_config
 
 CONFIGS = Path(config_dir())
 COMPONENT_GROUPS = [
@@ -125,7 +125,7 @@ def test_trainer_settings_defaults_are_the_yaml_defaults():
 def test_runtime_arguments_are_the_ones_the_run_passes(tiny_mnist, tmp_path, monkeypatch):
     """schema.RUNTIME_ARGUMENTS (arguments no config may set) against what run.train passes."""
     from dlcourse import run
-    from dlcourse.schema import RUNTIME_ARGUMENTS
+    from dlcourse.infrastructure.schema import RUNTIME_ARGUMENTS
 
     passed: dict[str, set[str]] = {}
     original = run.build

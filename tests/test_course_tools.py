@@ -11,11 +11,12 @@ import torch
 from helpers import compose_config
 from torch import nn
 
-from dlcourse.autograd import Linear, Multiply, ReLU, relu_network, sigmoid_neuron
-from dlcourse.config import build, config_dir, fill_model_sizes
-from dlcourse.errors import UserError
-from dlcourse.gradcheck import example_batch, gradient_check, judge, report
-from dlcourse.summary import summarize
+from dlcourse.commands.gradcheck import report
+from dlcourse.commands.summary import summarize
+from dlcourse.course.autograd import Linear, Multiply, ReLU, relu_network, sigmoid_neuron
+from dlcourse.course.gradient_check import example_batch, gradient_check, judge
+from dlcourse.infrastructure.config import build, config_dir, fill_model_sizes
+from dlcourse.infrastructure.errors import UserError
 
 BIN = Path(sys.executable).parent
 

@@ -16,14 +16,14 @@ from helpers import REPO_ROOT, call, compose_config, quick_overrides
 from PIL import Image
 from torch import nn
 
-from dlcourse.checkpoint import load_checkpoint
 from dlcourse.data.mnist import mnist
-from dlcourse.loggers import NullLogger
+from dlcourse.infrastructure.checkpoint import load_checkpoint
+from dlcourse.infrastructure.loggers import NullLogger
+from dlcourse.infrastructure.run_files import NullRunFiles
+from dlcourse.infrastructure.schema import TrainerSettings
 from dlcourse.models import CNN
 from dlcourse.run import train
-from dlcourse.run_folder import NullRunFiles
 from dlcourse.schedulers import constant
-from dlcourse.schema import TrainerSettings
 from dlcourse.trainer import Trainer
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -131,7 +131,7 @@ def test_resume_on_the_gpu_is_bit_exact_when_deterministic(tiny_mnist, tmp_path,
 def test_ddp_with_nccl_in_one_process(tiny_mnist, tmp_path):
     env = {**os.environ, "DLCOURSE_DATA_DIR": str(tiny_mnist), "MASTER_ADDR": "127.0.0.1"}
     env |= {"MASTER_PORT": "29517", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
-    command = [sys.executable, "-m", "dlcourse.train", *quick_overrides(tiny_mnist)]
+    command = [sys.executable, "-m", "dlcourse.commands.train", *quick_overrides(tiny_mnist)]
     command += ["trainer.device=cuda", f"hydra.run.dir={tmp_path}"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

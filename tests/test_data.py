@@ -7,8 +7,9 @@ import torch
 from helpers import NUM_TINY_TEST, NUM_TINY_TRAIN, tiny_digits
 
 from dlcourse.data import TensorBatches
-from dlcourse.data.mnist import FILES, MEAN, STD, fashion_mnist, mnist, read_idx
-from dlcourse.errors import UserError
+from dlcourse.data.idx_files import FILES, MEAN, STD, read_idx
+from dlcourse.data.mnist import fashion_mnist, mnist
+from dlcourse.infrastructure.errors import UserError
 
 
 def test_reads_idx_files_into_normalised_splits(tiny_mnist):

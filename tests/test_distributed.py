@@ -20,8 +20,8 @@ from helpers import (
     run_command,
 )
 
-from dlcourse.checkpoint import load_checkpoint
 from dlcourse.data import TensorBatches
+from dlcourse.infrastructure.checkpoint import load_checkpoint
 from dlcourse.run import train
 
 
@@ -31,7 +31,7 @@ def torchrun(arguments: list[str]) -> list[str]:
         "--nproc_per_node=2",
         "--standalone",
         "-m",
-        "dlcourse.train",
+        "dlcourse.commands.train",
         *arguments,
     ]
 

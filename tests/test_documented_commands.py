@@ -1,7 +1,8 @@
 """Every command that README.md and docs/*.md show runs, in a shortened form, so docs cannot rot.
 
 Commands are read from the documents' ```bash blocks. Each runs as its installed script would
-(in this process, through dlcourse.cli), in a workspace where the documents' placeholders exist
+(in this process, through dlcourse.commands.console), in a workspace where the documents'
+placeholders exist
 (`outputs/runs/<run>` is a stopped run, `<inpainting run>` an inpainting run, `digit.png` an
 image, `my_photos` an image folder, ...), with tiny data and limits added (one epoch of two
 batches; each Optuna search adds two trials to the study). A few need what this machine may
@@ -24,7 +25,7 @@ import torch
 from helpers import BIN, COMMANDS, REPO_ROOT, compose_config, make_image_folder, quick_overrides
 from PIL import Image
 
-from dlcourse.checkpoint import load_checkpoint, save_checkpoint
+from dlcourse.infrastructure.checkpoint import load_checkpoint, save_checkpoint
 from dlcourse.run import train
 
 DOCUMENTS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
@@ -114,7 +115,7 @@ def prepared(command: str, workspace: Path, tiny_mnist: Path) -> list[str]:
         done = len(list((workspace / "outputs" / "multirun" / "mnist_mlp").glob("[0-9]*_*")))
         words = [w for w in words if not w.startswith("hydra.sweeper.n_trials=")]
         words.append(f"hydra.sweeper.n_trials={done + 2}")
-    if words[0] == "python" and words[1:3] == ["-m", "dlcourse.train"]:
+    if words[0] == "python" and words[1:3] == ["-m", "dlcourse.commands.train"]:
         words = ["dlcourse-train", *words[3:]]
     if words[0] == "dlcourse-gradcheck":  # two sampled entries per parameter, not 20 or 50
         words = [w for w in words if not w.startswith("elements_per_parameter=")]
@@ -159,7 +160,9 @@ def test_documented_command_runs(document, command, workspace, tiny_mnist, monke
         return
     monkeypatch.chdir(workspace)
     monkeypatch.setenv("DLCOURSE_DATA_DIR", str(tiny_mnist))
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # what dlcourse.cli sets, undone after the test
+    monkeypatch.setenv(
+        "HYDRA_FULL_ERROR", "1"
+    )  # what dlcourse.commands.console sets, undone after the test
     threads = torch.get_num_threads()  # a parallel sweep's jobs set theirs
     words = prepared(command, workspace, tiny_mnist)
     monkeypatch.setattr(sys, "argv", words)

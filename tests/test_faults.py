@@ -23,10 +23,10 @@ from helpers import (
     run_command,
 )
 
-from dlcourse import cluster
-from dlcourse.checkpoint import load_checkpoint
-from dlcourse.errors import UserError
-from dlcourse.interrupt import StopSignal
+from dlcourse.infrastructure import cluster
+from dlcourse.infrastructure.checkpoint import load_checkpoint
+from dlcourse.infrastructure.errors import UserError
+from dlcourse.infrastructure.interrupt import StopSignal
 from dlcourse.run import train
 from dlcourse.trainer import Trainer
 
@@ -204,11 +204,11 @@ def test_deterministic_switch_turns_on_deterministic_algorithms(tiny_mnist, tmp_
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
 def test_auto_device_falls_back_to_the_cpu_in_one_line(tiny_mnist, tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="dlcourse.runtime"):
+    with caplog.at_level(logging.INFO, logger="dlcourse.infrastructure.runtime"):
         train(compose_config([*quick_overrides(tiny_mnist), "trainer.device=auto"]), tmp_path)
-    assert [r.getMessage() for r in caplog.records if r.name == "dlcourse.runtime"] == [
-        "No CUDA GPU found: training on the CPU."
-    ]
+    assert [
+        r.getMessage() for r in caplog.records if r.name == "dlcourse.infrastructure.runtime"
+    ] == ["No CUDA GPU found: training on the CPU."]
 
 
 # --- stop signals, in a real subprocess --------------------------------------------------------
@@ -275,7 +275,7 @@ def test_under_slurm_a_second_sigterm_does_not_exit_and_usr2_asks_for_a_requeue(
 def test_a_second_signal_exits_at_once(tmp_path):
     script = (
         "import os, signal, time\n"
-        "from dlcourse.interrupt import StopSignal\n"
+        "from dlcourse.infrastructure.interrupt import StopSignal\n"
         "with StopSignal() as stop:\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "    time.sleep(0.2)\n"

@@ -7,8 +7,8 @@ import torch
 from helpers import make_folder
 from PIL import Image
 
-from dlcourse.data.image_folder import inpainting_folder
-from dlcourse.errors import UserError
+from dlcourse.data.inpainting_folder import inpainting_folder
+from dlcourse.infrastructure.errors import UserError
 
 
 @pytest.mark.parametrize("with_masks", [True, False])

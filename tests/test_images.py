@@ -15,8 +15,8 @@ from PIL import Image
 
 from dlcourse.data.augment import Augmentation, horizontal_flip, padded_crop, random_resized_crop
 from dlcourse.data.image_files import find_splits
-from dlcourse.data.images import image_folder
-from dlcourse.errors import DataError, UserError
+from dlcourse.data.image_folder import image_folder
+from dlcourse.infrastructure.errors import DataError, UserError
 from dlcourse.run import train
 
 
@@ -224,7 +224,7 @@ def test_an_image_that_breaks_mid_run_stops_after_saving_the_run(tiny_mnist, tmp
         patch.setattr(image_files, "decode_image", decode_then_break)
         with pytest.raises(DataError, match="train_004.png.*saved its place.*resume="):
             train(cfg, tmp_path / "run")
-    from dlcourse.checkpoint import load_checkpoint
+    from dlcourse.infrastructure.checkpoint import load_checkpoint
 
     saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert saved["step"] > 0
@@ -256,7 +256,7 @@ def test_models_are_built_for_the_data(tiny_mnist, tiny_images, tmp_path, model,
     )
     metrics = train(cfg, tmp_path / "run")
     assert metrics["class_names"] == list(IMAGE_CLASSES)
-    from dlcourse.checkpoint import load_checkpoint
+    from dlcourse.infrastructure.checkpoint import load_checkpoint
 
     stored = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt")["config"]["model"]
     expected = {"in_channels": channels, "image_size": 24, "num_classes": 3}
@@ -330,7 +330,7 @@ def test_train_predict_and_eval_on_a_folder_from_the_command_line(tiny_images, t
 
 
 def test_predict_prepares_a_photo_as_the_folder_prepared_its_images(tiny_images, tmp_path):
-    from dlcourse.predict import prepare_input
+    from dlcourse.data.new_images import prepare_input
 
     data = folder_data(tiny_images)
     _, _, _, test_samples = find_splits(tiny_images, 0.1, seed=0)
@@ -341,7 +341,7 @@ def test_predict_prepares_a_photo_as_the_folder_prepared_its_images(tiny_images,
 
 def write_png_folder(root: Path, split: str, images: torch.Tensor, labels: torch.Tensor) -> None:
     """Images (N, 28, 28) uint8 as PNGs in <root>/<split>/<label>_<name>/ (sorted as labelled)."""
-    from dlcourse.data.mnist import FASHION
+    from dlcourse.data.idx_files import FASHION
 
     for index, (pixels, label) in enumerate(zip(images, labels.tolist())):
         name = FASHION.class_names[label].replace("/", "-")
@@ -355,7 +355,8 @@ def test_fashion_mnist_as_a_png_folder_scores_as_the_idx_files_do(shared_fashion
     PNG folders: the same model, seed and epochs reach the same test accuracy through
     dataset=image_folder as through the IDX files (within 0.3 points). Full-batch steps make the
     image order irrelevant (the folder lists images by class, the IDX file in its own order)."""
-    from dlcourse.data.mnist import FASHION, open_mnist
+    from dlcourse.data.idx_files import FASHION
+    from dlcourse.data.mnist import open_mnist
 
     files = open_mnist(str(shared_fashion), 1000, False, 0, train_subset=3000, spec=FASHION)
     root = tmp_path / "fashion"

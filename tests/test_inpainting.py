@@ -19,7 +19,7 @@ from helpers import (
 
 from dlcourse.data.inpainting import inpainting
 from dlcourse.data.masks import center_box, half, make_masks, pixels, rectangles
-from dlcourse.errors import UserError
+from dlcourse.infrastructure.errors import UserError
 from dlcourse.losses import PixelLoss
 from dlcourse.tasks import InpaintingTask, psnr
 

@@ -13,8 +13,8 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
-from dlcourse import differentiation, matching
-from dlcourse.data.mnist import read_split
+from dlcourse.course import differentiation, matching
+from dlcourse.data.idx_files import read_split
 from dlcourse.data.toy import points
 from dlcourse.models import MLP
 from dlcourse.pictures import PALETTE, decision_boundary

@@ -8,9 +8,9 @@ import torch
 from helpers import STEPS_PER_EPOCH, compose_config, quick_overrides, read_events
 from torch import nn
 
+from dlcourse.commands.evaluate import evaluate_checkpoint
 from dlcourse.data.mnist import mnist
-from dlcourse.errors import UserError
-from dlcourse.evaluate import evaluate_checkpoint
+from dlcourse.infrastructure.errors import UserError
 from dlcourse.models import CNN, MLP, LinearClassifier, NearestNeighbor, TemplateNCC
 from dlcourse.pictures import confusion_matrix, grid, model_pictures
 from dlcourse.run import train

@@ -11,7 +11,8 @@ from helpers import compose_config, quick_overrides, tiny_digits
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from dlcourse.predict import main, read_digit
+from dlcourse.commands.predict import main
+from dlcourse.data.new_images import read_digit
 from dlcourse.run import train
 
 
@@ -160,8 +161,9 @@ def test_predict_on_mnist_pngs_matches_the_models_own_test_accuracy(
     accuracy on the same images as MNIST stores them."""
     import random
 
-    from dlcourse.data.mnist import normalize, read_split
-    from dlcourse.predict import classify, load_model
+    from dlcourse.commands.predict import classify, load_model
+    from dlcourse.data.idx_files import read_split
+    from dlcourse.data.mnist import normalize
 
     settings = [f"experiment={experiment}", f"paths.data_dir={shared_mnist}", "trainer.device=cpu"]
     train(compose_config([*settings, "trainer.progress_bar=false"]), tmp_path / "run")
@@ -197,8 +199,9 @@ def test_predict_on_fashion_mnist_pngs_matches_the_models_own_test_accuracy(
     ones a little blurred by the round trip, which a linear model feels)."""
     import random
 
-    from dlcourse.data.mnist import FASHION, normalize, read_split
-    from dlcourse.predict import classify, load_model
+    from dlcourse.commands.predict import classify, load_model
+    from dlcourse.data.idx_files import FASHION, read_split
+    from dlcourse.data.mnist import normalize
 
     settings = [f"paths.data_dir={shared_fashion}", "trainer.device=cpu"]
     cfg = compose_config(["experiment=linear_fashion_mnist", *settings, "trainer.epochs=3"])

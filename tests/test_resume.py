@@ -11,10 +11,9 @@ import torch
 from helpers import STEPS_PER_EPOCH, compose_config, quick_overrides, read_events
 from omegaconf import OmegaConf
 
-from dlcourse import checkpoint as checkpoint_module
-from dlcourse.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
-from dlcourse.errors import UserError
-from dlcourse.interrupt import TrainingInterrupted
+from dlcourse.infrastructure import checkpoint as checkpoint_module
+from dlcourse.infrastructure.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from dlcourse.infrastructure.errors import TrainingInterrupted, UserError
 from dlcourse.resume import resume_config
 from dlcourse.run import train
 from dlcourse.trainer import Trainer

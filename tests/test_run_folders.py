@@ -27,12 +27,11 @@ from helpers import (
     run_command,
 )
 
-from dlcourse.checkpoint import load_checkpoint, save_checkpoint
-from dlcourse.errors import UserError
-from dlcourse.interrupt import FinalTestInterrupted
+from dlcourse.infrastructure.checkpoint import load_checkpoint, save_checkpoint
+from dlcourse.infrastructure.errors import FinalTestInterrupted, UserError
+from dlcourse.infrastructure.run_folder import FolderInUse, RunFolder
 from dlcourse.resume import resume_config
 from dlcourse.run import train
-from dlcourse.run_folder import FolderInUse, RunFolder
 from dlcourse.trainer import Trainer
 
 
@@ -217,7 +216,9 @@ def test_a_full_disk_is_one_line_and_leaves_the_last_good_checkpoint(tmp_path, m
     def no_space(descriptor):  # where a full disk often shows first: flushing to the device
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", no_space)  # dlcourse.files flushes every file it writes
+    monkeypatch.setattr(
+        os, "fsync", no_space
+    )  # dlcourse.infrastructure.files flushes every file it writes
     with pytest.raises(
         UserError,
         match=f"no space left on the device to write {path}; the last good checkpoint "

@@ -9,8 +9,8 @@ import subprocess
 
 from helpers import compose_config, quick_overrides
 
+from dlcourse.commands.runs import main
 from dlcourse.run import train
-from dlcourse.runs import main
 
 
 def test_runs_lists_finished_stopped_failed_and_running_runs(tiny_mnist, tmp_path, capsys):
@@ -23,7 +23,7 @@ def test_runs_lists_finished_stopped_failed_and_running_runs(tiny_mnist, tmp_pat
     failed = outputs / "runs" / "failed"
     (failed / ".hydra").mkdir(parents=True)
     (failed / "train.log").write_text(
-        "[2026-01-01][dlcourse.train][ERROR] - error: MNIST is not in /x\n"
+        "[2026-01-01][dlcourse.commands.train][ERROR] - error: MNIST is not in /x\n"
     )
     running = outputs / "multirun" / "sweep" / "0_optimizer.lr=0.1"
     (running / ".hydra").mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Optuna searches (hparams_search=mnist_optuna, dlcourse/search.py): the search space, the
+"""Optuna searches (hparams_search=mnist_optuna, dlcourse/sweeps/search.py): the search space, the
 study in the sweep folder and its continuation, samplers, pruning and the report's views."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from dlcourse.cluster import request_problem
-from dlcourse.errors import SweepError
+from dlcourse.infrastructure.cluster import request_problem
+from dlcourse.infrastructure.errors import SweepError
 from hydra_plugins.dlcourse_optuna_sweeper import grid, search_space
 
 SEARCH = ["dlcourse-train", "hparams_search=mnist_optuna"]

@@ -23,7 +23,7 @@ import torch
 from helpers import BIN, tiny_digits, write_idx
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from dlcourse.checkpoint import load_checkpoint
+from dlcourse.infrastructure.checkpoint import load_checkpoint
 
 
 def cluster_ready() -> bool:

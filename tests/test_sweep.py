@@ -18,8 +18,8 @@ from helpers import (
     run_command,
 )
 
-from dlcourse.errors import UserError
-from dlcourse.sweep import report
+from dlcourse.infrastructure.errors import UserError
+from dlcourse.sweeps.report import report
 
 
 def test_a_failing_job_is_recorded_and_the_sweep_exits_non_zero(tiny_mnist, tmp_path):
@@ -40,9 +40,9 @@ def test_a_failing_job_is_recorded_and_the_sweep_exits_non_zero(tiny_mnist, tmp_
 
 
 def test_a_sweeps_process_collects_garbage(tiny_mnist, tmp_path, monkeypatch, capsys):
-    """dlcourse-train starts without garbage collection (dlcourse.cli.train); a sweep's process
-    turns it back on at once (it may never build a run itself): its jobs train with the
-    collector on, and nothing frozen."""
+    """dlcourse-train starts without garbage collection (dlcourse.commands.console.train); a
+    sweep's process turns it back on at once (it may never build a run itself): its jobs train
+    with the collector on, and nothing frozen."""
     seen = collector_when_training_starts(monkeypatch)
     argv = ["-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}", *quick_overrides(tiny_mnist)]
     status, output = call("dlcourse-train", argv, monkeypatch, capsys)

@@ -27,10 +27,10 @@ import yaml
 from helpers import BIN, STEPS_PER_EPOCH, call, quick_overrides, run_command
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from dlcourse import locks
-from dlcourse.interrupt import descendants
-from dlcourse.job_folders import FAILED
-from dlcourse.search import JOURNAL, repair_journal
+from dlcourse.infrastructure import locks
+from dlcourse.infrastructure.interrupt import descendants
+from dlcourse.infrastructure.run_folder import FAILED, JOURNAL, LOCK
+from dlcourse.sweeps.search import repair_journal
 
 STUDY = "mnist_mlp"  # hparams_search=mnist_optuna's study
 
@@ -307,7 +307,7 @@ def test_kill_9_of_a_parallel_search_ends_its_workers_and_a_rerun_resumes_them(
     assert log.count("The sweep's process") == 2 and "Traceback" not in log, log[-3000:]
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     assert len(jobs) == 2 and not any((job / "metrics.json").exists() for job in jobs)
-    assert not any((job / locks.LOCK).exists() for job in jobs)  # each saved, then let go
+    assert not any((job / LOCK).exists() for job in jobs)  # each saved, then let go
     epochs = [
         torch.load(job / "checkpoints" / "last.pt", weights_only=True)["epoch"] for job in jobs
     ]
@@ -336,7 +336,7 @@ def test_a_second_search_of_a_running_study_is_refused_in_one_line(
     first = start_search(argv, tmp_path, tiny_mnist, tmp_path / "first.log")
     try:
         wait_for(lambda: list(sweep_dir.glob("*/checkpoints/last.pt")), 120, "a checkpoint")
-        holder = json.loads((sweep_dir / locks.LOCK).read_text())
+        holder = json.loads((sweep_dir / LOCK).read_text())
         assert holder["pid"] == first.pid and holder["started"] == locks.process_start_time(
             first.pid
         )
@@ -345,7 +345,7 @@ def test_a_second_search_of_a_running_study_is_refused_in_one_line(
         assert error_lines(output) == [
             f"error: {sweep_dir} is in use by another search (process {first.pid} on "
             f"{socket.gethostname()}); wait for it to finish, or give this one its own "
-            f"hydra.sweep.dir (if that process is gone, delete {sweep_dir / locks.LOCK})"
+            f"hydra.sweep.dir (if that process is gone, delete {sweep_dir / LOCK})"
         ]
         assert [t.state.name for t in trials_of(sweep_dir)] == ["RUNNING"]  # left alone
         first.send_signal(signal.SIGINT)  # the first one goes on as if nothing happened
@@ -355,7 +355,7 @@ def test_a_second_search_of_a_running_study_is_refused_in_one_line(
             first.kill()
     log = (tmp_path / "first.log").read_text()
     assert "Traceback" not in log and "Cannot tell" not in log, log[-2000:]
-    assert not (sweep_dir / locks.LOCK).exists()  # let go as it ended
+    assert not (sweep_dir / LOCK).exists()  # let go as it ended
 
 
 def stale_locks(tmp_path: Path) -> dict[str, object]:
@@ -415,14 +415,14 @@ def test_stale_locks_are_taken_over_and_live_ones_refuse_the_search(
     cases += [(kind, lock, False) for kind, lock in live_locks(tmp_path).items()]
     for number, (kind, lock, stale) in enumerate(cases):
         sweep_dir = copy_of(study, tmp_path, f"lock{number}")
-        plant_lock(sweep_dir / locks.LOCK, lock, stale)
+        plant_lock(sweep_dir / LOCK, lock, stale)
         journal = (sweep_dir / JOURNAL).read_bytes()
         argv = search_argv(tiny_mnist, sweep_dir)
         status, output = call("dlcourse-train", argv, monkeypatch, capsys)
         assert "Traceback" not in output, (kind, output[-2000:])
         if stale:
             assert status == 0 and "Taking over" in output, (kind, output[-2000:])
-            assert not os.path.lexists(sweep_dir / locks.LOCK), kind
+            assert not os.path.lexists(sweep_dir / LOCK), kind
             assert (sweep_dir / "optimization_results.yaml").is_file(), kind
         else:
             assert status == 2 and len(error_lines(output)) == 1, (kind, output[-2000:])

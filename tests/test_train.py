@@ -6,6 +6,7 @@ import gc
 import json
 import math
 import sys
+import types
 
 import pytest
 import torch
@@ -17,17 +18,17 @@ from helpers import (
     quick_overrides,
 )
 
-from dlcourse import cli
+from dlcourse.commands import console
+from dlcourse.commands.evaluate import evaluate_checkpoint
 from dlcourse.data.batches import DataSplits, TensorBatches
-from dlcourse.errors import UserError
-from dlcourse.evaluate import evaluate_checkpoint
-from dlcourse.loggers import NullLogger
+from dlcourse.infrastructure.errors import UserError
+from dlcourse.infrastructure.loggers import NullLogger
+from dlcourse.infrastructure.run_files import NullRunFiles
+from dlcourse.infrastructure.schema import TrainerSettings
 from dlcourse.metrics import METRIC_WINDOW
 from dlcourse.models import LinearClassifier
 from dlcourse.run import train
-from dlcourse.run_folder import NullRunFiles
 from dlcourse.schedulers import constant
-from dlcourse.schema import TrainerSettings
 from dlcourse.tasks import ClassificationTask
 from dlcourse.trainer import Trainer
 
@@ -243,7 +244,7 @@ def test_early_stopping_keeps_the_best_weights_and_resumes_exactly(
     metrics = train(compose_config(overrides), tmp_path)
     assert metrics["epochs"] == 6 and metrics["epochs_run"] < 6
     assert metrics["epochs_run"] == metrics["best_epoch"] + 1  # one evaluation without improvement
-    from dlcourse.checkpoint import load_checkpoint
+    from dlcourse.infrastructure.checkpoint import load_checkpoint
 
     best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
     assert best["epoch"] == metrics["best_epoch"] + 1
@@ -259,9 +260,9 @@ def test_early_stopping_keeps_the_best_weights_and_resumes_exactly(
 def test_start_up_objects_are_frozen_while_training_only_after_a_start_up_without_collection(
     collecting_at_start, tiny_mnist, tmp_path, monkeypatch
 ):
-    """dlcourse-train starts with the garbage collector off (dlcourse.cli.train); the run turns it
-    on once built, with start-up's objects frozen, and unfreezes them when it ends. A run
-    started from Python with the collector on leaves it alone."""
+    """dlcourse-train starts with the garbage collector off (dlcourse.commands.console.train);
+    the run turns it on once built, with start-up's objects frozen, and unfreezes them when it
+    ends. A run started from Python with the collector on leaves it alone."""
     cfg = compose_config(["model=linear", *quick_overrides(tiny_mnist)])
     seen = collector_when_training_starts(monkeypatch)
     if not collecting_at_start:
@@ -280,10 +281,11 @@ def test_start_up_objects_are_frozen_while_training_only_after_a_start_up_withou
 
 def test_the_train_command_starts_without_garbage_collection(monkeypatch):
     seen = []
-    monkeypatch.setattr(cli, "run_quietly", lambda *args: seen.append(gc.isenabled()))
+    command = types.SimpleNamespace(main=lambda: seen.append(gc.isenabled()))
+    monkeypatch.setitem(sys.modules, "dlcourse.commands.train", command)
     monkeypatch.setattr(sys, "argv", ["dlcourse-train"])
     try:
-        cli.train()
+        console.train()
         after = (gc.isenabled(), gc.get_freeze_count())
     finally:
         gc.enable()

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import compose_config, quick_overrides, run_command
+from helpers import DELETE, compose_config, quick_overrides, replaced, run_command
 
-from dlcourse.checkpoint import load_checkpoint
-from dlcourse.errors import UserError
-from dlcourse.evaluate import evaluate_checkpoint
-from dlcourse.predict import main as predict
+from dlcourse.commands.evaluate import evaluate_checkpoint
+from dlcourse.commands.predict import main as predict
+from dlcourse.infrastructure.checkpoint import load_checkpoint
+from dlcourse.infrastructure.errors import UserError
 from dlcourse.resume import resume_config
 from dlcourse.run import train
 
@@ -213,11 +213,7 @@ def all_paths(node: object, prefix: tuple = ()) -> list[tuple]:
 
 def fuzz(config: dict, generator: random.Random, marker: Path) -> dict:
     """The config with one random entry replaced by a value of another kind, or removed."""
-    crafted = copy.deepcopy(config)
-    path = generator.choice([p for p in all_paths(crafted) if p])
-    parent = crafted
-    for part in path[:-1]:
-        parent = parent[part]
+    path = generator.choice([p for p in all_paths(config) if p])
     replacements = [
         None,
         True,
@@ -239,14 +235,9 @@ def fuzz(config: dict, generator: random.Random, marker: Path) -> dict:
         {"a": {"b": 1}},
         ["_target_"],
         {"_target_": "os.system", "_args_": [f"touch {marker}"]},
-        "DELETE",
+        DELETE,
     ]
-    value = generator.choice(replacements)
-    if value == "DELETE" and isinstance(parent, dict):
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = value
-    return crafted
+    return replaced(config, path, generator.choice(replacements))
 
 
 def test_fuzzed_stored_configs_are_refused_in_one_line_or_harmless(

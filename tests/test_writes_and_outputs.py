@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 from helpers import BIN, call, only_run_folder, quick_overrides, run_command
 
-from dlcourse import files, locks
-from dlcourse.checkpoint import load_checkpoint
-from dlcourse.errors import UserError
-from dlcourse.interrupt import STOP_MARKER, ForwardStopToJobs, descendants
-from dlcourse.run_folder import FolderInUse, RunFolder
+from dlcourse.infrastructure import files, locks
+from dlcourse.infrastructure.checkpoint import load_checkpoint
+from dlcourse.infrastructure.errors import UserError
+from dlcourse.infrastructure.interrupt import ForwardStopToJobs, descendants
+from dlcourse.infrastructure.run_folder import LOCK, STOP_MARKER, FolderInUse, RunFolder
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -329,10 +329,10 @@ def test_a_stopping_sweep_signals_only_its_own_workers(tmp_path):
     odd_files = {"empty": "", "half": '{"pid": ', "array": f"[{worker.pid}]", "bytes": "\udcff"}
     for name, holder in holders.items():
         (sweep / name).mkdir(parents=True)
-        (sweep / name / locks.LOCK).write_text(json.dumps(holder))
+        (sweep / name / LOCK).write_text(json.dumps(holder))
     for name, text in odd_files.items():
         (sweep / name).mkdir(parents=True)
-        (sweep / name / locks.LOCK).write_bytes(text.encode("utf-8", "surrogateescape"))
+        (sweep / name / LOCK).write_bytes(text.encode("utf-8", "surrogateescape"))
     stopper = ForwardStopToJobs()
     stopper.sweep_dir, stopper.WAIT_SECONDS = sweep, 3
     try:
@@ -386,13 +386,13 @@ def test_a_lock_is_never_seen_empty_and_an_unreadable_one_waits(tmp_path, monkey
     assert sorted(outcomes) == ["refused"] * 3 + ["took"]
     monkeypatch.setattr(locks.json, "dump", dump)
     for text in ("", "{", "[]", "null"):  # unreadable: in use while fresh, stale once old
-        (folder / locks.LOCK).write_text(text)
+        (folder / LOCK).write_text(text)
         with pytest.raises(FolderInUse):
             RunFolder(folder, resuming=True).take_lock()
         old = time.time() - 2 * locks.UNREADABLE_GRACE_SECONDS
-        os.utime(folder / locks.LOCK, (old, old))
+        os.utime(folder / LOCK, (old, old))
         RunFolder(folder, resuming=True).take_lock()
-        assert locks.read(folder / locks.LOCK)["pid"] == os.getpid()
+        assert locks.read(folder / LOCK)["pid"] == os.getpid()
 
 
 # --- 6. Runs that stop in odd places can always be finished ------------------------------------
@@ -429,12 +429,12 @@ def test_a_run_without_its_results_is_finished_by_resuming_it(
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return write_file(path, data, root)
 
-    monkeypatch.setattr("dlcourse.checkpoint.write_file", no_space_for_weights)
+    monkeypatch.setattr("dlcourse.infrastructure.checkpoint.write_file", no_space_for_weights)
     argv = [*quick_overrides(tiny_mnist), f"hydra.run.dir={full}"]
     status, output = call("dlcourse-train", argv, monkeypatch, capsys)
     assert status == 1 and len(error_lines(output)) == 1 and "no space" in output, output
     assert "Traceback" not in output and not (full / "metrics.json").exists()
-    monkeypatch.setattr("dlcourse.checkpoint.write_file", write_file)
+    monkeypatch.setattr("dlcourse.infrastructure.checkpoint.write_file", write_file)
     status, output = resume(full, tiny_mnist, monkeypatch, capsys)
     assert (
         status == 0 and (full / "metrics.json").is_file() and (full / "model.safetensors").is_file()
@@ -493,7 +493,8 @@ def test_a_divergence_on_an_epochs_last_step_is_the_non_finite_message(
 def test_torchrun_into_a_folder_that_does_not_exist_yet(tiny_mnist, tmp_path):
     folder = tmp_path / "not" / "yet"
     command = [
-        str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "-m", "dlcourse.train",
+        str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2",
+        "-m", "dlcourse.commands.train",
         "model=linear", "trainer.epochs=1", "trainer.device=cpu", f"hydra.run.dir={folder}",
         *quick_overrides(tiny_mnist)[:4],
     ]  # fmt: skip

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from dlcourse.data.batches import Batch
-from dlcourse.distributed import SingleProcess
+from dlcourse.infrastructure.distributed import SingleProcess
 from dlcourse.tasks import Task
 
 METRIC_WINDOW = 16  # training steps whose metrics are summed at once (see TrainingMetrics)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch import nn
 from torch.nn import functional as F
+
+from dlcourse.infrastructure.files import to_pil
 
 MAX_TEMPLATES = 100  # hidden units shown for a wide first layer
 # One colour per class (matplotlib's tab10), for decision boundaries.
@@ -145,20 +145,10 @@ def decision_boundary(
     return image.permute(2, 0, 1)  # (3, size, size)
 
 
-def to_pil(image: torch.Tensor) -> Image.Image:
-    """(3, H, W) in [0, 1] → a PIL image."""
-    array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(np.ascontiguousarray(array))
-
-
 def from_pil(picture: Image.Image) -> torch.Tensor:
     return (
         torch.from_numpy(np.asarray(picture.convert("RGB")).copy()).permute(2, 0, 1).float() / 255
     )
-
-
-def save_png(image: torch.Tensor, file: str | Path | BinaryIO) -> None:
-    to_pil(image).save(file, format="PNG")
 
 
 def confusion_matrix(

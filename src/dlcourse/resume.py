@@ -1,7 +1,7 @@
 """Continuing a stopped run: `dlcourse-train resume=outputs/runs/<run> [trainer.epochs=8 ...]`.
 
 The resumed run is the stopped run's own config (read from its checkpoint and checked like any
-file you did not write, see `config.stored_config`) with this command line's overrides on top.
+file you did not write, see `stored_config`) with this command line's overrides on top.
 Only overrides that keep it the same run are taken: the trainer's settings, the optimizer's
 (applied to the restored optimizer), where the data lives. Anything that would make the saved
 state mean something else (another model, loss, seed or schedule, fewer epochs than are done)
@@ -17,20 +17,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dlcourse.checkpoint import (
-    BEST,
-    LAST,
-    METRICS,
-    check_folder_classes,
-    find_checkpoint,
-    load_checkpoint,
-)
-from dlcourse.config import CHANGEABLE_ON_RESUME, run_folder_of_resume, stored_config, to_plain_dict
-from dlcourse.errors import UserError
-from dlcourse.runs import read_record
-from dlcourse.schema import validate_config
+from dlcourse.data.image_files import check_folder_classes
+from dlcourse.infrastructure.checkpoint import find_checkpoint, load_checkpoint
+from dlcourse.infrastructure.config import CHANGEABLE_ON_RESUME, run_folder_of_resume
+from dlcourse.infrastructure.errors import UserError
+from dlcourse.infrastructure.run_folder import BEST, CHECKPOINTS, LAST, METRICS, read_record
+from dlcourse.infrastructure.stored_config import stored_config
+from dlcourse.infrastructure.training_state import Position, check_resumable, check_training_state
 from dlcourse.trainer import Trainer
-from dlcourse.training_state import Position, check_resumable, check_training_state
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +37,18 @@ FIXED_LENGTH = ("dlcourse.schedulers.onecycle", "dlcourse.schedulers.cosine")
 def run_config(
     cfg: DictConfig, overrides: list[str], run_dir: Path
 ) -> tuple[DictConfig, dict | None]:
-    """The config this run uses, checked before anything is written, and the checkpoint it
-    continues (None: a new run). A resume's config comes from its checkpoint; `resume=auto`
+    """The config this run uses and the checkpoint it continues (None: a new run); a resume's
+    overrides are checked here, the whole config by `dlcourse.run.train`, both before anything
+    is written. A resume's config comes from its checkpoint; `resume=auto`
     continues the run folder's own run when it has a checkpoint (a requeued cluster job)."""
     repeated: list[str] = []
     if cfg.get("resume") == "auto":
-        last = run_dir / "checkpoints" / LAST
+        last = run_dir / CHECKPOINTS / LAST
         cfg.resume = str(last) if last.is_file() else None
         repeated = read_record(run_dir)[1]  # the command line the run started with
     checkpoint = None
     if cfg.get("resume"):
         cfg, checkpoint = resume_config(cfg, overrides, repeated)
-    validate_config(to_plain_dict(cfg))
     return cfg, checkpoint
 
 
@@ -174,7 +168,7 @@ def carry_best_over(trainer: Trainer, path: Path) -> None:
     if source.is_file() and source.resolve() != path.resolve():
         best = load_resumable(str(source))
         if best["step"] <= trainer.position.step:
-            trainer.files.save_checkpoint(BEST, best)
+            trainer.files.write_checkpoint(BEST, best)
             return
     log.info("%s has no best.pt beside it: this run's best weights are judged anew.", path)
     trainer.position.best = Position().best
@@ -209,7 +203,7 @@ def restore(trainer: Trainer, checkpoint: dict[str, Any], path: str) -> None:
         checkpoint, trainer.raw_model, trainer.optimizer, trainer.scheduler, trainer.scaler, path
     )
     try:
-        trainer.restore(checkpoint)
+        trainer.load_state_dict(checkpoint)
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(

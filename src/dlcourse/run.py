@@ -3,11 +3,11 @@
     from dlcourse.run import train
     metrics = train(cfg, Path("outputs/runs/my_run"))  # cfg: configs/train.yaml, by Hydra
 
-`dlcourse-train` (dlcourse/train.py) is the thin Hydra wrapper around it; tests call `train`
-with a composed config and a tmp_path. `checkpoint`: the one `cfg.resume` names, when the
+`dlcourse-train` (dlcourse/commands/train.py) is the thin Hydra wrapper around it; tests call
+`train` with a composed config and a tmp_path. `checkpoint`: the one `cfg.resume` names, when the
 caller has loaded it already; `hparams`: what TensorBoard's HParams tab shows (default: the
 core settings; dlcourse-train passes the command line's); `trial`: the Optuna trial the run
-reports to in a search (dlcourse/search.py).
+reports to in a search (dlcourse/sweeps/search.py).
 
 Reading order: `train` below, then the loop in trainer.py (`Trainer.fit` → `train_one_epoch` →
 `train_step`), then the model's file.
@@ -17,32 +17,33 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, open_dict
 
-from dlcourse import distributed
-from dlcourse.config import build, fill_model_sizes, to_plain_dict
 from dlcourse.data.batches import DataSplits
-from dlcourse.distributed import unwrap
-from dlcourse.errors import SweepError, UserError
-from dlcourse.interrupt import StopSignal
-from dlcourse.loggers import Logger, NullLogger, TensorBoardLogger, run_hparams
-from dlcourse.resume import load_resumable, restore
-from dlcourse.run_folder import NullRunFiles, RunFiles
-from dlcourse.runtime import (
+from dlcourse.infrastructure import distributed
+from dlcourse.infrastructure.config import build, fill_model_sizes, to_plain_dict
+from dlcourse.infrastructure.distributed import unwrap
+from dlcourse.infrastructure.errors import SweepError, UserError
+from dlcourse.infrastructure.interrupt import StopSignal
+from dlcourse.infrastructure.loggers import Logger, NullLogger, TensorBoardLogger, run_hparams
+from dlcourse.infrastructure.run_files import NullRunFiles, RunFiles
+from dlcourse.infrastructure.run_folder import shortest_path
+from dlcourse.infrastructure.runtime import (
     autocast_dtype,
     configure_determinism,
     seed_everything,
     select_device,
     startup_objects_frozen,
 )
+from dlcourse.infrastructure.schema import TrainerSettings, validate_config
+from dlcourse.resume import load_resumable, restore
 from dlcourse.schedulers import Scheduler
-from dlcourse.schema import TrainerSettings, validate_config
-from dlcourse.search import NoTrial, Trial
 from dlcourse.tasks import Task
-from dlcourse.trainer import Trainer
+from dlcourse.trainer import NeverPrune, Pruning, Trainer
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +53,48 @@ def train(
     output_dir: Path,
     checkpoint: dict | None = None,
     hparams: dict | None = None,
-    trial: Trial | NoTrial = NoTrial(),
+    trial: Pruning = NeverPrune(),
+    folder: AbstractContextManager = nullcontext(),
 ) -> dict:
     """Data → model → loss → optimizer → scheduler → logger → trainer; fit; write the results."""
     config = to_plain_dict(cfg)
-    validate_config(config)  # before any data is loaded
-    settings = TrainerSettings(**config["trainer"])
-    processes, device = setup_runtime(settings, cfg.seed)
-    output_dir = Path(processes.broadcast(str(output_dir)))  # all ranks share rank 0's folder
-    if cfg.get("resume") and checkpoint is None:
-        checkpoint = load_resumable(cfg.resume)
+    validate_config(config)  # the one check of the run's config: before anything is written
+    with folder:  # dlcourse-train's RunFolder: the run folder claimed, its record written
+        settings = TrainerSettings(**config["trainer"])
+        processes, device = setup_runtime(settings, cfg.seed)
+        output_dir = Path(processes.broadcast(str(output_dir)))  # all ranks share rank 0's
+        if cfg.get("resume") and checkpoint is None:
+            checkpoint = load_resumable(cfg.resume)
+        data, model, loss_fn, config = build_components(cfg, device, processes)
+        model, optimizer, scheduler = prepare_training(
+            cfg, model, len(data.train), settings, processes, device, checkpoint is not None
+        )
+        logger, files = run_outputs(output_dir, processes, checkpoint)
+        with startup_objects_frozen(), StopSignal() as stop_signal:
+            # fmt: off
+            trainer = Trainer(model, loss_fn, optimizer, scheduler, data, logger, settings,
+                              device, files=files, config=config, stop_signal=stop_signal,
+                              processes=processes, trial=trial)
+            # fmt: on
+            if checkpoint:
+                restore(trainer, checkpoint, cfg.resume)
+            try:
+                metrics = trainer.fit()
+                logger.log_hparams(hparams or run_hparams(config))
+            finally:
+                logger.close()
+                processes.close()
+        files.write_results(metrics, unwrap(model), config["model"])
+        log.info("Run folder: %s", output_dir)
+        log.info("Look at it with: tensorboard --logdir %s", shortest_path(output_dir.parent))
+    return metrics
 
+
+def build_components(
+    cfg: DictConfig, device: torch.device, processes: distributed.SingleProcess
+) -> tuple[DataSplits, torch.nn.Module, torch.nn.Module, dict]:
+    """The data (this rank's shard), the model on its device and the loss, checked to fit each
+    other; and the config as plain data, with what the data decided written into it."""
     data = build(cfg, "dataset", device=device)
     config = fill_from_data(cfg, data)
     data.shard(processes.rank, processes.world_size)
@@ -70,28 +102,7 @@ def train(
     loss_fn = build(cfg, "loss")
     metric_names = check_model_fits(model, loss_fn, data.task, next(iter(data.val)), device)
     check_optimized_metric(cfg.get("optimized_metric"), metric_names)
-    model, optimizer, scheduler = prepare_training(
-        cfg, model, len(data.train), settings, processes, device, resuming=checkpoint is not None
-    )
-    logger, files = run_outputs(output_dir, processes, checkpoint)
-    with startup_objects_frozen(), StopSignal() as stop_signal:
-        # fmt: off
-        trainer = Trainer(model, loss_fn, optimizer, scheduler, data, logger, settings, device,
-                          files=files, config=config, stop_signal=stop_signal, processes=processes,
-                          trial=trial)
-        # fmt: on
-        if checkpoint:
-            restore(trainer, checkpoint, cfg.resume)
-        try:
-            metrics = trainer.fit()
-            logger.log_hparams(hparams or run_hparams(config))
-        finally:
-            logger.close()
-            processes.close()
-    files.write_results(metrics, unwrap(model), config["model"])
-    log.info("Run folder: %s", output_dir)
-    log.info("Look at it with: tensorboard --logdir %s", shortest_path(output_dir.parent))
-    return metrics
+    return data, model, loss_fn, config
 
 
 def fill_from_data(cfg: DictConfig, data: DataSplits) -> dict:
@@ -103,9 +114,7 @@ def fill_from_data(cfg: DictConfig, data: DataSplits) -> dict:
     fill_model_sizes(cfg.model, data.input_shape, len(class_names) if class_names else None)
     with open_dict(cfg.dataset):
         cfg.dataset.update(data.found)
-    config = to_plain_dict(cfg)
-    validate_config(config)
-    return config
+    return to_plain_dict(cfg)
 
 
 def run_outputs(
@@ -229,9 +238,3 @@ def check_optimized_metric(name: str | None, available: list[str]) -> None:
             f"optimized_metric={name!r} is not a metric of this run; choose one of: "
             f"{', '.join(available)}"
         )
-
-
-def shortest_path(path: Path) -> str:
-    """`path` relative to the current folder when it lies inside it (what a user would type)."""
-    path = path.resolve()
-    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)

@@ -12,28 +12,42 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, fields
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from dlcourse.checkpoint import BEST, FORMAT_VERSION, LAST, load_checkpoint
 from dlcourse.data.batches import Batch, Batches, DataSplits, to_device
-from dlcourse.distributed import SingleProcess, unwrap
-from dlcourse.errors import DataError, UserError
-from dlcourse.interrupt import NoStopSignal, StopSignal, TrainingInterrupted
-from dlcourse.loggers import Logger
+from dlcourse.infrastructure.checkpoint import FORMAT_VERSION, load_checkpoint
+from dlcourse.infrastructure.distributed import SingleProcess, unwrap
+from dlcourse.infrastructure.errors import DataError, TrainingInterrupted, UserError
+from dlcourse.infrastructure.interrupt import NoStopSignal, StopSignal
+from dlcourse.infrastructure.loggers import Logger
+from dlcourse.infrastructure.run_files import RunFiles
+from dlcourse.infrastructure.run_folder import BEST, LAST
+from dlcourse.infrastructure.runtime import autocast_dtype
+from dlcourse.infrastructure.schema import TrainerSettings
+from dlcourse.infrastructure.training_state import Position, rng_states, set_rng_states
 from dlcourse.metrics import TrainingMetrics, format_metrics, measure
 from dlcourse.pictures import curves_image, model_pictures
-from dlcourse.run_folder import RunFiles
-from dlcourse.runtime import autocast_dtype
 from dlcourse.schedulers import Scheduler
-from dlcourse.schema import TrainerSettings
-from dlcourse.search import NoTrial, Trial
-from dlcourse.training_state import Position, rng_states, set_rng_states
 
 log = logging.getLogger(__name__)
+
+
+class Pruning(Protocol):
+    """What the trainer asks a hyperparameter search after each evaluation (an Optuna trial,
+    dlcourse.sweeps.search.Trial): stop this run now?"""
+
+    def should_prune(self, epoch: int, val_metrics: dict[str, float]) -> bool: ...
+
+
+class NeverPrune:
+    """The no-op twin: a run outside a search is never pruned."""
+
+    def should_prune(self, epoch: int, val_metrics: dict[str, float]) -> bool:
+        return False
 
 
 class Trainer:
@@ -51,20 +65,15 @@ class Trainer:
         config: dict[str, Any],
         stop_signal: StopSignal | NoStopSignal = NoStopSignal(),
         processes: SingleProcess = SingleProcess(),
-        trial: Trial | NoTrial = NoTrial(),
+        trial: Pruning = NeverPrune(),
     ) -> None:
         """`model` may be DDP-wrapped; no optimizer and scheduler: a classical method. `trial`:
-        the Optuna trial this run is, in a search with pruning (dlcourse/search.py)."""
+        what a hyperparameter search's pruner is asked after each evaluation."""
         self.model, self.raw_model = model, unwrap(model)  # the model, out of DDP's wrapper
-        self.loss_fn = loss_fn
-        self.optimizer, self.scheduler = optimizer, scheduler
-        self.data = data
-        self.logger = logger
-        self.files = files
+        self.loss_fn, self.optimizer, self.scheduler = loss_fn, optimizer, scheduler
+        self.data, self.logger, self.files = data, logger, files
         self.settings, self.device = settings, device  # how and where to train
-        self.config = config
-        self.stop_signal = stop_signal
-        self.processes = processes
+        self.config, self.stop_signal, self.processes = config, stop_signal, processes
         self.trial, self.pruned_at_epoch = trial, None
         # The first test batch, fixed: pictured at every evaluation (confusion matrix, ...).
         self.picture_batch = tuple(t.to(device) for t in next(iter(data.test)))
@@ -100,18 +109,18 @@ class Trainer:
             metrics = {**train_metrics, **val_metrics, **val_baselines}
             if val_metrics and self.is_improvement(val_metrics):
                 self.record_best(epoch, {**val_metrics, **val_baselines})
-                self.save_checkpoint(BEST, metrics)
+                self.save(BEST, metrics)
             elif val_metrics:
                 self.position.evaluations_without_improvement += 1
             self.position.history.append({"epoch": epoch, **train_metrics, **val_metrics})
-            self.save_checkpoint(LAST, metrics)
+            self.save(LAST, metrics)
             shown = format_metrics({**train_metrics, **val_metrics})
             log.info("epoch %d/%d  %s", epoch, self.settings.epochs, shown)
             if val_metrics and self.is_pruned(epoch, val_metrics):
                 break
         if self.position.best["value"] is None:  # a branch whose run's best.pt stayed behind
             self.record_best(self.position.epoch - 1, {**self.validate_now()})
-            self.save_checkpoint(BEST, {})
+            self.save(BEST, {})
         names = ["loss", self.data.task.monitor]  # for those who look without TensorBoard
         self.files.save_image("curves", curves_image(self.position.history, names))
         train_metrics = {k: v for k, v in train_metrics.items() if not k.startswith("time/")}
@@ -125,7 +134,7 @@ class Trainer:
         val_metrics, val_baselines = self.validate_if_due(self.settings.epochs)
         best_metrics = {**val_metrics, **val_baselines}
         self.record_best(0, best_metrics)
-        self.save_checkpoint(BEST, best_metrics)
+        self.save(BEST, best_metrics)
         log.info("fitted in one pass, without gradients  %s", format_metrics(val_metrics))
         return self.results({}, start, epochs=0, steps=0)
 
@@ -214,7 +223,7 @@ class Trainer:
                 samples += len(outputs)
                 self.after_step(loss, outputs, batch, bar)  # metrics, logs, stop signals
         except DataError as error:  # an unreadable file: keep the work done, then say so
-            self.save_checkpoint(LAST, {})
+            self.save(LAST, {})
             raise DataError(
                 f"{error}; the run saved its place in {self.files.checkpoint_dir / LAST} and "
                 f"continues from there with resume={self.files.output_dir}"
@@ -370,7 +379,7 @@ class Trainer:
 
     def stop(self, signal_number: int) -> None:
         """Save where the run is, mid-epoch, and leave the loop."""
-        self.save_checkpoint(LAST, {})
+        self.save(LAST, {})
         path = self.files.checkpoint_dir / LAST
         raise TrainingInterrupted(signal_number, str(path), self.position.step)
 
@@ -387,11 +396,16 @@ class Trainer:
         higher_is_better = self.data.task.higher_is_better[self.data.task.monitor]
         return best is None or (value > best if higher_is_better else value < best)
 
-    def save_checkpoint(self, name: str, metrics: dict[str, float]) -> None:
-        """Everything `restore` needs to continue exactly here (the two mirror each other)."""
+    def save(self, name: str, metrics: dict[str, float]) -> None:
+        """checkpoints/<name>: the whole training state, with the metrics of this moment."""
+        self.files.write_checkpoint(name, self.state_dict(metrics))
+
+    def state_dict(self, metrics: dict[str, float]) -> dict[str, Any]:
+        """Everything `load_state_dict` needs to continue exactly here (the two mirror each
+        other), and what eval and predict need to use the model: one self-describing dict."""
         # The epoch's partial sums over all ranks, so that any number of processes can resume.
         epoch_sums, epoch_count = self.processes.all_reduce_sums(*self.train_metrics.totals())
-        checkpoint = {
+        return {
             "format_version": FORMAT_VERSION,
             "task": self.data.task.name,
             "input_shape": list(self.picture_batch[0].shape[1:]),  # one input's (C, H, W)
@@ -407,10 +421,9 @@ class Trainer:
             "epoch_sums": epoch_sums,
             "epoch_count": epoch_count,
         }
-        self.files.save_checkpoint(name, checkpoint)
 
-    def restore(self, checkpoint: dict[str, Any]) -> None:
-        """Continue from a checkpoint exactly where it was written."""
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from a checkpoint exactly where it was written (resume.restore checks it)."""
         self.raw_model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])

@@ -9,9 +9,9 @@ The sweeper asks Optuna for trials, turns each into a job's overrides (`hydra.sw
 uses Hydra's sweep syntax: `choice(...)`, `interval(...)`, `tag(log, interval(...))`,
 `range(...)`) and tells Optuna each job's outcome. The study lives in the sweep folder
 (`optuna.journal`), so the same command run again continues it; job N is trial N. What a job
-does with its trial (report, prune) is in dlcourse/search.py; the study across runs (its
-lock, trials a killed search left running) in dlcourse/study.py. Hydra imports every plugin at
-each start-up, so Optuna is imported only once a search runs.
+does with its trial (report, prune) is in dlcourse/sweeps/search.py; the study across runs (its
+lock, trials a killed search left running) in dlcourse/sweeps/study.py. Hydra imports every
+plugin at each start-up, so Optuna is imported only once a search runs.
 """
 
 # No `from __future__ import annotations`: Hydra loads plugins without registering them in
@@ -30,16 +30,10 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from dlcourse.errors import SweepError
-from dlcourse.search import (
-    JOURNAL,
-    SAMPLERS,
-    build_from,
-    build_pruner,
-    open_storage,
-    repair_journal,
-)
-from dlcourse.study import (
+from dlcourse.infrastructure.errors import SweepError
+from dlcourse.infrastructure.run_folder import JOURNAL
+from dlcourse.sweeps.search import SAMPLERS, build_from, build_pruner, open_storage, repair_journal
+from dlcourse.sweeps.study import (
     consecutive,
     count_finished,
     settle_unfinished,

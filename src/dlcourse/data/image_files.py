@@ -1,4 +1,4 @@
-"""Images on disk for classification: the class-folder layout, decoding, and unreadable files.
+"""Images on disk for classification: the class-folder layout, and files that do not decode.
 
     <root>/train/<class>/*.png|jpg|...   one folder per class, named after it (torchvision's
     <root>/test/<class>/...              ImageFolder layout); test/ holds the same classes
@@ -13,22 +13,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from dlcourse.data.image_folder import decode_image
-from dlcourse.errors import DataError, UserError, printable
+from dlcourse.data.image_decoding import decode_image
+from dlcourse.infrastructure.checkpoint import MAX_CLASS_NAME
+from dlcourse.infrastructure.errors import DataError, UserError, printable
 
 log = logging.getLogger(__name__)
 
 # What torchvision's ImageFolder reads; other files in a class folder are ignored.
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 Sample = tuple[Path, int]  # an image file and its class
-# The longest class name: the longest folder name file systems allow (255 bytes, so at most 255
-# characters). Training refuses longer ones and checkpoints take names up to it, so that eval and
-# predict always accept the checkpoints of a run that trained.
-MAX_CLASS_NAME = 255
 
 
 def class_folders(folder: Path) -> list[str]:
@@ -203,3 +202,30 @@ def readable(samples: list[Sample], on_bad_image: str) -> list[Sample]:
             bad.append(path)
     report_skipped(bad, len(samples))
     return good
+
+
+def check_folder_classes(checkpoint: dict[str, Any], dataset: DictConfig, path: Path) -> None:
+    """An image-folder run learned label k as the k-th class folder (sorted by name): the folder
+    read now must hold the very classes the checkpoint names, or every label would mean another
+    class (a renamed folder scored a perfect model 0.0; an added one broke resume=)."""
+    names, root = checkpoint.get("class_names"), dataset.get("root")
+    train = Path(str(root)).expanduser() / "train" if root else None
+    if not names or train is None or not train.is_dir():
+        return  # not an image-folder run, or a folder that the dataset itself will refuse
+    found = class_folders(train)
+    if found == names:
+        return
+    missing, new = [n for n in names if n not in found], [n for n in found if n not in names]
+
+    def listed(group: list[str]) -> str:
+        return ", ".join(repr(printable(n)[:40]) for n in group[:3]) + (", ..." * (len(group) > 3))
+
+    differences = [f"missing {listed(missing)}"] * bool(missing) + [f"new {listed(new)}"] * bool(
+        new
+    )
+    raise UserError(
+        f"{train} holds other classes than {path} was trained on "
+        f"({'; '.join(differences) or 'in another order'}): its labels would name the wrong "
+        f"classes. "
+        f"Restore the class folders as they were ({listed(names)}), or train a new run"
+    )

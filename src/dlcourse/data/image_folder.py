@@ -1,212 +1,243 @@
-"""Inpainting pairs read from disk: a folder with masked/ and complete/ (and optionally mask/).
+"""Classification on your own images: `dlcourse-train dataset=image_folder dataset.root=PATH`.
 
-Files pair up by name (without the extension); any format PIL reads, grayscale or RGB, resized
-to `image_size`. Everything is checked before training starts, and the pairs are then read item
-by item through the standard `DataLoader` path.
+    PATH/train/<class>/*.png|jpg|...   one folder per class, named after it (torchvision's
+    PATH/test/<class>/...              ImageFolder layout); test/ holds the same classes
+    PATH/val/<class>/...               optional: without it, val is carved from train by the seed
+
+Each image is decoded with PIL, made grayscale or RGB (`channels`) and resized to `image_size`.
+When all of them fit in `cache_bytes` decoded, they are decoded once (by `num_workers`
+processes) into one uint8 tensor on the training device, like MNIST's fast path; otherwise
+DataLoader workers decode them batch by batch, every epoch (pinned memory, persistent workers).
+Either way a batch is then augmented and normalised as a whole (`Finish`), so both paths give
+the same inputs, and the same augmented batches for the same seed.
+The normalisation is measured on the training images unless given, and stored in the run's
+config (so eval, predict and resume use the very same numbers).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import torch
-from torch.utils.data import Dataset
 
-from dlcourse.data.batches import DataSplits, LoaderBatches
-from dlcourse.errors import UserError
-from dlcourse.tasks import InpaintingTask
+from dlcourse.data.augment import Augmentation
+from dlcourse.data.batches import Batch, DataSplits, LoaderBatches
+from dlcourse.data.image_batches import CachedImages, Finish
+from dlcourse.data.image_files import (
+    ImageFiles,
+    Sample,
+    decode_all,
+    drop_bad,
+    find_splits,
+    readable,
+)
+from dlcourse.infrastructure.checkpoint import Preprocessing
+from dlcourse.infrastructure.errors import UserError
+from dlcourse.tasks import ClassificationTask
 
-Pair = tuple[Path, Path, Path | None]  # masked, complete, mask (None: derived from the difference)
+log = logging.getLogger(__name__)
 
-
-def read_image(
-    path: Path, mode: str, size: int | tuple[int, int] | None, resample: str = "bilinear"
-) -> torch.Tensor:
-    """An image file as a float tensor (C, H, W) in [0, 1]; see `decode_image`."""
-    return decode_image(path, mode, size, resample).float().div_(255)
-
-
-def decode_image(
-    path: Path, mode: str, size: int | tuple[int, int] | None, resample: str = "bilinear"
-) -> torch.Tensor:
-    """An image file as a uint8 tensor (C, H, W); mode "L" (grayscale) or "RGB"; `size`: a side,
-    or (height, width), to resize to (PIL's resampling, antialiased when shrinking).
-    Transparent pixels become white (paper), not the black their colour values often hold;
-    16- and 32-bit grayscale is scaled by its bit depth (see `to_8_bits`)."""
-    import numpy
-    from PIL import Image
-
-    with Image.open(path) as image:
-        image = to_8_bits(image)
-        if "A" in image.getbands() or "transparency" in image.info:
-            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(white, image.convert("RGBA"))
-        image = image.convert(mode)
-        height, width = (
-            (size, size) if isinstance(size, int) else size or (image.height, image.width)
-        )
-        if image.size != (width, height):
-            image = image.resize((width, height), getattr(Image.Resampling, resample.upper()))
-        pixels = torch.from_numpy(numpy.array(image, dtype=numpy.uint8))  # (H, W) or (H, W, C)
-    return pixels.view(height, width, -1).permute(2, 0, 1).contiguous()  # (C, H, W)
+STATISTICS_SAMPLE = 2000  # images that measure the normalisation when streaming (all, if cached)
 
 
-def to_8_bits(image: Any) -> Any:
-    """A 16- or 32-bit grayscale PIL image (modes "I;16", "I;16B", ... and "I": 16-bit PNG,
-    TIFF, PGM) as 8-bit "L", its values scaled by the bit depth. PIL's own convert clips every
-    value above 255, which makes such an image almost all white. Mode "I" does not say its
-    depth: values up to 65535 are taken as 16 bits (what PNG and most TIFFs hold), else 32.
-    Other images come back as they are."""
-    import numpy
-    from PIL import Image
-
-    if not image.mode.startswith("I"):
-        return image
-    pixels = numpy.asarray(image).astype(numpy.float64)
-    sixteen = image.mode.startswith("I;16") or pixels.max(initial=0) <= 65535
-    full_scale = 65535 if sixteen else 2**31 - 1  # "I" is signed 32-bit
-    scaled = (numpy.clip(pixels, 0, full_scale) * (255 / full_scale)).round().astype(numpy.uint8)
-    transparent = image.info.get("transparency")
-    if type(transparent) is int:  # one gray value marks transparent pixels: white paper
-        scaled[pixels == transparent] = 255
-    return Image.fromarray(scaled)
+def measure_normalization(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of uint8 images (N, C, H, W), as pixels in [0, 1]."""
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for chunk in images.split(4096):  # bounded memory for large sets
+        pixels = chunk.to(torch.float64).div_(255)
+        total += pixels.sum(dim=(0, 2, 3)).cpu()
+        squares += pixels.square().sum(dim=(0, 2, 3)).cpu()
+    count = images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
+    return [round(v, 6) for v in mean.tolist()], [round(max(v, 1e-3), 6) for v in std.tolist()]
 
 
-class PairFolder(Dataset):
-    """(masked, complete, mask) tensors, each file decoded when the DataLoader asks for it."""
+class StreamedImages(LoaderBatches):
+    """Batches decoded by DataLoader workers (uint8: a quarter of float's traffic between
+    processes), then finished like cached ones (see `Finish`). An image that fails to decode
+    stops the run with its name (`on_bad_image=stop`; the trainer saves its place first) or is
+    left out and reported."""
 
-    def __init__(self, pairs: list[Pair], image_size: int | None, channels: int) -> None:
-        self.pairs = pairs
-        self.image_size = image_size
-        self.mode = "L" if channels == 1 else "RGB"
+    def __init__(
+        self,
+        files: ImageFiles,
+        batch_size: int,
+        shuffle: bool,
+        settings: Settings,
+        normalization: tuple[list[float], list[float]],
+        augmentation: Augmentation = Augmentation(),
+    ) -> None:
+        super().__init__(files, batch_size, shuffle, settings.seed, settings.num_workers)
+        self.samples, self.on_bad_image = files.samples, settings.on_bad_image
+        self.finish = Finish(normalization, augmentation)
+        self.epoch, self.rank = 0, 0
+        self.skipped: set[Path] = set()
 
-    def __len__(self) -> int:
-        return len(self.pairs)
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        super().set_epoch(epoch, start_batch)
+        self.epoch = epoch
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        masked_path, complete_path, mask_path = self.pairs[index]
-        masked = read_image(masked_path, self.mode, self.image_size)
-        complete = read_image(complete_path, self.mode, self.image_size)
-        if mask_path is not None:
-            mask = (read_image(mask_path, "L", self.image_size, resample="nearest") > 0.5).float()
-        else:  # a hole is wherever the masked image differs from the complete one
-            mask = ((masked - complete).abs().amax(dim=0, keepdim=True) > 1.5 / 255).float()
-        return masked, complete, mask
+    def shard(self, rank: int, world_size: int) -> None:
+        super().shard(rank, world_size)
+        self.rank = rank
 
-
-def find_pairs(root: Path) -> list[Pair]:
-    """Match masked/, complete/ and mask/ by file name; refuse files left unmatched, by name."""
-    folders = {name: root / name for name in ("masked", "complete", "mask")}
-    for name in ("masked", "complete"):
-        if not folders[name].is_dir() or not any(folders[name].iterdir()):
-            raise UserError(
-                f"{folders[name]} is missing or empty: an inpainting folder needs masked/ and "
-                f"complete/ with matching file names"
-            )
-    files = {name: files_by_stem(folder) for name, folder in folders.items() if folder.is_dir()}
-    names = set(files["masked"])
-    for name, by_stem in files.items():
-        unmatched = sorted(names.symmetric_difference(by_stem))
-        if unmatched:
-            raise UserError(
-                f"{len(unmatched)} file name(s) in {root} do not match between masked/ and "
-                f"{name}/: {', '.join(unmatched[:5])}. Every image needs one file in each folder"
-            )
-    masks = files.get("mask", {})
-    return [
-        (files["masked"][stem], files["complete"][stem], masks.get(stem)) for stem in sorted(names)
-    ]
+    def __iter__(self) -> Iterator[Batch]:
+        stream = f"augment/{self.epoch}/{self.rank}"
+        for index, (images, labels) in enumerate(super().__iter__(), start=self.start_batch):
+            images, labels, bad = drop_bad(images, labels, self.samples, self.on_bad_image)
+            for path in set(bad) - self.skipped:
+                self.skipped.add(path)
+                log.warning("skipped unreadable image %s (%d so far)", path, len(self.skipped))
+            if len(labels):
+                yield self.finish(images, self.seed, stream, index), labels
 
 
-def files_by_stem(folder: Path) -> dict[str, Path]:
-    """The folder's files by name without extension; two files of one name (3.png, 3.jpg) clash."""
-    by_stem: dict[str, Path] = {}
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        if path.stem in by_stem:
-            raise UserError(
-                f"{folder} holds both {by_stem[path.stem].name} and {path.name}: files pair up by "
-                f"name without extension, so keep one of them"
-            )
-        by_stem[path.stem] = path
-    return by_stem
+@dataclass
+class Settings:
+    """An image folder's settings, as `image_folder` checked them."""
+
+    channels: int
+    image_size: int
+    batch_size: int
+    eval_batch_size: int
+    mean: list[float] | None  # None: measured on the training images
+    std: list[float] | None
+    augmentation: Augmentation
+    num_workers: int
+    on_bad_image: str
+    seed: int
+    device: torch.device
 
 
-def check_pairs(pairs: list[Pair], image_size: int | None) -> None:
-    """Every file opens, the files of a pair share one size, and without resizing all do."""
-    from PIL import Image
-
-    sizes = set()
-    for pair in pairs:
-        pair_sizes = {}
-        for path in (p for p in pair if p is not None):
-            try:
-                with Image.open(path) as image:
-                    image.load()
-                    pair_sizes[path] = image.size
-            except Exception as error:  # PIL raises several types for unreadable files
-                raise UserError(f"cannot read image {path}: {error}") from None
-        if len(set(pair_sizes.values())) > 1:
-            described = ", ".join(
-                f"{p.parent.name}/{p.name} is {w}×{h}" for p, (w, h) in pair_sizes.items()
-            )
-            raise UserError(
-                f"the images of one pair differ in size ({described}); they must match to be "
-                f"resized together"
-            )
-        sizes |= set(pair_sizes.values())
-    if image_size is None and len(sizes) > 1:
-        raise UserError(
-            f"the images come in {len(sizes)} sizes {sorted(sizes)[:4]}; set dataset.image_size to "
-            f"resize them"
-        )
-
-
-def inpainting_folder(
-    data_dir: str,
-    batch_size: int = 32,
-    eval_batch_size: int = 128,
-    image_size: int | None = 28,
-    channels: int = 1,
+def image_folder(
+    root: str | None = None,
+    channels: Literal[1, 3] = 3,
+    image_size: int = 32,
+    batch_size: int = 128,
+    eval_batch_size: int = 500,
     val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    num_workers: int = 0,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    crop_padding: int = 0,
+    horizontal_flip: bool = False,
+    resized_crop_scale: list[float] | None = None,
+    cache_bytes: int = 1_000_000_000,
+    num_workers: int = 2,
+    on_bad_image: Literal["stop", "skip"] = "stop",
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> DataSplits:
-    """Pairs from `data_dir`, split into train / val / test by the fractions (fixed by the seed)."""
-    root = Path(data_dir).expanduser()
-    if not root.is_dir():
-        raise UserError(
-            f"inpainting folder {root} does not exist; set dataset.data_dir to a folder with "
-            f"masked/ and complete/"
-        )
-    pairs = find_pairs(root)
-    check_pairs(pairs, image_size)
-    train, val, test = (
-        PairFolder(part, image_size, channels)
-        for part in split_pairs(pairs, val_fraction, test_fraction, seed, root)
+    """Train / val / test from an image folder (see the module's docstring), cached on the device
+    when all of it fits in `cache_bytes` decoded, else streamed from disk."""
+    folder = checked_root(root)
+    check_settings(channels, mean, std, resized_crop_scale)
+    classes, *splits = find_splits(folder, val_fraction, seed)
+    scale = tuple(resized_crop_scale) if resized_crop_scale else None
+    augmentation = Augmentation(crop_padding, horizontal_flip, scale)
+    # fmt: off
+    settings = Settings(channels, image_size, batch_size, eval_batch_size, mean, std,
+                        augmentation, num_workers, on_bad_image, seed, torch.device(device))
+    # fmt: on
+    fits = sum(len(split) for split in splits) * channels * image_size**2 <= cache_bytes
+    (train, val, test), (mean_found, std_found) = (
+        cached_splits(splits, settings) if fits else streamed_splits(splits, settings)
     )
-    mean_image = torch.stack([train[i][1] for i in range(len(train))]).mean(dim=0)
+    found = {"mean": mean_found, "std": std_found}
+    preprocessing = {"kind": Preprocessing.IMAGE, "channels": channels, "image_size": image_size}
     return DataSplits(
-        train=LoaderBatches(train, batch_size, shuffle=True, seed=seed, num_workers=num_workers),
-        val=LoaderBatches(val, eval_batch_size, shuffle=False, num_workers=num_workers),
-        test=LoaderBatches(test, eval_batch_size, shuffle=False, num_workers=num_workers),
-        task=InpaintingTask(mean_image=mean_image.to(device)),
-        input_shape=tuple(mean_image.shape),
+        train, val, test, ClassificationTask(classes), (channels, image_size, image_size),
+        preprocessing=preprocessing | found,
+        found={name: value for name, value in found.items() if getattr(settings, name) is None},
+    )  # fmt: skip
+
+
+def normalization(
+    settings: Settings, train_images: torch.Tensor
+) -> tuple[list[float], list[float]]:
+    """The given mean and std, else those of `train_images` (uint8)."""
+    if settings.mean is not None and settings.std is not None:
+        return settings.mean, settings.std
+    mean, std = measure_normalization(train_images)
+    return settings.mean or mean, settings.std or std
+
+
+def cached_splits(
+    splits: list[list[Sample]], settings: Settings
+) -> tuple[tuple[CachedImages, ...], tuple[list[float], list[float]]]:
+    """Every split decoded once into uint8 tensors on the device; batches are made from them."""
+    s = settings
+    decoded = [
+        decode_all(split, s.channels, s.image_size, s.num_workers, s.on_bad_image)
+        for split in splits
+    ]
+    stats = normalization(s, decoded[0][0])
+    (train_images, train_labels), val, test = (
+        (images.to(s.device), labels.to(s.device)) for images, labels in decoded
     )
+    train = CachedImages(train_images, train_labels, s.batch_size, True, s.seed, stats,
+                         s.augmentation)  # fmt: skip
+    return (
+        train,
+        CachedImages(*val, s.eval_batch_size, False, s.seed, stats),
+        CachedImages(*test, s.eval_batch_size, False, s.seed, stats),
+    ), stats
 
 
-def split_pairs(
-    pairs: list[Pair], val_fraction: float, test_fraction: float, seed: int, root: Path
-) -> tuple[list[Pair], list[Pair], list[Pair]]:
-    """Train, val and test pairs, drawn by the seed; at least one pair in each."""
-    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed)).tolist()
-    num_test = max(1, round(test_fraction * len(pairs)))
-    num_val = max(1, round(val_fraction * len(pairs)))
-    if num_test + num_val >= len(pairs):
+def streamed_splits(
+    splits: list[list[Sample]], settings: Settings
+) -> tuple[tuple[StreamedImages, ...], tuple[list[float], list[float]]]:
+    """DataLoaders whose workers decode each image; the normalisation measured on a sample of the
+    training images (unless given)."""
+    s = settings
+    train, val, test = (readable(split, s.on_bad_image) for split in splits)
+    stats = (s.mean, s.std)
+    if s.mean is None or s.std is None:
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(s.seed))
+        sample = [train[i] for i in order[:STATISTICS_SAMPLE]]
+        images = decode_all(sample, s.channels, s.image_size, s.num_workers, "skip")[0]
+        stats = normalization(s, images)
+
+    def files(samples: list[Sample]) -> ImageFiles:
+        return ImageFiles(samples, s.channels, s.image_size)
+
+    return (
+        StreamedImages(files(train), s.batch_size, True, s, stats, s.augmentation),
+        StreamedImages(files(val), s.eval_batch_size, False, s, stats),
+        StreamedImages(files(test), s.eval_batch_size, False, s, stats),
+    ), stats
+
+
+def checked_root(root: str | None) -> Path:
+    if root is None:
         raise UserError(
-            f"{root} has {len(pairs)} pairs: too few for a train, a val and a test split"
+            "dataset=image_folder needs dataset.root=PATH: a folder with train/<class>/*.png (one "
+            "folder per class), test/<class>/ and optionally val/<class>/"
         )
-    ordered = [pairs[i] for i in order]
-    return ordered[num_test + num_val :], ordered[num_test : num_test + num_val], ordered[:num_test]
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"dataset.root={root}: there is no such folder")
+    return folder
+
+
+def check_settings(
+    channels: int, mean: list[float] | None, std: list[float] | None, scale: list[float] | None
+) -> None:
+    for name, values in (("mean", mean), ("std", std)):
+        if values is not None and len(values) != channels:
+            raise UserError(
+                f"dataset.{name}={values} needs one number per channel ({channels}), or null to "
+                "measure it on the training images"
+            )
+    if std is not None and min(std) <= 0:
+        raise UserError(f"dataset.std={std} must be greater than 0 in every channel")
+    if scale is not None and not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
+        raise UserError(
+            f"dataset.resized_crop_scale={scale} should be [low, high] shares of the image's "
+            "area with 0 < low ≤ high ≤ 1, e.g. [0.5, 1.0]; or null: no resized crop"
+        )

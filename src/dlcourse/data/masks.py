@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from dlcourse.errors import UserError
+from dlcourse.infrastructure.errors import UserError
 
 SIDES = ("top", "bottom", "left", "right")
 

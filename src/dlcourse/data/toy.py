@@ -17,7 +17,8 @@ from typing import Literal
 import torch
 
 from dlcourse.data.batches import DataSplits, TensorBatches
-from dlcourse.errors import UserError
+from dlcourse.infrastructure.checkpoint import Preprocessing
+from dlcourse.infrastructure.errors import UserError
 from dlcourse.tasks import ClassificationTask
 
 # Test points come from their own generator, so the test set is the same whatever the seed.
@@ -77,5 +78,5 @@ def points(
         test=TensorBatches(on_device[2], eval_batch_size, shuffle=False),
         task=ClassificationTask(names),
         input_shape=(2,),
-        preprocessing={"kind": "points"},
+        preprocessing={"kind": Preprocessing.POINTS},
     )

@@ -1,0 +1,2 @@
+"""The console commands: one module per command of pyproject.toml's [project.scripts].
+Nothing else in the package imports them."""

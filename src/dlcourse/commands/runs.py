@@ -1,0 +1,186 @@
+"""The runs you have made, at a glance.
+
+    dlcourse-runs                         # outputs/: every run and sweep job, newest first
+    dlcourse-runs outputs/multirun --sort test --json
+
+One row a run folder: its name, what ran (experiment or model), the settings its command line
+chose, its best validation and its test figure of the metric it monitors, the epochs it ran,
+whether it is running, finished, stopped (a checkpoint, no results: resume it) or failed (and
+why), and when it started. Only the small files a run writes are read (never a checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from dlcourse.infrastructure import locks
+from dlcourse.infrastructure.errors import UserError, clean, exit_on_user_error
+from dlcourse.infrastructure.files import as_number, read_json, read_tail
+from dlcourse.infrastructure.run_folder import (
+    CHECKPOINTS,
+    FAILED,
+    LAST,
+    LOCK,
+    LOG,
+    METRICS,
+    RECORD,
+    read_record,
+)
+
+
+@dataclass
+class Run:
+    name: str
+    what: str  # the experiment, else the model
+    settings: str  # the command line's overrides
+    status: str  # running | finished | stopped | failed | empty
+    started: str
+    epochs: int | None = None
+    monitor: str = ""
+    val: float | None = None  # the best epoch's value of the monitored metric
+    test: float | None = None  # the same metric on the test split, best weights
+    error: str = ""
+    higher_is_better: bool | None = None  # for the monitored metric: sorts best first
+
+
+def find_runs(root: Path) -> list[Run]:
+    """Every folder under `root` that a run wrote (it has a .hydra/ record or a checkpoint)."""
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder; pass the folder your runs are in (outputs)")
+    folders = {p.parent for p in root.rglob(RECORD) if p.is_dir()}
+    folders |= {p.parent.parent for p in root.rglob("checkpoints/last.pt")}
+    return [read_run_or_say_why(folder, root) for folder in folders]
+
+
+def read_run_or_say_why(folder: Path, root: Path) -> Run:
+    """The run in `folder`; one that cannot be read is a row saying so, never the end of the
+    table (a folder handed to you may be odd in ways no reader foresaw)."""
+    try:
+        return read_run(folder, root)
+    except Exception as error:
+        reason = f"could not be read ({type(error).__name__}: {clean(error)[:80]})"
+        return Run(str(folder.relative_to(root)), "?", "", "unreadable", "", error=reason)
+
+
+def read_run(folder: Path, root: Path) -> Run:
+    choices, overrides = read_record(folder)
+    what = next((c for c in (choices.get("experiment"), choices.get("model")) if c), "?")
+    what = what if isinstance(what, str) else "?"
+    record = folder / RECORD if (folder / RECORD).is_dir() else folder
+    started = datetime.fromtimestamp(record.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    name = str(folder.relative_to(root))
+    run = Run(name, what, " ".join(overrides), status_of(folder), started)
+    metrics = read_json(folder / METRICS)[0]
+    if metrics:
+        # Only values of the right types are taken: a metric that is text, a list, or an
+        # integer beyond a float, is left out rather than compared.
+        monitor = metrics.get("monitor")
+        run.monitor = monitor if isinstance(monitor, str) else ""
+        run.val = as_number(metrics.get(run.monitor))
+        run.test = as_number(metrics.get(run.monitor.replace("val/", "test/", 1)))
+        epochs = metrics.get("epochs_run", metrics.get("epochs"))
+        run.epochs = epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
+        higher = metrics.get("higher_is_better")
+        better = higher.get(run.monitor.rsplit("/", 1)[-1]) if isinstance(higher, dict) else None
+        run.higher_is_better = better if isinstance(better, bool) else None
+    if run.status == "failed":
+        run.error = last_error(folder)
+    return run
+
+
+def status_of(folder: Path) -> str:
+    lock = read_json(folder / LOCK)[0]
+    if lock and lock.get("host") == socket.gethostname() and process_alive(lock.get("pid")):
+        return "running"
+    if (folder / METRICS).is_file():
+        return "finished"
+    if (folder / FAILED).is_file() or last_error(folder):
+        return "failed"
+    return "stopped" if (folder / CHECKPOINTS / LAST).is_file() else "empty"
+
+
+def process_alive(pid: object) -> bool:
+    """Whether `pid`, read from a lock (a file: any value), is a live process. Anything but an
+    ordinary pid (text, ≤ 1, beyond the system's range, a 70-bit number) is not alive, and
+    pids ≤ 0, which would reach process groups, are never signalled."""
+    if not locks.is_pid(pid):
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: sends nothing, only asks whether the pid exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def last_error(folder: Path) -> str:
+    """Why the run failed: failed.json's error, else train.log's last `error:` line."""
+    failure = read_json(folder / FAILED)[0]
+    if failure:
+        return str(failure.get("error", ""))
+    try:
+        lines = read_tail(folder / LOG).splitlines()
+    except OSError:
+        return ""
+    errors = [line.split("error: ", 1)[1] for line in lines if "[ERROR] - error: " in line]
+    return errors[-1] if errors else ""
+
+
+def table(runs: list[Run]) -> str:
+    header = ["run", "what", "status", "started", "epochs", "best val", "test", "settings / error"]
+    rows = [header]
+    for run in runs:
+        epochs = "" if run.epochs is None else str(run.epochs)
+        val = figure(run.monitor, run.val)
+        test = figure(run.monitor.replace("val/", "test/", 1), run.test)
+        cells = [run.name, run.what, run.status, run.started, epochs, val, test]
+        rows.append([clean(text) for text in [*cells, run.error or run.settings]])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in rows
+    )
+
+
+def figure(name: str, value: float | None) -> str:
+    return "" if value is None else f"{name}={value:.4f}"
+
+
+def best_first(value: float | None, run: Run) -> tuple[bool, float]:
+    """A sort key that puts the best value first (as the run's task says), missing ones last."""
+    if value is None:
+        return True, 0.0
+    return False, -value if run.higher_is_better else value
+
+
+SORTS = {
+    "started": lambda run: run.started,  # newest first
+    "name": lambda run: run.name,
+    "val": lambda run: best_first(run.val, run),
+    "test": lambda run: best_first(run.test, run),
+}
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="dlcourse-runs", description=__doc__.splitlines()[0])
+    parser.add_argument("folder", nargs="?", type=Path, default=Path("outputs"))
+    sorts = "started (newest first), name, or val / test (the best first)"
+    parser.add_argument("--sort", choices=SORTS, default="started", help=sorts)
+    parser.add_argument("--reverse", action="store_true", help="the other way round")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    descending = (args.sort == "started") != args.reverse
+    runs = sorted(find_runs(args.folder), key=SORTS[args.sort], reverse=descending)
+    print(json.dumps([asdict(run) for run in runs], indent=2) if args.json else table(runs))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

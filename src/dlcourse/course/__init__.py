@@ -1,0 +1,2 @@
+"""The lecture demos: backpropagation by hand, numerical vs symbolic vs automatic
+differentiation, classical template matching."""

@@ -1,0 +1,51 @@
+"""What a run writes into its folder besides TensorBoard's events: its checkpoints, its pictures,
+metrics.json and model.safetensors (with a no-op twin for the ranks of a distributed run other
+than 0, which share rank 0's folder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dlcourse.infrastructure.checkpoint import export_safetensors, save_checkpoint
+from dlcourse.infrastructure.files import open_new, to_pil, write_file
+from dlcourse.infrastructure.run_folder import CHECKPOINTS, METRICS, WEIGHTS
+
+
+class RunFiles:
+    def __init__(self, output_dir: str | Path) -> None:
+        self.output_dir = Path(output_dir)
+        self.checkpoint_dir = self.output_dir / CHECKPOINTS
+
+    def write_checkpoint(self, name: str, checkpoint: dict[str, Any]) -> None:
+        save_checkpoint(checkpoint, self.checkpoint_dir / name)
+
+    def save_image(self, name: str, image: torch.Tensor) -> None:
+        with open_new(self.output_dir / f"{name}.png", root=self.output_dir) as file:
+            to_pil(image).save(file, format="PNG")
+
+    def write_results(
+        self, metrics: dict[str, float], model: nn.Module, model_config: dict[str, Any]
+    ) -> None:
+        """metrics.json, and the weights as model.safetensors (no pickle; config in metadata)."""
+        export_safetensors(model, model_config, self.output_dir / WEIGHTS)
+        write_file(self.output_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
+
+
+class NullRunFiles(RunFiles):
+    """Writes nothing (ranks other than 0 share rank 0's folder but leave it to rank 0)."""
+
+    def write_checkpoint(self, name: str, checkpoint: dict[str, Any]) -> None:
+        pass
+
+    def save_image(self, name: str, image: torch.Tensor) -> None:
+        pass
+
+    def write_results(
+        self, metrics: dict[str, float], model: nn.Module, model_config: dict[str, Any]
+    ) -> None:
+        pass

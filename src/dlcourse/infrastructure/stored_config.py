@@ -1,0 +1,100 @@
+"""A config read from a file you did not write (a checkpoint's): checked as data before anything
+is built from it, then as any config is (`schema.validate_config`).
+
+    cfg = stored_config(checkpoint["config"], path)   # dlcourse-eval, -predict, resume=
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlcourse.infrastructure.config import COMPONENTS, config_dir
+from dlcourse.infrastructure.errors import UserError
+from dlcourse.infrastructure.schema import validate_config
+
+# Keys through which Hydra's `instantiate` calls or configures code.
+INSTANTIATE_KEYS = {"_target_", "_args_", "_partial_", "_recursive_", "_convert_"}
+# Components whose module was renamed (issue #25): what a checkpoint written before calls them.
+RENAMED_TARGETS = {
+    "dlcourse.data.images.image_folder": "dlcourse.data.image_folder.image_folder",
+    "dlcourse.data.image_folder.inpainting_folder": (
+        "dlcourse.data.inpainting_folder.inpainting_folder"
+    ),
+}
+
+
+@functools.cache
+def shipped_targets() -> dict[str, frozenset[str]]:
+    """Per component group, the `_target_` of every option in dlcourse's own configs/."""
+    root = Path(config_dir())
+    return {
+        group: frozenset(
+            str(OmegaConf.load(path).get("_target_")) for path in (root / group).glob("*.yaml")
+        )
+        for group in COMPONENTS
+    }
+
+
+def stored_config(config: Any, source: str | Path) -> DictConfig:
+    """A config read from a file you did not write (a checkpoint's), checked before anything is
+    built from it: plain data only, and code named only where dlcourse's own configs name it.
+
+    Every value must be a plain number, string, list or mapping (no interpolation such as
+    `${oc.env:...}`); `_target_` may appear only as a component's own (model, dataset, ...) and
+    must be one that configs/<group>/ ships; Hydra's other instantiation keys (`_args_`,
+    `_partial_`, ...) never. Then the same type checks as a command line's config. A file that
+    breaks any rule is refused in one line, and nothing in it has been run.
+    """
+    if not isinstance(config, dict):
+        refuse(source, f"its config is a {type(config).__name__}, not a mapping")
+    check_plain_data(config, source, "config")
+    for group in COMPONENTS:
+        node = config.get(group)
+        if not isinstance(node, dict) or not isinstance(node.get("_target_"), str):
+            refuse(source, f"its config has no {group} with a _target_")
+        node["_target_"] = RENAMED_TARGETS.get(node["_target_"], node["_target_"])
+        if node["_target_"] not in shipped_targets()[group]:
+            refuse(
+                source,
+                f"{group}._target_={node['_target_']!r} is not a {group} that dlcourse's "
+                "configs define",
+            )
+    for key, kind in (("trainer", dict), ("seed", int)):
+        if not isinstance(config.get(key), kind):
+            refuse(source, f"its config's {key} is missing or not a {kind.__name__}")
+    try:
+        validate_config(config)
+    except UserError as error:
+        refuse(source, f"its config is invalid: {error}")
+    return OmegaConf.create(config)
+
+
+def check_plain_data(value: Any, source: str | Path, where: str) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                refuse(source, f"{where} has a key {key!r} that is not a string")
+            if key in INSTANTIATE_KEYS and not (
+                key == "_target_" and where in (f"config.{g}" for g in COMPONENTS)
+            ):
+                refuse(source, f"{where}.{key} would make Hydra build or call {str(item)[:60]!r}")
+            check_plain_data(item, source, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            check_plain_data(item, source, f"{where}[{index}]")
+    elif isinstance(value, str):
+        if "${" in value:
+            refuse(source, f"{where}={value[:60]!r} is an interpolation, which would be resolved")
+    elif value is not None and not isinstance(value, (bool, int, float)):
+        refuse(source, f"{where} holds a {type(value).__name__}, not plain data")
+
+
+def refuse(source: str | Path, problem: str) -> None:
+    raise UserError(
+        f"refused {source}: {problem}. Nothing in it was run: files you did not write are data, "
+        f"and only components that dlcourse's own configs define are built from them"
+    )
