@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from dlcourse.data.batches import Batch, Batches, DataSplits, to_device
@@ -50,6 +51,15 @@ class NeverPrune:
         return False
 
 
+def moving_average(model: nn.Module, decay: float) -> AveragedModel | None:
+    """trainer.ema_decay: a copy of `model` that follows it, after each step, as
+    w_ema ← decay · w_ema + (1 − decay) · w (buffers too). The average is what is evaluated,
+    saved as the checkpoint's model and exported; decay 0: none."""
+    if not decay:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 class Trainer:
     def __init__(
         self,
@@ -77,18 +87,17 @@ class Trainer:
         self.trial, self.pruned_at_epoch = trial, None
         # The first test batch, fixed: pictured at every evaluation (confusion matrix, ...).
         self.picture_batch = tuple(t.to(device) for t in next(iter(data.test)))
-        self.dtype = autocast_dtype(settings.precision, device)
+        dtype = self.dtype = autocast_dtype(settings.precision, device)
         # float16 gradients underflow without loss scaling; with bf16 or float32 it stays off.
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         # In float32, a no-op context: cheaper per step than a disabled torch.autocast.
-        self.autocast = partial(torch.autocast, device.type, dtype=self.dtype)
-        if self.dtype is None:
-            self.autocast = nullcontext
+        self.autocast = partial(torch.autocast, device.type, dtype) if dtype else nullcontext
         progress = settings.progress_bar
         self.show_progress = sys.stderr.isatty() if progress is None else progress
         self.position = Position()  # where the run is: saved in checkpoints, with what follows
         self.train_metrics = TrainingMetrics(data.task)
         self.checked_step = 0  # the last step whose loss was seen to be finite
+        self.ema = moving_average(self.raw_model, settings.ema_decay) if optimizer else None
 
     def fit(self) -> dict[str, float]:
         """Train until `epochs`, validating and checkpointing; then test the best weights."""
@@ -249,6 +258,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.raw_model)
         return loss, outputs
 
     def after_step(
@@ -290,7 +301,7 @@ class Trainer:
         limit = self.settings.limit_eval_batches or len(batches)
         batches = (batch for _, batch in zip(range(limit), batches))
         # The bare model: DDP's forward would sync buffers, and ranks may hold a batch more or less.
-        model, task, dtype = self.raw_model, self.data.task, self.dtype
+        model, task, dtype = self.eval_model, self.data.task, self.dtype
         return measure(
             model, self.loss_fn, batches, task, split, self.device, dtype, self.processes
         )
@@ -320,8 +331,8 @@ class Trainer:
         """What the first layer learned and what the model does with the fixed test batch, to
         TensorBoard (and as PNGs if `save`)."""
         inputs, _, *context = self.picture_batch
-        pictures = model_pictures(self.raw_model, inputs, *context)
-        pictures |= self.data.task.pictures(self.raw_model, self.picture_batch)
+        pictures = model_pictures(self.eval_model, inputs, *context)
+        pictures |= self.data.task.pictures(self.eval_model, self.picture_batch)
         for name, image in pictures.items():
             self.logger.log_image(f"pictures/{name}", image, self.position.step)
             if save:
@@ -333,7 +344,8 @@ class Trainer:
         best_path = self.files.checkpoint_dir / BEST
         self.stop_signal.final_test = (str(best_path), self.position.step)  # nothing left to save
         best = load_checkpoint(best_path, map_location=self.device)
-        self.raw_model.load_state_dict(best["model"])
+        self.raw_model.load_state_dict(best["model"])  # the weights run.train exports
+        self.eval_model.load_state_dict(best["model"])  # the same model, but with EMA
         self.processes.check_in_sync(self.raw_model)
         test_metrics, test_baselines = self.evaluate(self.data.test, "test")
         test_metrics |= test_baselines
@@ -388,6 +400,11 @@ class Trainer:
         return f"val/{self.data.task.monitor}"
 
     @property
+    def eval_model(self) -> nn.Module:
+        """The weights evaluated and saved as the model: their moving average with EMA."""
+        return self.ema.module if self.ema is not None else self.raw_model
+
+    @property
     def learning_rate(self) -> float:
         return self.optimizer.param_groups[0]["lr"] if self.optimizer else 0.0
 
@@ -412,7 +429,8 @@ class Trainer:
             **self.data_description(),
             "config": self.config,
             "metrics": metrics,
-            "model": self.raw_model.state_dict(),
+            "model": self.eval_model.state_dict(),  # what eval and predict use (EMA: the average)
+            **({"trained_model": self.raw_model.state_dict()} if self.ema is not None else {}),
             "optimizer": self.optimizer.state_dict() if self.optimizer else {},  # none: classical
             "scheduler": self.scheduler.state_dict() if self.scheduler else {},
             "scaler": self.scaler.state_dict(),
@@ -424,7 +442,10 @@ class Trainer:
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
         """Continue from a checkpoint exactly where it was written (resume.restore checks it)."""
-        self.raw_model.load_state_dict(checkpoint["model"])
+        self.raw_model.load_state_dict(checkpoint.get("trained_model", checkpoint["model"]))
+        if self.ema is not None:  # (a run without EMA until now: the average starts here)
+            self.ema.module.load_state_dict(checkpoint["model"])
+            self.ema.n_averaged.fill_(checkpoint["step"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])

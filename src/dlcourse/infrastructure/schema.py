@@ -58,6 +58,7 @@ class TrainerSettings:
     channels_last: bool = default("channels_last")
     compile: bool = default("compile")
     early_stopping: dict[str, int | None] = default("early_stopping")
+    ema_decay: float = default("ema_decay")
 
     def __post_init__(self) -> None:
         self.precision = str(self.precision)
@@ -133,6 +134,7 @@ LIMITS: list[tuple[str, Callable[[Any], bool], str]] = [
     ("trainer.histogram_every_n_steps", at_least(0), "0 (never) or more"),
     ("trainer.eval_every_n_epochs", at_least(1), "at least 1"),
     ("trainer.grad_clip", at_least(0), "0 (off) or more"),
+    ("trainer.ema_decay", lambda value: 0 <= value < 1, "0 (off), or below 1 (e.g. 0.999)"),
     ("trainer.early_stopping.patience", at_least(1), "at least 1 (evaluations), or null: never"),
     (
         "trainer.num_threads",
