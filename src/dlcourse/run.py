@@ -7,7 +7,9 @@
 `train` with a composed config and a tmp_path. `checkpoint`: the one `cfg.resume` names, when the
 caller has loaded it already; `hparams`: what TensorBoard's HParams tab shows (default: the
 core settings; dlcourse-train passes the command line's); `trial`: the Optuna trial the run
-reports to in a search (dlcourse/sweeps/search.py).
+reports to in a search (dlcourse/sweeps/search.py); `folder`: dlcourse-train's claim of the run
+folder (infrastructure/run_folder.py), entered once the config is checked, so that a refused
+config leaves nothing behind.
 
 Reading order: `train` below, then the loop in trainer.py (`Trainer.fit` → `train_one_epoch` →
 `train_step`), then the model's file.

@@ -173,6 +173,7 @@ def quiet_about_a_full_disk(args: threading.ExceptHookArgs) -> None:
 
 
 def train() -> None:
+    """`dlcourse-train [overrides]`: see dlcourse/commands/train.py."""
     if "--describe" in sys.argv:
         try:
             sys.exit(describe(sys.argv[sys.argv.index("--describe") + 1 :]))
@@ -222,30 +223,36 @@ def describe(names: list[str]) -> int:
 
 
 def evaluate() -> None:
+    """`dlcourse-eval ckpt_path=<run or .pt>`: see dlcourse/commands/evaluate.py."""
     with quiet_start_up("eval"):
         importlib.import_module("dlcourse.commands.evaluate").main()
 
 
 def predict() -> None:
+    """`dlcourse-predict <run or .pt> image.png ...`: see dlcourse/commands/predict.py."""
     with quiet_start_up():
         importlib.import_module("dlcourse.commands.predict").main()
 
 
 def sweep_report() -> None:
+    """`dlcourse-sweep-report outputs/multirun/<sweep>`: see dlcourse/commands/sweep_report.py."""
     with quiet_start_up():
         importlib.import_module("dlcourse.commands.sweep_report").main()
 
 
 def runs() -> None:
+    """`dlcourse-runs [folder]`: see dlcourse/commands/runs.py."""
     with quiet_start_up():
         importlib.import_module("dlcourse.commands.runs").main()
 
 
 def gradcheck() -> None:
+    """`dlcourse-gradcheck model=... loss=...`: see dlcourse/commands/gradcheck.py."""
     with quiet_start_up("gradcheck"):
         importlib.import_module("dlcourse.commands.gradcheck").main()
 
 
 def summary() -> None:
+    """`dlcourse-summary model=...`: see dlcourse/commands/summary.py."""
     with quiet_start_up("summary"):
         importlib.import_module("dlcourse.commands.summary").main()

@@ -67,7 +67,7 @@ register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def main(cfg: DictConfig) -> float | Pruned | None:
     """One run, or one job of a sweep: settle its config, then `dlcourse.run.train` claims its
     folder and trains. Sweepers (e.g. Optuna) optimise what it returns."""
     from dlcourse.run import train  # torch is imported from here on

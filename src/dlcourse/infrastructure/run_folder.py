@@ -35,6 +35,7 @@ LAST, BEST = "last.pt", "best.pt"  # where the run is (resume= continues it), an
 METRICS = "metrics.json"  # a finished run's results, beside its checkpoints/
 WEIGHTS = "model.safetensors"  # the tested weights alone, without pickle
 RECORD = ".hydra"  # the run's config and command line, as Hydra writes them
+OVERRIDES, HYDRA = "overrides.yaml", "hydra.yaml"  # in RECORD: its command line, its settings
 LOG = "train.log"
 LOCK = ".lock"  # held by the process writing the folder (dlcourse.infrastructure.locks)
 FAILED = "failed.json"  # a failed sweep job's record, in place of its metrics.json
@@ -132,8 +133,8 @@ class RunFolder:
             folder = folder / f"resume-{number}"
         records = {"config.yaml": cfg}
         if hydra_cfg is not None:
-            records["hydra.yaml"] = OmegaConf.create({"hydra": hydra_cfg})
-            records["overrides.yaml"] = hydra_cfg.overrides.task
+            records[HYDRA] = OmegaConf.create({"hydra": hydra_cfg})
+            records[OVERRIDES] = hydra_cfg.overrides.task
         for name, record in records.items():
             write_file(folder / name, OmegaConf.to_yaml(record), root=self.path)
 
@@ -237,7 +238,7 @@ def read_record(folder: Path) -> tuple[dict, list[str]]:
     """The config-group choices and command-line overrides a run started with, from the record
     its first start wrote (.hydra/hydra.yaml, read as plain YAML); none if it is unreadable."""
     try:  # ValueError: not UTF-8; RecursionError: nested thousands deep
-        hydra = yaml.safe_load(read_small(folder / RECORD / "hydra.yaml"))["hydra"]
+        hydra = yaml.safe_load(read_small(folder / RECORD / HYDRA))["hydra"]
         choices = hydra["runtime"]["choices"] or {}
         # Strings only: str() of YAML aliases nested in each other grows exponentially.
         overrides = [o for o in hydra["overrides"]["task"] or [] if isinstance(o, str)]

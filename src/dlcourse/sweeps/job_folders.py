@@ -14,7 +14,7 @@ from typing import Any
 
 from dlcourse.infrastructure.errors import UserError, clean
 from dlcourse.infrastructure.files import as_number, read_json, read_small
-from dlcourse.infrastructure.run_folder import FAILED, METRICS, RECORD
+from dlcourse.infrastructure.run_folder import FAILED, METRICS, OVERRIDES, RECORD
 
 
 @dataclass
@@ -34,7 +34,7 @@ def read_overrides(job_dir: Path) -> tuple[list[str], str | None]:
     """The job's overrides from .hydra/overrides.yaml (else its failed.json), or why not."""
     import yaml  # comes with hydra / omegaconf
 
-    path = job_dir / RECORD / "overrides.yaml"
+    path = job_dir / RECORD / OVERRIDES
     if not os.path.lexists(path):
         details, _ = read_json(job_dir / FAILED)
         return [str(o) for o in (details or {}).get("overrides") or []], None
@@ -124,7 +124,7 @@ def read_entry(entry: Path) -> Job | None:
     """The job in one entry of the sweep folder (None: it is no job's folder). A folder that
     cannot be read is listed as such: one odd folder never costs the report its other jobs."""
     try:
-        if os.path.lexists(entry / RECORD / "overrides.yaml") or os.path.lexists(entry / FAILED):
+        if os.path.lexists(entry / RECORD / OVERRIDES) or os.path.lexists(entry / FAILED):
             return read_job(entry)
         return None
     except Exception as error:  # a folder handed to us may be odd in ways no reader foresaw

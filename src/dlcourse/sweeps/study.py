@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from dlcourse.infrastructure import locks
 from dlcourse.infrastructure.errors import SweepError
 from dlcourse.infrastructure.files import as_number, read_json, write_file
-from dlcourse.infrastructure.run_folder import FAILED, LOCK
+from dlcourse.infrastructure.run_folder import CHECKPOINTS, FAILED, LAST, LOCK, METRICS
 from dlcourse.sweeps.search import Pruned
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def settle_unfinished(study: Any, sweep_dir: Path, metric: str | None) -> list:
         if outcome is not None:
             record(study, trial, **outcome)
             log.info("Trial %d had finished (%s): its result is adopted.", trial.number, folder)
-        elif folder is not None and (folder / "checkpoints" / "last.pt").is_file():
+        elif folder is not None and (folder / CHECKPOINTS / LAST).is_file():
             wait_until_free(folder)
             resumable.append(trial)
         else:
@@ -111,7 +111,7 @@ def job_folder(sweep_dir: Path, number: int) -> Path | None:
     ]
 
     def progress(folder: Path) -> tuple[bool, bool]:
-        return (folder / "metrics.json").is_file(), (folder / "checkpoints" / "last.pt").is_file()
+        return (folder / METRICS).is_file(), (folder / CHECKPOINTS / LAST).is_file()
 
     return max(candidates, key=progress, default=None)
 
@@ -121,8 +121,8 @@ def outcome_of(folder: Path, metric: str | None) -> dict | None:
     metric's value, pruned, or failed (a failed.json, or results without a finite value)."""
     from optuna.trial import TrialState
 
-    if (folder / "metrics.json").is_file():
-        metrics, problem = read_json(folder / "metrics.json")
+    if (folder / METRICS).is_file():
+        metrics, problem = read_json(folder / METRICS)
         if metrics is not None and "pruned_at_epoch" in metrics:
             return {"state": TrialState.PRUNED}
         value = as_number((metrics or {}).get(metric or ""))
