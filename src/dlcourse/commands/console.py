@@ -183,9 +183,9 @@ def train() -> None:
     # model) lives as long as the process. The run turns it back on once built
     # (dlcourse.infrastructure.runtime.startup_objects_frozen).
     gc.disable()
-    from dlcourse.infrastructure.config import resume_arguments
+    from dlcourse.infrastructure.config import quote_paths, resume_arguments
 
-    sys.argv[1:] = resume_arguments(sys.argv[1:])
+    sys.argv[1:] = quote_paths(resume_arguments(sys.argv[1:]))
     try:
         with quiet_start_up("train"):
             importlib.import_module("dlcourse.commands.train").main()
@@ -224,6 +224,9 @@ def describe(names: list[str]) -> int:
 
 def evaluate() -> None:
     """`dlcourse-eval ckpt_path=<run or .pt>`: see dlcourse/commands/evaluate.py."""
+    from dlcourse.infrastructure.config import quote_paths
+
+    sys.argv[1:] = quote_paths(sys.argv[1:])
     with quiet_start_up("eval"):
         importlib.import_module("dlcourse.commands.evaluate").main()
 

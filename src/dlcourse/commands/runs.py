@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import sys
 from dataclasses import asdict, dataclass
@@ -21,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dlcourse.infrastructure import locks
+from dlcourse.infrastructure.config import resume_command
 from dlcourse.infrastructure.errors import UserError, clean, exit_on_user_error
 from dlcourse.infrastructure.files import as_number, read_json, read_tail
 from dlcourse.infrastructure.run_folder import (
@@ -32,6 +34,7 @@ from dlcourse.infrastructure.run_folder import (
     METRICS,
     RECORD,
     read_record,
+    shortest_path,
 )
 
 
@@ -74,7 +77,7 @@ def read_run(folder: Path, root: Path) -> Run:
     what = next((c for c in (choices.get("experiment"), choices.get("model")) if c), "?")
     what = what if isinstance(what, str) else "?"
     record = folder / RECORD if (folder / RECORD).is_dir() else folder
-    started = datetime.fromtimestamp(record.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    started = datetime.fromtimestamp(record.stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S")
     name = str(folder.relative_to(root))
     run = Run(name, what, " ".join(overrides), status_of(folder), started)
     metrics = read_json(folder / METRICS)[0]
@@ -134,19 +137,56 @@ def last_error(folder: Path) -> str:
     return errors[-1] if errors else ""
 
 
-def table(runs: list[Run]) -> str:
-    header = ["run", "what", "status", "started", "epochs", "best val", "test", "settings / error"]
-    rows = [header]
-    for run in runs:
-        epochs = "" if run.epochs is None else str(run.epochs)
-        val = figure(run.monitor, run.val)
-        test = figure(run.monitor.replace("val/", "test/", 1), run.test)
-        cells = [run.name, run.what, run.status, run.started, epochs, val, test]
-        rows.append([clean(text) for text in [*cells, run.error or run.settings]])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in rows
-    )
+def table(runs: list[Run], root: Path, width: int) -> str:
+    """One row a run, in `width` columns (the terminal's). Its last entry (a stopped run's resume
+    command, a failed one's error, else its settings) ends the row when it fits, else goes on the
+    next line; settings and errors are cut to the width, a command never is. When the folders'
+    names leave no room for the rest, each name has a line of its own (a path: never cut)."""
+    header = ["run", "what", "status", "started", "epochs", "best val", "test"]
+    rows = [[clean(text) for text in cells(run, root)] for run in runs]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    on_own_line = sum(widths) + 2 * len(widths) > width
+    if on_own_line:  # the name above, its facts indented below it
+        widths[0] = 2
+        header[0] = ""
+    lines = ["run folder"] if on_own_line else []
+    lines.append("  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip())
+    for run, row in zip(runs, rows):
+        if on_own_line:
+            lines.append(row[0])
+            row = ["", *row[1:]]
+        line, last = (
+            "  ".join(c.ljust(w) for c, w in zip(row, widths)),
+            clean(last_column(run, root)),
+        )
+        if len(line) + 2 + len(last) <= width:
+            lines.append(f"{line}  {last}".rstrip())
+            continue
+        lines.append(cut(line.rstrip(), width))
+        if last:
+            lines.append(
+                f"    {last}" if last.startswith("resume with") else cut(f"    {last}", width)
+            )
+    return "\n".join(lines)
+
+
+def cells(run: Run, root: Path) -> list[str]:
+    """The row's entries; the folder as a path from here, which every command takes back."""
+    epochs = "" if run.epochs is None else str(run.epochs)
+    val = figure(run.monitor, run.val)
+    test = figure(run.monitor.replace("val/", "test/", 1), run.test)
+    folder = shortest_path(root / run.name)
+    return [folder, run.what, run.status, run.started[:16], epochs, val, test]
+
+
+def cut(line: str, width: int) -> str:
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def last_column(run: Run, root: Path) -> str:
+    if run.status == "stopped":
+        return f"resume with: {resume_command(root / run.name)}"
+    return run.error or run.settings
 
 
 def figure(name: str, value: float | None) -> str:
@@ -179,7 +219,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     descending = (args.sort == "started") != args.reverse
     runs = sorted(find_runs(args.folder), key=SORTS[args.sort], reverse=descending)
-    print(json.dumps([asdict(run) for run in runs], indent=2) if args.json else table(runs))
+    width = shutil.get_terminal_size((100, 24)).columns  # not a terminal: 100 (or $COLUMNS)
+    shown = table(runs, args.folder, width)
+    print(json.dumps([asdict(run) for run in runs], indent=2) if args.json else shown)
 
 
 if __name__ == "__main__":

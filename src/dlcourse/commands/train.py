@@ -18,8 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
-import shlex
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -36,6 +34,7 @@ from dlcourse.infrastructure.config import (
     config_dir,
     is_rank_scratch,
     register_resolvers,
+    resume_command,
     resumes_in_place,
 )
 from dlcourse.infrastructure.errors import (
@@ -53,7 +52,6 @@ from dlcourse.infrastructure.run_folder import (
     RunFolder,
     discard_if_empty,
     read_record,
-    shortest_path,
 )
 from dlcourse.sweeps.status import record_failure
 
@@ -187,34 +185,15 @@ def hparams_of(cfg: DictConfig, choices: Mapping, overrides: list[str], mode: Ru
 
 def report_stop(stop: TrainingInterrupted, run_dir: Path) -> None:
     """Say how to continue, in a command that pastes safely into a shell."""
-    folder = shortest_path(run_dir)
-    command = f"dlcourse-train {shell_quote('resume=' + hydra_quote(folder))}"
+    command = resume_command(run_dir)
     message = "Stopped: %s. Resume with:\n  %s"
     if isinstance(stop, FinalTestInterrupted):
         message = "Stopped: %s. Training had finished; run its final test with:\n  %s"
     log.warning(message, stop, command)
 
 
-def shell_quote(word: str) -> str:
-    """`word` for a POSIX shell: as it is when safe, in double quotes when only Hydra's single
-    quotes need protecting (the common case), else shlex's single-quote form."""
-    if shlex.quote(word) == word or not re.search(r'[$`"\\!]', word):
-        return word if shlex.quote(word) == word else f'"{word}"'
-    return shlex.quote(word)
-
-
-def hydra_quote(value: str) -> str:
-    """A value as Hydra's override grammar reads it back verbatim: quoted when it holds
-    characters the grammar gives a meaning to (spaces, brackets, quotes, $, ...)."""
-    if all(c.isalnum() or c in "/._-+:@%~" for c in value):
-        return value
-    # Inside quotes, Hydra reads \' as a quote, and \\ as a backslash only before a quote.
-    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
-    return f"'{escaped}'"
-
-
 if __name__ == "__main__":
-    from dlcourse.infrastructure.config import resume_arguments
+    from dlcourse.infrastructure.config import quote_paths, resume_arguments
 
-    sys.argv[1:] = resume_arguments(sys.argv[1:])
+    sys.argv[1:] = quote_paths(resume_arguments(sys.argv[1:]))
     main()

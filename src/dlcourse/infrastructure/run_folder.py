@@ -26,7 +26,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from dlcourse.infrastructure import locks
-from dlcourse.infrastructure.errors import SweepError, UserError
+from dlcourse.infrastructure.errors import SweepError, TrainingInterrupted, UserError
 from dlcourse.infrastructure.files import read_small, refuse_link, refuse_links_inside, write_file
 
 # Every name dlcourse gives a file or folder in a run or sweep folder: defined here, and only here.
@@ -88,21 +88,7 @@ class RunFolder:
     def __exit__(self, exc_type: type | None, error: BaseException | None, traceback: Any) -> None:
         if self.log_handler:
             if isinstance(error, Exception):  # the log says how the run ended, as the console did
-                text = (
-                    str(error)
-                    if isinstance(error, UserError)
-                    else f"{type(error).__name__}: {error}"
-                )
-                self.log_handler.handle(
-                    logging.makeLogRecord(
-                        {
-                            "name": "dlcourse.commands.train",
-                            "levelno": logging.ERROR,
-                            "levelname": "ERROR",
-                            "msg": f"error: {text}",
-                        }
-                    )
-                )
+                self.log_handler.handle(ending_record(error))
             logging.getLogger().removeHandler(self.log_handler)
             self.log_handler.close()
         self.lock.unlink(missing_ok=True)
@@ -137,6 +123,21 @@ class RunFolder:
             records[OVERRIDES] = hydra_cfg.overrides.task
         for name, record in records.items():
             write_file(folder / name, OmegaConf.to_yaml(record), root=self.path)
+
+
+def ending_record(error: Exception) -> logging.LogRecord:
+    """train.log's last line for a run that did not finish: stopped by a signal (a warning: it
+    resumes), or failed, with the message the console showed (dlcourse-runs reads it back)."""
+    if isinstance(error, TrainingInterrupted):
+        level, text = logging.WARNING, f"stopped: {error}"
+    elif isinstance(error, UserError):
+        level, text = logging.ERROR, f"error: {error}"
+    else:
+        level, text = logging.ERROR, f"error: {type(error).__name__}: {error}"
+    name = logging.getLevelName(level)
+    return logging.makeLogRecord(
+        {"name": "dlcourse.train", "levelno": level, "levelname": name, "msg": text}
+    )
 
 
 def check_free(path: Path) -> None:
