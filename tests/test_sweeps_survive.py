@@ -615,7 +615,9 @@ def test_every_odd_file_of_a_job_folder_is_reported_around(
         check_report(sweep_dir, unreadable=name in READ_BY_THE_REPORT and spoiled)
         status, output = call("dlcourse-runs", [str(sweep_dir)], monkeypatch, capsys)
         assert status == 0 and "Traceback" not in output, (where, output[-1500:])
-        assert printable(output) and len(output.splitlines()) == 3, (where, output)
+        # One line per job and the header; or, where the folders' names leave no room for the
+        # rest, each name on a line of its own (issue #26): nothing read from a file adds others.
+        assert printable(output) and len(output.splitlines()) in (3, 6), (where, output)
         status, output = call("dlcourse-runs", [str(sweep_dir), "--json"], monkeypatch, capsys)
         assert status == 0 and len(json.loads(output)) == 2, (where, output[-1500:])
         assert not (tmp_path / "pwned").exists()

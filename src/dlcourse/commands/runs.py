@@ -139,9 +139,9 @@ def last_error(folder: Path) -> str:
 
 def table(runs: list[Run], root: Path, width: int) -> str:
     """One row a run, in `width` columns (the terminal's). Its last entry (a stopped run's resume
-    command, a failed one's error, else its settings) ends the row when it fits, else goes on the
-    next line; settings and errors are cut to the width, a command never is. When the folders'
-    names leave no room for the rest, each name has a line of its own (a path: never cut)."""
+    command, a failed one's error, else its settings) is cut to the width, but a command never
+    is: it goes on the next line when it does not fit. When the folders' names leave no room for
+    the rest, each name has a line of its own (a path: never cut)."""
     header = ["run", "what", "status", "started", "epochs", "best val", "test"]
     rows = [[clean(text) for text in cells(run, root)] for run in runs]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -155,18 +155,12 @@ def table(runs: list[Run], root: Path, width: int) -> str:
         if on_own_line:
             lines.append(row[0])
             row = ["", *row[1:]]
-        line, last = (
-            "  ".join(c.ljust(w) for c, w in zip(row, widths)),
-            clean(last_column(run, root)),
-        )
-        if len(line) + 2 + len(last) <= width:
-            lines.append(f"{line}  {last}".rstrip())
-            continue
-        lines.append(cut(line.rstrip(), width))
-        if last:
-            lines.append(
-                f"    {last}" if last.startswith("resume with") else cut(f"    {last}", width)
-            )
+        line = "  ".join(c.ljust(w) for c, w in zip(row, widths))
+        last = clean(last_column(run, root))
+        if run.status == "stopped" and len(line) + 2 + len(last) > width:
+            lines += [line.rstrip(), f"    {last}"]  # a command is never cut
+        else:
+            lines.append(cut(f"{line}  {last}".rstrip(), width))
     return "\n".join(lines)
 
 
