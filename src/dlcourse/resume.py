@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlcourse.data.image_files import check_folder_classes
 from dlcourse.infrastructure.checkpoint import find_checkpoint, load_checkpoint
-from dlcourse.infrastructure.config import CHANGEABLE_ON_RESUME, run_folder_of_resume
+from dlcourse.infrastructure.command_line import CHANGEABLE_ON_RESUME
+from dlcourse.infrastructure.config import run_folder_of_resume
 from dlcourse.infrastructure.errors import UserError
 from dlcourse.infrastructure.run_folder import BEST, CHECKPOINTS, LAST, METRICS, read_record
 from dlcourse.infrastructure.stored_config import stored_config

@@ -183,7 +183,7 @@ def train() -> None:
     # model) lives as long as the process. The run turns it back on once built
     # (dlcourse.infrastructure.runtime.startup_objects_frozen).
     gc.disable()
-    from dlcourse.infrastructure.config import quote_paths, resume_arguments
+    from dlcourse.infrastructure.command_line import quote_paths, resume_arguments
 
     sys.argv[1:] = quote_paths(resume_arguments(sys.argv[1:]))
     try:
@@ -224,7 +224,7 @@ def describe(names: list[str]) -> int:
 
 def evaluate() -> None:
     """`dlcourse-eval ckpt_path=<run or .pt>`: see dlcourse/commands/evaluate.py."""
-    from dlcourse.infrastructure.config import quote_paths
+    from dlcourse.infrastructure.command_line import quote_paths
 
     sys.argv[1:] = quote_paths(sys.argv[1:])
     with quiet_start_up("eval"):

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dlcourse.infrastructure import locks
-from dlcourse.infrastructure.config import resume_command
+from dlcourse.infrastructure.command_line import resume_command
 from dlcourse.infrastructure.errors import UserError, clean, exit_on_user_error
 from dlcourse.infrastructure.files import as_number, read_json, read_tail
 from dlcourse.infrastructure.run_folder import (

@@ -29,12 +29,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dlcourse.infrastructure.cluster import launched_rank, leave_to_slurm, under_slurm
+from dlcourse.infrastructure.command_line import resume_command
 from dlcourse.infrastructure.config import (
     COMPONENTS,
     config_dir,
     is_rank_scratch,
     register_resolvers,
-    resume_command,
     resumes_in_place,
 )
 from dlcourse.infrastructure.errors import (
@@ -193,7 +193,7 @@ def report_stop(stop: TrainingInterrupted, run_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    from dlcourse.infrastructure.config import quote_paths, resume_arguments
+    from dlcourse.infrastructure.command_line import quote_paths, resume_arguments
 
     sys.argv[1:] = quote_paths(resume_arguments(sys.argv[1:]))
     main()

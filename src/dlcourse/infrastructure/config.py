@@ -1,6 +1,6 @@
 """Where the YAML configs live, the facts they share (the component groups, the trainer's
-defaults, the settings a resume may change), Hydra's resolvers and callbacks for run folders,
-and `build`: a config's component instantiated from its `_target_`."""
+defaults, where a dataset's files lie), Hydra's resolvers and callbacks for run folders, and
+`build`: a config's component instantiated from its `_target_`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import math
 import os
 import re
 import secrets
-import shlex
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dlcourse.infrastructure.errors import UserError
-from dlcourse.infrastructure.run_folder import CHECKPOINTS, LAST, shortest_path
+from dlcourse.infrastructure.run_folder import CHECKPOINTS, LAST
 
 # Model settings that the data decides where the model's config leaves them null.
 SIZES_FROM_DATA = ("in_channels", "image_size", "input_size", "num_classes")
@@ -110,34 +109,6 @@ def resumed_run_dir(resume: str | None, new_run_dir: str) -> str:
 
 # The dataset settings that say where its files lie: a run's data may move (resume, dlcourse-eval).
 DATA_LOCATIONS = ("data_dir", "root")
-# Settings a resume may change: they do not change what the saved state means.
-CHANGEABLE_ON_RESUME = (
-    "trainer.",
-    "optimizer.",
-    "paths.",
-    *(f"dataset.{key}" for key in DATA_LOCATIONS),
-    "dataset.cache_bytes",
-    "dataset.on_bad_image",
-    "dataset.eval_batch_size",
-    "dataset.num_workers",
-    "dataset.download_missing",
-    "optimized_metric",
-)
-
-
-def resume_arguments(arguments: list[str]) -> list[str]:
-    """A command line with its resume-changeable dataset settings passed as `++key=value`.
-
-    A resume's config comes from its checkpoint, but Hydra composes the defaults first
-    (dataset=mnist), which lack settings the run's own dataset has: `resume=<run>
-    dataset.root=<moved folder>` of an image-folder run would be refused there. `++` sets or
-    adds; `resume.check_override` then judges each against the stopped run's config."""
-    if not any(a.startswith("resume=") and a != "resume=auto" for a in arguments):
-        return arguments
-    return [
-        f"++{a}" if a.startswith("dataset.") and a.startswith(CHANGEABLE_ON_RESUME) else a
-        for a in arguments
-    ]
 
 
 RANK_SCRATCH = "dlcourse-rank"
@@ -253,53 +224,3 @@ def fill_model_sizes(
                     del model[name]
                 else:
                     model[name] = found[name]
-
-
-def resume_command(folder: Path) -> str:
-    """The command that continues the run in `folder`, as it pastes into a POSIX shell."""
-    return f"dlcourse-train {shell_quote('resume=' + hydra_quote(shortest_path(folder)))}"
-
-
-def shell_quote(word: str) -> str:
-    """`word` for a POSIX shell: as it is when safe, in double quotes when only Hydra's single
-    quotes need protecting (the common case), else shlex's single-quote form."""
-    if shlex.quote(word) == word or not re.search(r'[$`"\\!]', word):
-        return word if shlex.quote(word) == word else f'"{word}"'
-    return shlex.quote(word)
-
-
-def hydra_quote(value: str) -> str:
-    """A value as Hydra's override grammar reads it back verbatim: quoted when it holds
-    characters the grammar gives a meaning to (spaces, brackets, quotes, $, ...)."""
-    if all(c.isalnum() or c in "/._-+:@%~" for c in value):
-        return value
-    # Inside quotes, Hydra reads \' as a quote, and \\ as a backslash only before a quote.
-    escaped = re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + ("\\'" if m.group(2) else ""), value)
-    return f"'{escaped}'"
-
-
-# Settings whose values are paths: a folder dlcourse printed may hold what Hydra's override
-# grammar reads otherwise (a sweep job's 3_model=mlp_optimizer.lr=0.1, a list's [64,32]).
-PATH_SETTINGS = (
-    *("resume", "ckpt_path", "output_path", "data_dir", "root", "paths."),
-    *("hydra.run.dir", "hydra.sweep.dir", *(f"dataset.{key}" for key in DATA_LOCATIONS)),
-)
-SWEEP_SYNTAX = ("choice(", "range(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
-
-
-def quote_paths(arguments: list[str]) -> list[str]:
-    """A command line with the values of path settings quoted for Hydra (`hydra_quote`), so
-    that every path dlcourse prints is taken back as printed. Left as they are: values already
-    quoted, sweeps over paths (`resume=a,b` when no such path exists, `glob(...)`)."""
-
-    def quoted(argument: str) -> str:
-        key, equals, value = argument.partition("=")
-        if not equals or not key.lstrip("+~").startswith(PATH_SETTINGS) or not value:
-            return argument
-        if value[0] in "'\"" or value.startswith(SWEEP_SYNTAX):
-            return argument
-        if "," in value and not os.path.lexists(os.path.expanduser(value)):
-            return argument
-        return f"{key}={hydra_quote(value)}"
-
-    return [quoted(argument) for argument in arguments]
