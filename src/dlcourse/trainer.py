@@ -345,7 +345,8 @@ class Trainer:
         self.stop_signal.final_test = (str(best_path), self.position.step)  # nothing left to save
         best = load_checkpoint(best_path, map_location=self.device)
         self.raw_model.load_state_dict(best["model"])  # the weights run.train exports
-        self.eval_model.load_state_dict(best["model"])  # the same model, but with EMA
+        if self.ema is not None:  # and the average, which is what is evaluated
+            self.ema.module.load_state_dict(best["model"])
         self.processes.check_in_sync(self.raw_model)
         test_metrics, test_baselines = self.evaluate(self.data.test, "test")
         test_metrics |= test_baselines

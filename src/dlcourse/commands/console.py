@@ -183,11 +183,11 @@ def train() -> None:
     # model) lives as long as the process. The run turns it back on once built
     # (dlcourse.infrastructure.runtime.startup_objects_frozen).
     gc.disable()
-    from dlcourse.infrastructure.command_line import quote_paths, resume_arguments
-
-    sys.argv[1:] = quote_paths(resume_arguments(sys.argv[1:]))
     try:
         with quiet_start_up("train"):
+            from dlcourse.infrastructure.command_line import quote_paths, resume_arguments
+
+            sys.argv[1:] = quote_paths(resume_arguments(sys.argv[1:]))
             importlib.import_module("dlcourse.commands.train").main()
     finally:
         gc.enable()  # where no run started (a refusal, --help)
@@ -224,10 +224,10 @@ def describe(names: list[str]) -> int:
 
 def evaluate() -> None:
     """`dlcourse-eval ckpt_path=<run or .pt>`: see dlcourse/commands/evaluate.py."""
-    from dlcourse.infrastructure.command_line import quote_paths
+    with quiet_start_up("eval"):  # Ctrl-C while Hydra is imported, too: a quiet exit
+        from dlcourse.infrastructure.command_line import quote_paths
 
-    sys.argv[1:] = quote_paths(sys.argv[1:])
-    with quiet_start_up("eval"):
+        sys.argv[1:] = quote_paths(sys.argv[1:])
         importlib.import_module("dlcourse.commands.evaluate").main()
 
 
