@@ -161,6 +161,7 @@ COMMANDS = {
     "dlcourse-gradcheck": console.gradcheck,
     "dlcourse-summary": console.summary,
     "dlcourse-runs": console.runs,
+    "dlcourse-compare": console.compare,
 }
 
 

@@ -27,6 +27,7 @@ from PIL import Image
 
 from dlcourse.infrastructure.checkpoint import load_checkpoint, save_checkpoint
 from dlcourse.run import train
+from dlcourse.seeds import train_seeds
 
 DOCUMENTS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 # (a piece of the command, why it does not run here)
@@ -90,6 +91,10 @@ def workspace(tiny_mnist, tiny_pairs, tmp_path_factory) -> Path:
     holes.save(root / "holes.png")
     shutil.copytree(tiny_pairs, root / "my_pairs")
     make_image_folder(root / "my_photos", train=4, test=2)
+    for name, model in (("group_a", "mlp"), ("group_b", "linear")):  # seed groups to compare
+        sizes = ["model.hidden_sizes=[16]"] if model == "mlp" else []
+        group = [f"model={model}", *sizes, "seeds=2", *SHORT]
+        train_seeds(compose_config([*group, *quick_overrides(tiny_mnist)]), root / name, False, {})
     return root
 
 
@@ -103,6 +108,8 @@ def prepared(command: str, workspace: Path, tiny_mnist: Path) -> list[str]:
     sweeps = sorted((workspace / "outputs" / "multirun").glob("*"))
     replacements = {
         "outputs/runs/<run>": str(workspace / "stopped_run"),
+        "outputs/runs/<group A>": str(workspace / "group_a"),
+        "outputs/runs/<group B>": str(workspace / "group_b"),
         "<inpainting run>": str(workspace / "inpainting_run"),
         "outputs/multirun/<time>_<id>": str(sweeps[-1]) if sweeps else "no-sweep-yet",
         "outputs/multirun/<sweep>": str(sweeps[-1]) if sweeps else "no-sweep-yet",

@@ -22,7 +22,16 @@ from dlcourse.infrastructure.checkpoint import find_checkpoint, load_checkpoint
 from dlcourse.infrastructure.command_line import CHANGEABLE_ON_RESUME
 from dlcourse.infrastructure.config import run_folder_of_resume
 from dlcourse.infrastructure.errors import UserError
-from dlcourse.infrastructure.run_folder import BEST, CHECKPOINTS, LAST, METRICS, read_record
+from dlcourse.infrastructure.files import read_small
+from dlcourse.infrastructure.run_folder import (
+    BEST,
+    CHECKPOINTS,
+    LAST,
+    METRICS,
+    RECORD,
+    group_seeds,
+    read_record,
+)
 from dlcourse.infrastructure.stored_config import stored_config
 from dlcourse.infrastructure.training_state import Position, check_resumable, check_training_state
 from dlcourse.trainer import Trainer
@@ -45,9 +54,12 @@ def run_config(
     repeated: list[str] = []
     if cfg.get("resume") == "auto":
         last = run_dir / CHECKPOINTS / LAST
-        cfg.resume = str(last) if last.is_file() else None
+        in_group = group_seeds(run_dir) is not None
+        cfg.resume = str(run_dir) if in_group else str(last) if last.is_file() else None
         repeated = read_record(run_dir)[1]  # the command line the run started with
     checkpoint = None
+    if group_seeds(cfg.get("resume")) is not None:  # each seed's run resumes on its own
+        return group_config(cfg, overrides, repeated), None
     if cfg.get("resume"):
         cfg, checkpoint = resume_config(cfg, overrides, repeated)
     return cfg, checkpoint
@@ -79,6 +91,32 @@ def resume_config(
     check_folder_classes(checkpoint, resumed.dataset, path)  # before any data is read
     check_length(resumed, stored, checkpoint, path)
     return resumed, checkpoint
+
+
+def group_config(cfg: DictConfig, overrides: list[str], repeated: list[str] = ()) -> DictConfig:
+    """A stopped seed group's config (its record, checked as a file you did not write) with the
+    command line's overrides on top, under the same rules as a run's (dlcourse/seeds.py)."""
+    import yaml
+
+    path = Path(cfg.resume) / RECORD / "config.yaml"
+    try:
+        config = yaml.safe_load(read_small(path))
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as error:
+        raise UserError(
+            f"cannot resume the seed group in {cfg.resume}: {path} could not be read "
+            f"({type(error).__name__}); resume its seeds' runs one by one instead"
+        ) from None
+    stored = stored_config(config, path)
+    updates = [
+        o.lstrip("+")
+        for o in overrides
+        if not o.startswith(("resume=", "+resume=")) and o not in repeated
+    ]
+    for update in updates:
+        check_override(update, stored)
+    resumed = OmegaConf.merge(stored, OmegaConf.from_dotlist(updates))
+    resumed.resume = str(cfg.resume)
+    return resumed
 
 
 def check_latest(path: Path, checkpoint: dict[str, Any]) -> None:

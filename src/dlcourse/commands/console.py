@@ -249,6 +249,12 @@ def runs() -> None:
         importlib.import_module("dlcourse.commands.runs").main()
 
 
+def compare() -> None:
+    """`dlcourse-compare A B`: see dlcourse/commands/compare.py."""
+    with quiet_start_up():
+        importlib.import_module("dlcourse.commands.compare").main()
+
+
 def gradcheck() -> None:
     """`dlcourse-gradcheck model=... loss=...`: see dlcourse/commands/gradcheck.py."""
     with quiet_start_up("gradcheck"):

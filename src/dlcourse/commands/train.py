@@ -5,6 +5,7 @@
     dlcourse-train experiment=cnn_mnist
     dlcourse-train -m model=linear,mlp optimizer.lr=0.01,0.1   # a sweep (Hydra multirun)
     dlcourse-train resume=outputs/runs/<run>            # continue a stopped run in its folder
+    dlcourse-train experiment=fast_mlp_mnist seeds=5    # five seeds, a run each (dlcourse/seeds.py)
     python -m dlcourse.commands.train --help            # the config groups and their options
 
 The run itself is `dlcourse.run.train`; this module only wraps it for Hydra: it settles the
@@ -51,6 +52,7 @@ from dlcourse.infrastructure.run_folder import (
     NullRunFolder,
     RunFolder,
     discard_if_empty,
+    group_seeds,
     read_record,
 )
 from dlcourse.sweeps.status import record_failure
@@ -69,13 +71,17 @@ def main(cfg: DictConfig) -> float | Pruned | None:
     """One run, or one job of a sweep: settle its config, then `dlcourse.run.train` claims its
     folder and trains. Sweepers (e.g. Optuna) optimise what it returns."""
     from dlcourse.run import train  # torch is imported from here on
+    from dlcourse.seeds import train_seeds
 
     job = Job(HydraConfig.get())
     with errors_as_messages(), job.ending():
         if job.sweep_is_stopping():
             return None
         cfg, checkpoint, folder = job.settle(cfg)
-        metrics = train(cfg, job.run_dir, checkpoint, job.hparams(cfg), job.trial(cfg), folder)
+        if cfg.get("seeds") is not None:  # one run per seed, in the group's folder
+            metrics = train_seeds(cfg, job.run_dir, job.resuming, job.hparams(cfg), job.hydra_cfg)
+        else:
+            metrics = train(cfg, job.run_dir, checkpoint, job.hparams(cfg), job.trial(cfg), folder)
         return job.result(cfg, metrics)
     return None  # stopped, or a sweep's job that failed: said so, and recorded
 
@@ -130,7 +136,8 @@ class Job:
 
         cfg, checkpoint = run_config(cfg, self.overrides, self.run_dir)
         # A checkpoint outside any run folder continues in this new folder, as a new run would.
-        self.resuming = checkpoint is not None and (
+        resumed = checkpoint is not None or group_seeds(cfg.get("resume")) is not None
+        self.resuming = resumed and (
             launched_rank() > 0 or resumes_in_place(cfg.resume, self.run_dir)
         )
         if launched_rank() > 0:

@@ -24,7 +24,7 @@ from torch import nn
 from dlcourse.infrastructure.config import build
 from dlcourse.infrastructure.errors import TrainingInterrupted, UserError
 from dlcourse.infrastructure.files import open_new, write_file
-from dlcourse.infrastructure.run_folder import BEST, CHECKPOINTS, LAST
+from dlcourse.infrastructure.run_folder import BEST, CHECKPOINTS, LAST, group_seeds, member_folder
 from dlcourse.infrastructure.stored_config import stored_config
 from dlcourse.infrastructure.tensor_checks import check_tensors, check_weights, weights_misfit
 
@@ -138,6 +138,12 @@ def find_checkpoint(path: str | Path, prefer: str = LAST) -> Path:
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
+        seeds = group_seeds(path)
+        if seeds:
+            raise UserError(
+                f"{path} is a seed group (one run per seed): pass one of its runs, e.g. "
+                f"{member_folder(path, seeds[0])}, or compare groups with dlcourse-compare"
+            )
         raise UserError(f"no checkpoint in run folder {path}: expected {candidates[0]}")
     if not path.is_file():
         raise UserError(f"{path} is neither a checkpoint file nor a run folder")

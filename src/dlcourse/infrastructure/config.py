@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dlcourse.infrastructure.errors import UserError
-from dlcourse.infrastructure.run_folder import CHECKPOINTS, LAST
+from dlcourse.infrastructure.run_folder import CHECKPOINTS, LAST, SEEDS
 
 # Model settings that the data decides where the model's config leaves them null.
 SIZES_FROM_DATA = ("in_channels", "image_size", "input_size", "num_classes")
@@ -137,14 +137,14 @@ def resumes_in_place(resume: str, run_dir: Path) -> bool:
 
 
 def run_folder_of_resume(resume: str | None) -> Path | None:
-    """The dlcourse run folder that `resume` names (the folder, or a checkpoint in its
-    checkpoints/), or None when it names none."""
+    """The dlcourse run folder that `resume` names (the folder, a checkpoint in its
+    checkpoints/, or a seed group's folder), or None when it names none."""
     if not resume or resume == "auto":
         return None
     path = Path(resume).expanduser().resolve()
     if path.is_file() and path.suffix == ".pt" and path.parent.name == CHECKPOINTS:
         path = path.parent.parent
-    return path if (path / CHECKPOINTS / LAST).is_file() else None
+    return path if (path / CHECKPOINTS / LAST).is_file() or (path / SEEDS).is_file() else None
 
 
 class CheckOutputFolder(Callback):

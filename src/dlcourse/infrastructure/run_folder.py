@@ -27,7 +27,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlcourse.infrastructure import locks
 from dlcourse.infrastructure.errors import SweepError, TrainingInterrupted, UserError
-from dlcourse.infrastructure.files import read_small, refuse_link, refuse_links_inside, write_file
+from dlcourse.infrastructure.files import (
+    read_json,
+    read_small,
+    refuse_link,
+    refuse_links_inside,
+    write_file,
+)
 
 # Every name dlcourse gives a file or folder in a run or sweep folder: defined here, and only here.
 CHECKPOINTS = "checkpoints"  # a run's checkpoints/ folder, holding:
@@ -41,6 +47,7 @@ LOCK = ".lock"  # held by the process writing the folder (dlcourse.infrastructur
 FAILED = "failed.json"  # a failed sweep job's record, in place of its metrics.json
 JOURNAL = "optuna.journal"  # an Optuna search's study, in its sweep folder
 STOP_MARKER = ".stopping"  # in a sweep's folder while it stops: jobs that start then do not run
+SEEDS = "seeds.json"  # in a seed group's folder (dlcourse/seeds.py): its seeds, one run each
 
 # What a run that never saved leaves in its folder (besides its pictures): a folder holding
 # only these may take a new attempt of that run, as a requeued cluster job or a rerun sweep is.
@@ -246,6 +253,25 @@ def read_record(folder: Path) -> tuple[dict, list[str]]:
     except (OSError, ValueError, RecursionError, yaml.YAMLError, KeyError, TypeError):
         return {}, []
     return (choices if isinstance(choices, dict) else {}), overrides
+
+
+def member_folder(group: Path, seed: int) -> Path:
+    """The run folder of one seed of a seed group: `<group>/seed=42`."""
+    return group / f"seed={seed}"
+
+
+def group_seeds(folder: str | Path | None) -> list[int] | None:
+    """The seeds of the seed group in `folder` (its seeds.json, read as data), or None when
+    `folder` is no seed group's."""
+    if not folder or not (Path(folder) / SEEDS).is_file():
+        return None
+    values, problem = read_json(Path(folder) / SEEDS)
+    seeds = (values or {}).get("seeds")
+    if problem or not isinstance(seeds, list) or not seeds:
+        raise UserError(f"{Path(folder) / SEEDS} is not a seed group's list of seeds: {problem}")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63 for s in seeds):
+        raise UserError(f"{Path(folder) / SEEDS}: its seeds are not all integers of 0 or more")
+    return seeds
 
 
 def shortest_path(path: Path) -> str:

@@ -28,6 +28,8 @@ class Job:
     error: str | None = None  # why the job has no metrics: its failed.json, or still running
     pruned_at_epoch: int | None = None  # stopped early by an Optuna search's pruner
     unreadable: list[str] = field(default_factory=list)  # its files that could not be read
+    # A seed group's (dlcourse/seeds.py): each metric's std, low, high (95 % interval) and n.
+    spread: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def read_overrides(job_dir: Path) -> tuple[list[str], str | None]:
@@ -60,6 +62,7 @@ def read_job(job_dir: Path) -> Job:
     if os.path.lexists(job_dir / METRICS):
         values, problem = read_json(job_dir / METRICS)
         job.metrics, job.kinds, odd = read_metrics(values or {})
+        job.spread = read_spread(values or {})
         job.unreadable += odd
         job.pruned_at_epoch = job.metrics.get("pruned_at_epoch")
     elif os.path.lexists(job_dir / FAILED):
@@ -93,6 +96,22 @@ def read_metrics(values: dict) -> tuple[dict[str, float], dict[str, Any], list[s
     elif higher is not None:
         odd.append(f"metrics.json: higher_is_better is not names → true/false ({preview(higher)})")
     return metrics, kinds, odd
+
+
+def read_spread(values: dict) -> dict[str, dict[str, float]]:
+    """A seed group's spread of each metric over its seeds, where its numbers are numbers."""
+    group = values.get("seeds")
+    spread = group.get("spread") if isinstance(group, dict) else None
+    if not isinstance(spread, dict):
+        return {}
+    read = {}
+    for name, entry in spread.items():
+        if not isinstance(entry, dict):
+            continue
+        numbers = {key: as_number(entry.get(key)) for key in ("std", "low", "high", "n")}
+        if all(number is not None for number in numbers.values()):
+            read[str(name)] = numbers
+    return read
 
 
 def preview(value: Any, limit: int = 40) -> str:

@@ -101,10 +101,15 @@ def study_views(sweep_dir: Path) -> str:
 def csv_table(jobs: list[Job], swept: list[str], metric: str) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow([csv_cell(text) for text in ["job", *swept, metric, "error"]])
+    spread_columns = ("std", "low", "high", "n")  # a seed group's, beside its mean
+    grouped = any(job.spread.get(metric) for job in jobs)
+    extra = [f"{metric} {column}" for column in spread_columns] if grouped else []
+    writer.writerow([csv_cell(text) for text in ["job", *swept, metric, *extra, "error"]])
     for job in jobs:
         settings = [job.overrides.get(key, "") for key in swept]
-        values = [job.name, *settings, job.metrics.get(metric, ""), job.error or ""]
+        spread = job.spread.get(metric, {})
+        spreads = [spread.get(column, "") for column in spread_columns] if grouped else []
+        values = [job.name, *settings, job.metrics.get(metric, ""), *spreads, job.error or ""]
         writer.writerow([csv_cell(value) for value in values])
     return buffer.getvalue()
 
@@ -142,7 +147,7 @@ def markdown_report(
     header = ["", "job", *swept, metric]
     rows = [
         ["★" if i == 0 else "", job.name, *(job.overrides.get(k, "") for k in swept)]
-        + [f"{job.metrics[metric]:.4f}"]
+        + [value_cell(job, metric)]
         for i, job in enumerate(done)
     ]
     counts = f"{len(done)} done, " + (f"{len(pruned)} pruned, " if pruned else "")
@@ -168,6 +173,17 @@ def markdown_report(
     ]
     lines += section("Files that could not be read", unreadable)
     return "\n".join(lines) + "\n"
+
+
+def value_cell(job: Job, metric: str) -> str:
+    """The job's value; a seed group's mean ± standard deviation [95 % interval] (n seeds)."""
+    spread = job.spread.get(metric)
+    if spread is None:
+        return f"{job.metrics[metric]:.4f}"
+    return (
+        f"{job.metrics[metric]:.4f} ± {spread['std']:.4f} [{spread['low']:.4f}, "
+        f"{spread['high']:.4f}] ({spread['n']:g} seeds)"
+    )
 
 
 def table_row(cells: list[str]) -> str:
