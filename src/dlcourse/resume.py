@@ -79,14 +79,7 @@ def resume_config(
     check_resumable(checkpoint, path)
     stored = stored_config(checkpoint["config"], path)
     check_latest(path, checkpoint)
-    updates = [
-        o.lstrip("+")
-        for o in overrides
-        if not o.startswith(("resume=", "+resume=")) and o not in repeated
-    ]
-    for update in updates:
-        check_override(update, stored)
-    resumed = OmegaConf.merge(stored, OmegaConf.from_dotlist(updates))
+    resumed = with_updates(stored, overrides, repeated)
     resumed.resume = str(path)
     check_folder_classes(checkpoint, resumed.dataset, path)  # before any data is read
     check_length(resumed, stored, checkpoint, path)
@@ -107,6 +100,14 @@ def group_config(cfg: DictConfig, overrides: list[str], repeated: list[str] = ()
             f"({type(error).__name__}); resume its seeds' runs one by one instead"
         ) from None
     stored = stored_config(config, path)
+    resumed = with_updates(stored, overrides, repeated)
+    resumed.resume = str(cfg.resume)
+    return resumed
+
+
+def with_updates(stored: DictConfig, overrides: list[str], repeated: list[str]) -> DictConfig:
+    """`stored` with the command line's overrides on top, each checked to keep it the same run
+    (resume= itself, and what the run started with, are not overrides)."""
     updates = [
         o.lstrip("+")
         for o in overrides
@@ -114,9 +115,7 @@ def group_config(cfg: DictConfig, overrides: list[str], repeated: list[str] = ()
     ]
     for update in updates:
         check_override(update, stored)
-    resumed = OmegaConf.merge(stored, OmegaConf.from_dotlist(updates))
-    resumed.resume = str(cfg.resume)
-    return resumed
+    return OmegaConf.merge(stored, OmegaConf.from_dotlist(updates))
 
 
 def check_latest(path: Path, checkpoint: dict[str, Any]) -> None:

@@ -78,14 +78,18 @@ def train_seeds(
     template = copy.deepcopy(cfg)
     with open_dict(template):
         template.seeds, template.resume = None, None
-    updates = resume_updates(group, hydra_cfg) if resuming else []
+    # What a resume's command line changes in the seeds' runs; not what the group started with
+    # (a requeued cluster job repeats it).
+    overrides = list(hydra_cfg.overrides.task) if resuming and hydra_cfg is not None else []
+    started_with = read_record(group)[1] if resuming else []
     group.mkdir(parents=True, exist_ok=True)  # (Hydra has made it, for dlcourse-train)
     with RunFolder(group, resuming, OmegaConf.create(to_plain_dict(cfg)), hydra_cfg):
         if not resuming:
             write_file(group / SEEDS, f'{{"seeds": {seeds}}}\n', root=group)
         log.info("Seed group %s: %d runs, seeds %s", group, len(seeds), seeds)
         members = [
-            train_member(template, seed, group, updates, hparams, hydra_cfg) for seed in seeds
+            train_member(template, seed, group, (overrides, started_with), hparams, hydra_cfg)
+            for seed in seeds
         ]
         metrics = group_metrics(members, seeds)
         write_file(group / METRICS, json.dumps(metrics, indent=2) + "\n", root=group)
@@ -94,27 +98,16 @@ def train_seeds(
     return metrics
 
 
-def resume_updates(group: Path, hydra_cfg: DictConfig | None) -> list[str]:
-    """What a resume's command line changes in the group's runs (trainer.epochs=8, ...): not
-    resume= itself, nor what the group started with (a requeued cluster job repeats it)."""
-    started_with = read_record(group)[1]
-    overrides = list(hydra_cfg.overrides.task) if hydra_cfg is not None else []
-    return [
-        o
-        for o in overrides
-        if not o.lstrip("+").startswith(("resume=", "seeds=")) and o not in started_with
-    ]
-
-
 def train_member(
     template: DictConfig,
     seed: int,
     group: Path,
-    updates: list[str],
+    updates: tuple[list[str], list[str]],
     hparams: dict,
     hydra_cfg: DictConfig | None,
 ) -> dict:
-    """One seed's run: finished already (its metrics), stopped (resumed), or new."""
+    """One seed's run: finished already (its metrics), stopped (resumed with `updates`: the
+    command line's overrides and those the group started with), or new."""
     folder = member_folder(group, seed)
     if (folder / METRICS).is_file():
         metrics, problem = read_json(folder / METRICS)
@@ -125,7 +118,7 @@ def train_member(
     if (folder / CHECKPOINTS / LAST).is_file():
         cfg = copy.deepcopy(template)
         cfg.resume = str(folder)
-        cfg, checkpoint = resume_config(cfg, updates)
+        cfg, checkpoint = resume_config(cfg, *updates)
     else:
         cfg = copy.deepcopy(template)
         cfg.seed = seed
