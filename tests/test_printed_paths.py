@@ -17,13 +17,14 @@ from PIL import Image
 from dlcourse.run import train
 
 # Folder names as dlcourse-train writes them (infrastructure/config.job_name): a plain run, a
-# sweep job, an Optuna trial, a job of a list-valued setting, a job of an added (+) setting.
+# sweep job, an Optuna trial, a job of a list-valued setting, a job of an added (+) setting, a seed's run in a group.
 NAMES = [
     "2026-12-03_11-59-23_linear_a1b2c3",
     "3_model=mlp_optimizer.lr=0.1",
     "7_optimizer.lr=0.002981_optimizer.momentum=0.8512",
     "0_model.hidden_sizes=[64,32]",
     "1_+trainer.grad_clip=1.0",
+    "2_seeds=3/seed=43",  # a seed group's run of one seed (dlcourse/seeds.py)
 ]
 
 

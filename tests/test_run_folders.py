@@ -394,4 +394,9 @@ def test_ctrl_c_to_a_parallel_sweep_saves_every_running_job(tiny_mnist, tmp_path
         # Each job saved and said how to resume, quoted for Hydra and the shell (its name has =).
         assert f"\"resume='{job.relative_to(tmp_path)}'\"" in output
         assert not (job / ".lock").exists() and not list(job.rglob(".*.tmp"))
+    # The sweep's last word lists each saved job's command again, ready to paste.
+    summary = output.split("Sweep stopped (2 job(s) saved); continue a job with:\n", 1)[1]
+    assert summary.splitlines()[:2] == [
+        f"  dlcourse-train \"resume='{job.relative_to(tmp_path)}'\"" for job in jobs
+    ], output
     assert "Traceback" not in output

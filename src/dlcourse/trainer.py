@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from dlcourse.data.batches import Batch, Batches, DataSplits, to_device
 from dlcourse.infrastructure.checkpoint import FORMAT_VERSION, load_checkpoint
+from dlcourse.infrastructure.command_line import resume_command
 from dlcourse.infrastructure.distributed import SingleProcess, unwrap
 from dlcourse.infrastructure.errors import DataError, TrainingInterrupted, UserError
 from dlcourse.infrastructure.interrupt import NoStopSignal, StopSignal
@@ -235,7 +236,7 @@ class Trainer:
             self.save(LAST, {})
             raise DataError(
                 f"{error}; the run saved its place in {self.files.checkpoint_dir / LAST} and "
-                f"continues from there with resume={self.files.output_dir}"
+                f"continues from there with: {resume_command(self.files.output_dir)}"
             ) from None
         self.position.batch_in_epoch = 0  # the epoch's batches are done
         return self.epoch_train_metrics(samples, time.perf_counter() - start)

@@ -17,9 +17,18 @@ from hydra.experimental.callback import Callback
 
 from dlcourse.infrastructure import cluster, locks
 from dlcourse.infrastructure.cluster import stop_signals, under_slurm
+from dlcourse.infrastructure.command_line import resume_command
 from dlcourse.infrastructure.errors import FinalTestInterrupted, UserError
 from dlcourse.infrastructure.files import write_file
-from dlcourse.infrastructure.run_folder import LOCK, STOP_MARKER
+from dlcourse.infrastructure.run_folder import (
+    CHECKPOINTS,
+    JOURNAL,
+    LAST,
+    LOCK,
+    METRICS,
+    STOP_MARKER,
+    shortest_path,
+)
 
 # Set in the jobs of a sweep whose launcher runs them side by side: their stop signals come from
 # the sweep's own process (`ForwardStopToJobs`), never straight from the terminal.
@@ -147,13 +156,23 @@ class ForwardStopToJobs(Callback):
                     os.kill(pid, signal.SIGTERM)
             told |= holders
             time.sleep(0.2)  # signal handlers stay live here: a second signal ends it at once
-        print(
-            f"Sweep stopped; continue a job with: dlcourse-train resume={self.sweep_dir}/<job>",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(self.stopped_jobs(), file=sys.stderr, flush=True)
         (self.sweep_dir / STOP_MARKER).unlink(missing_ok=True)
         sys.exit(128 + signal_number)  # raised where the launcher waits: it ends its (idle) workers
+
+    def stopped_jobs(self) -> str:
+        """The sweep's stopped jobs, each with the command that continues it as printed."""
+        stopped = sorted(
+            last.parent.parent
+            for last in self.sweep_dir.glob(f"*/{CHECKPOINTS}/{LAST}")
+            if not (last.parent.parent / METRICS).exists()
+        )
+        lines = [f"Sweep stopped ({len(stopped)} job(s) saved); continue a job with:"]
+        lines += [f"  {resume_command(job)}" for job in stopped]
+        if (self.sweep_dir / JOURNAL).exists():
+            sweep = shortest_path(self.sweep_dir)
+            lines.append(f"or continue the search: rerun it with hydra.sweep.dir={sweep}")
+        return "\n".join(lines)
 
     def lock_holders(self) -> set[int]:
         """This sweep's workers that hold a job folder's lock (a lock being written or removed
