@@ -17,7 +17,8 @@ from PIL import Image
 from dlcourse.run import train
 
 # Folder names as dlcourse-train writes them (infrastructure/config.job_name): a plain run, a
-# sweep job, an Optuna trial, a job of a list-valued setting, a job of an added (+) setting, a seed's run in a group.
+# sweep job, an Optuna trial, a job of a list-valued setting, a job of an added (+) setting,
+# a seed's run in a group.
 NAMES = [
     "2026-12-03_11-59-23_linear_a1b2c3",
     "3_model=mlp_optimizer.lr=0.1",
