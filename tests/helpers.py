@@ -162,6 +162,7 @@ COMMANDS = {
     "dlcourse-summary": console.summary,
     "dlcourse-runs": console.runs,
     "dlcourse-compare": console.compare,
+    "dlcourse-lr-find": console.lr_find,
 }
 
 

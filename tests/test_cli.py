@@ -56,11 +56,14 @@ def test_train_command_writes_a_complete_run_folder(model, tiny_mnist, tmp_path)
         8,
         16,
     ]  # 250 images / 32 per batch
-    # Hyperparameters sit in the run itself, not in a sub-run.
-    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
-    assert [p for p in run_dir.iterdir() if p.is_dir()] != [] and not any(
-        p.is_dir() and p.name not in (".hydra", "checkpoints") for p in run_dir.iterdir()
-    )
+    # Hyperparameters sit in one sub-run with the few final metrics the HParams tab shows (in
+    # the run itself, every curve would become a column of it); the run holds none.
+    assert "_hparams_/session_start_info" not in events.Tags()["tensors"]
+    session = read_events(run_dir / "hparams")
+    assert "_hparams_/session_start_info" in session.PluginTagToContent("hparams")
+    assert set(session.Tags()["scalars"]) == {"best/val/acc", "test/acc", "test/loss", "train/loss"}
+    assert session.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
+    assert {p.name for p in run_dir.iterdir() if p.is_dir()} == {".hydra", "checkpoints", "hparams"}
 
 
 def test_multirun_gives_one_folder_per_job(tiny_mnist, tmp_path):

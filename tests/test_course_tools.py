@@ -174,6 +174,11 @@ def test_gradcheck_cli_passes_fails_and_explains(tmp_path):
     )
     assert good.returncode == 0, good.stderr
     assert "2 of 2 parameters PASS" in good.stdout
+    # While it works it says where it is (not a terminal here: a line per parameter).
+    assert good.stderr.splitlines()[-2:] == [
+        "checking 1/2: fc.weight, 3 entries (2 passes each)",
+        "checking 2/2: fc.bias, 3 entries (2 passes each)",
+    ], good.stderr
     wrong_loss = run(["dlcourse-gradcheck", "model=conv_inpaint", "model.widths=[4,8]"], tmp_path)
     assert wrong_loss.returncode == 2
     assert "loss=pixel_mse" in wrong_loss.stderr and "Traceback" not in wrong_loss.stderr

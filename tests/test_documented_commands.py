@@ -127,10 +127,15 @@ def prepared(command: str, workspace: Path, tiny_mnist: Path) -> list[str]:
     if words[0] == "dlcourse-gradcheck":  # two sampled entries per parameter, not 20 or 50
         words = [w for w in words if not w.startswith("elements_per_parameter=")]
         return [*words, "elements_per_parameter=2"]
-    if words[0] != "dlcourse-train" or any(w in ("--help", "--cfg", "--describe") for w in words):
+    if words[0] == "dlcourse-lr-find":  # 20 steps of the rate sweep, not 100
+        words = [*words, "lr_find.steps=20"]
+    trains = words[0] in ("dlcourse-train", "dlcourse-lr-find")
+    if not trains or any(w in ("--help", "--cfg", "--describe") for w in words):
         return words
     # The config it composes (a sweep's first value of each list), to see which limits apply.
-    settings = [w for w in words[1:] if "=" in w and not w.startswith(("hydra.", "resume="))]
+    settings = [
+        w for w in words[1:] if "=" in w and not w.startswith(("hydra.", "resume=", "lr_find."))
+    ]
     if "-m" in words:  # a sweep: compose its first job
         settings = [w if "[" in w else w.split(",")[0] for w in settings]
     cfg = compose_config(settings)

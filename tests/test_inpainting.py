@@ -229,8 +229,13 @@ def test_inpainting_run_writes_grid_png_and_baseline_metrics(preset, tiny_mnist,
 
     from PIL import Image
 
+    # Its log lines fit a wide terminal: the loss and the monitored metric, not all twenty.
+    lines = (run_dir / "train.log").read_text().splitlines()
+    long = [line for line in lines if len(line) > 160 and run_dir.name not in line]  # a path: any
+    assert not long and any("val loss=" in line and "mse_hole=" in line for line in lines), long
     with Image.open(run_dir / "inpainting.png") as grid:
-        assert grid.size == (4 * 30 + 2, 8 * 30 + 2)  # 4 columns, 8 samples, 28 px + 2 px padding
+        width, height = grid.size  # 4 columns, 8 samples, each 28 px drawn 3×, and headers
+        assert width >= 4 * 84 and height >= 8 * 84
     events = read_events(run_dir)
     assert len(events.Images("pictures/inpainting")) == 2 + 1  # each of 2 evaluations, and the test
     checkpoint = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)
@@ -245,3 +250,20 @@ def test_classification_model_on_inpainting_data_is_refused(tiny_mnist, tmp_path
             compose_config(["dataset=inpainting", "model=linear", *quick_overrides(tiny_mnist)]),
             tmp_path,
         )
+
+
+def test_the_inpainting_picture_outlines_each_hole_and_fills_it_visibly():
+    """Black-filled holes are invisible on MNIST's black background: the masked input's hole is
+    filled dark blue, and a red line runs just outside the hole in the first three columns."""
+    from dlcourse.pictures.drawing import BODY_TOP, LINE
+    from dlcourse.pictures.samples import HOLE_EDGE, HOLE_FILL, inpainting_image
+
+    targets = torch.zeros(1, 1, 28, 28)
+    mask = torch.zeros(1, 1, 28, 28)
+    mask[..., 10:14, 5:9] = 1
+    image = inpainting_image(targets * (1 - mask), targets, targets, mask)
+    top, left = BODY_TOP + LINE + 4 + 4, 4  # below the title, the headers; the first cell
+    tile = image[:, top : top + 84, left : left + 84]  # the masked input, 3×
+    torch.testing.assert_close(tile[:, 31, 16], HOLE_FILL, atol=1 / 255, rtol=0)  # in the hole
+    torch.testing.assert_close(tile[:, 29, 16], HOLE_EDGE, atol=1 / 255, rtol=0)  # just above
+    assert torch.all(tile[:, 0, 0] == 0)  # far from it: the image itself

@@ -17,7 +17,7 @@ from dlcourse.course import differentiation, matching
 from dlcourse.data.idx_files import read_split
 from dlcourse.data.toy import points
 from dlcourse.models import MLP
-from dlcourse.pictures import PALETTE, decision_boundary
+from dlcourse.pictures.charts import PALETTE, decision_boundary
 from dlcourse.run import train
 
 

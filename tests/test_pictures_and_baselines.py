@@ -3,16 +3,21 @@ and training on a subset."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from helpers import STEPS_PER_EPOCH, compose_config, quick_overrides, read_events
 from torch import nn
 
 from dlcourse.commands.evaluate import evaluate_checkpoint
+from dlcourse.confusion import class_report, confusion_matrix, most_confused
 from dlcourse.data.mnist import mnist
 from dlcourse.infrastructure.errors import UserError
 from dlcourse.models import CNN, MLP, LinearClassifier, NearestNeighbor, TemplateNCC
-from dlcourse.pictures import confusion_matrix, grid, model_pictures
+from dlcourse.pictures.charts import curves_image, nice_ticks, tick_label
+from dlcourse.pictures.drawing import BODY_TOP, grid
+from dlcourse.pictures.learned import model_pictures, template_captions
 from dlcourse.run import train
 from dlcourse.tasks import ClassificationTask
 
@@ -21,7 +26,7 @@ IMAGES = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 
 def test_grid_places_each_tile_in_its_cell():
     tiles = torch.arange(5.0).view(5, 1, 1, 1).expand(5, 1, 28, 28) / 4  # tile i is all i / 4
-    image = grid(tiles, columns=3, padding=2)
+    image = grid(tiles, columns=3, min_size=28, padding=2)
     assert image.shape == (3, 2 + 2 * 30, 2 + 3 * 30)
     for index in range(5):
         top, left = 2 + (index // 3) * 30, 2 + (index % 3) * 30
@@ -29,38 +34,39 @@ def test_grid_places_each_tile_in_its_cell():
     assert torch.all(image[:, 32:60, 62:90] == 0.5)  # the sixth cell is empty: background
 
 
-def test_linear_templates_are_the_rows_of_w():
+def test_28_pixel_images_are_drawn_three_times_as_large():
+    tile = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    image = grid(tile, columns=1, padding=0)  # the default size: 3×, nearest neighbour
+    assert image.shape == (3, 84, 84)
+    assert torch.equal(image[0], tile[0, 0].repeat_interleave(3, 0).repeat_interleave(3, 1))
+
+
+def test_linear_templates_are_the_rows_of_w_each_named_by_its_class():
     model = LinearClassifier()
-    pictures = model_pictures(model, IMAGES)
+    names = [f"class {i}" for i in range(10)]
+    pictures = model_pictures(model, IMAGES, class_names=names)
     assert set(pictures) == {"templates"}
-    first = pictures["templates"][0, 2:30, 2:30]  # the first tile: row 0 of W, stretched to [0, 1]
+    # The first tile: row 0 of W, stretched to [0, 1], 3× (PNG-ready: 1/255 steps).
+    first = pictures["templates"][0, BODY_TOP + 4 : BODY_TOP + 4 + 84 : 3, 4 : 4 + 84 : 3]
     row = model.linear.weight[0].view(28, 28)
-    torch.testing.assert_close(first, (row - row.min()) / (row.max() - row.min()))
+    expected = (row - row.min()) / (row.max() - row.min())
+    torch.testing.assert_close(first, expected, atol=0.5 / 255 + 1e-6, rtol=0)
+    assert template_captions(10, names, one_per_class=True)[0] == names
+    captions, title = template_captions(800, names, one_per_class=False)  # an MLP's units
+    assert captions[:2] == ["unit 0", "unit 1"] and title.startswith("first-layer weights of 100")
 
 
 def test_mlp_shows_up_to_100_hidden_units_and_the_cnn_its_filters_and_maps():
-    assert model_pictures(MLP(hidden_sizes=[32]), IMAGES)["templates"].shape == (
-        3,
-        2 + 4 * 30,
-        2 + 10 * 30,
-    )
-    assert model_pictures(MLP(hidden_sizes=[300]), IMAGES)["templates"].shape == (
-        3,
-        2 + 10 * 30,
-        2 + 10 * 30,
-    )
+    small = model_pictures(MLP(hidden_sizes=[32]), IMAGES)["templates"]
+    wide = model_pictures(MLP(hidden_sizes=[300]), IMAGES)["templates"]
+    assert wide.shape[2] == small.shape[2]  # 10 a row
+    rows = (wide.shape[1] - BODY_TOP) / ((small.shape[1] - BODY_TOP) / 4)
+    assert rows == pytest.approx(10, rel=0.02)  # 100 units: 10 rows (32 units: 4 rows)
     pictures = model_pictures(CNN(channels=[8, 16], kernel_sizes=5), IMAGES)
     assert set(pictures) == {"filters", "activations"}
-    assert pictures["filters"].shape == (
-        3,
-        2 + 27,
-        2 + 8 * 27,
-    )  # 8 filters of 5×5, enlarged to 25×25
-    assert pictures["activations"].shape == (
-        3,
-        2 + 4 * 30,
-        2 + 8 * 30,
-    )  # 4 images × 8 maps of 28×28
+    # 8 filters of 5×5, enlarged to 50×50; 4 images × 8 maps of 28×28 at 84×84.
+    assert pictures["filters"].shape[1] == BODY_TOP + 2 + 50 + 2
+    assert pictures["activations"].shape[1:] == (BODY_TOP + 2 + 4 * 86, 2 + 8 * 86)
 
 
 def test_confusion_matrix_counts_by_hand():
@@ -68,6 +74,55 @@ def test_confusion_matrix_counts_by_hand():
     predictions = torch.tensor([0, 1, 1, 2, 0, 2])
     expected = torch.tensor([[1, 1, 0], [0, 1, 0], [1, 0, 2]])
     assert torch.equal(confusion_matrix(predictions, labels, 3), expected)
+
+
+def test_class_report_and_most_confused_pairs_by_hand():
+    counts = torch.tensor([[5, 1, 0], [3, 4, 1], [0, 0, 0]])  # class 2: no image, never predicted
+    report = class_report(counts, ["a", "b", "c"])
+    assert report["a"] == pytest.approx({"precision": 5 / 8, "recall": 5 / 6,
+                                         "f1": 2 * (5 / 8) * (5 / 6) / (5 / 8 + 5 / 6),
+                                         "support": 6})  # fmt: skip
+    assert report["b"]["precision"] == pytest.approx(4 / 5)
+    assert report["b"]["recall"] == pytest.approx(4 / 8)
+    assert report["c"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert most_confused(counts, ["a", "b", "c"]) == [
+        {"true": "b", "predicted": "a", "count": 3},
+        {"true": "a", "predicted": "b", "count": 1},
+        {"true": "b", "predicted": "c", "count": 1},
+    ]
+
+
+def test_a_review_over_batches_counts_every_image_and_keeps_the_worst_errors():
+    """Fed in batches, the review's confusion matrix and top losses are those of the whole set
+    at once, worst first, errors only."""
+    generator = torch.Generator().manual_seed(2)
+    images, labels = torch.rand(200, 1, 28, 28, generator=generator), torch.arange(200) % 10
+    outputs = torch.randn(200, 10, generator=generator) * 3
+    review = ClassificationTask(list("0123456789")).review()
+    for start in range(0, 200, 32):
+        batch = slice(start, start + 32)
+        review.add(outputs[batch], (images[batch], labels[batch]))
+    predictions = outputs.argmax(dim=1)
+    assert torch.equal(review.counts, confusion_matrix(predictions, labels, 10))
+    wrong = (predictions != labels).nonzero().flatten()
+    losses = nn.functional.cross_entropy(outputs, labels, reduction="none")
+    expected = wrong[losses[wrong].argsort(descending=True)][:24]
+    assert review.seen == 200 and len(review.worst["losses"]) == 24
+    torch.testing.assert_close(review.worst["losses"], losses[expected])
+    assert torch.equal(review.worst["images"], images[expected])
+    assert torch.equal(review.worst["predictions"], predictions[expected])
+    pictures = review.pictures("test")
+    assert set(pictures) == {"confusion_matrix", "top_losses"}
+    for image in pictures.values():
+        assert image.shape[0] == 3 and image.min() >= 0 and image.max() <= 1
+
+
+def test_classification_pictures_of_images_come_from_the_review_alone():
+    labels = (IMAGES[:, 0, 0, 0] > 0).long()
+    assert ClassificationTask(list("0123456789")).pictures(Fixed(), (IMAGES, labels)) == {}
+    review = ClassificationTask(list("0123456789")).review()
+    review.add(Fixed()(IMAGES), (IMAGES, labels))
+    assert set(review.pictures("val")) == {"confusion_matrix"}  # no error: no top losses
 
 
 class Fixed(nn.Module):
@@ -78,14 +133,15 @@ class Fixed(nn.Module):
         return nn.functional.one_hot(positive, 10).float()
 
 
-def test_classification_pictures_show_mistakes_only_when_there_are_some():
-    labels = (IMAGES[:, 0, 0, 0] > 0).long()
-    pictures = ClassificationTask(list("0123456789")).pictures(Fixed(), (IMAGES, labels))
-    assert set(pictures) == {"confusion_matrix"}
-    pictures = ClassificationTask(list("0123456789")).pictures(Fixed(), (IMAGES, 1 - labels))
-    assert set(pictures) == {"confusion_matrix", "misclassified"}
-    for image in pictures.values():
-        assert image.shape[0] == 3 and image.min() >= 0 and image.max() <= 1
+def test_curve_ticks_differ_even_for_a_single_epoch():
+    """After one epoch the axis spans a band around the one value: its ticks never read alike."""
+    for low, high in [(1.39, 1.39), (0.9801, 0.9823), (0.0, 120.0)]:
+        pad = (high - low) * 0.05 or max(abs(low) * 0.05, 0.01)
+        ticks = nice_ticks(low - pad, high + pad)
+        labels = [tick_label(value, ticks) for value in ticks]
+        assert len(ticks) >= 3 and len(set(labels)) == len(labels), (low, high, labels)
+    history = [{"epoch": 1, "train/loss": 1.39, "val/loss": 1.39}]
+    assert curves_image(history, ["loss"], best_epoch=1).shape == (3, 320, 420)
 
 
 def test_a_run_writes_pictures_and_histograms(tiny_mnist, tmp_path):
@@ -97,9 +153,17 @@ def test_a_run_writes_pictures_and_histograms(tiny_mnist, tmp_path):
             *quick_overrides(tiny_mnist),
         ]
     )
-    train(cfg, tmp_path)
-    for name in ("filters", "activations", "confusion_matrix"):
+    metrics = train(cfg, tmp_path)
+    for name in ("filters", "activations", "confusion_matrix", "top_losses", "curves"):
         assert (tmp_path / f"{name}.png").is_file()
+    # Per class over the whole test split: the recalls, weighted by images, are test/acc.
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["classes"] == metrics["classes"] and list(saved["classes"]) == list("0123456789")
+    images = sum(row["support"] for row in saved["classes"].values())
+    correct = sum(row["recall"] * row["support"] for row in saved["classes"].values())
+    assert images == sum(len(batch[0]) for batch in mnist(str(tiny_mnist), val_size=50).test)
+    assert correct / images == pytest.approx(saved["test/acc"])
+    assert all(pair["true"] != pair["predicted"] for pair in saved["most_confused"])
     events = read_events(tmp_path)
     # Layers with parameters, counted in order: conv, conv, then the two fully-connected ones.
     assert set(events.Tags()["histograms"]) == {
@@ -110,7 +174,11 @@ def test_a_run_writes_pictures_and_histograms(tiny_mnist, tmp_path):
     }
     steps = [event.step for event in events.Histograms("gradients/layer4_Linear/bias")]
     assert steps == [4, 8, 12, 16] and STEPS_PER_EPOCH == 8  # 2 epochs of 8 steps
-    assert {"pictures/filters", "pictures/confusion_matrix"} <= set(events.Tags()["images"])
+    assert {
+        "pictures/filters",
+        "pictures/val/confusion_matrix",
+        "pictures/test/confusion_matrix",
+    } <= set(events.Tags()["images"])
 
 
 def test_template_ncc_is_the_correlation_with_each_class_mean():

@@ -143,6 +143,12 @@ def test_parallel_launcher_runs_jobs_in_their_own_processes_sharing_the_cores(ti
     for job in jobs:
         config = torch.load(job / "checkpoints" / "last.pt", weights_only=True)["config"]
         assert config["trainer"]["num_threads"] == max(1, (os.cpu_count() or 1) // 2)
+    # Side by side, each job's console lines say whose they are; the sweep ends with a summary.
+    output = result.stdout + result.stderr
+    for number in (0, 1):
+        epochs = [line for line in output.splitlines() if line.startswith(f"[job {number}][")]
+        assert any("epoch 2/2" in line for line in epochs), output[-3000:]
+    assert "Sweep finished: 2 job(s), best " in output and ", 0 failed, 0 pruned." in output
 
 
 def test_submitit_job_requeued_into_its_folder_resumes_from_its_checkpoint(tiny_mnist, tmp_path):

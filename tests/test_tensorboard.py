@@ -13,6 +13,7 @@ import urllib.request
 import pytest
 from helpers import BIN, compose_config, quick_overrides, run_command
 
+from dlcourse.infrastructure.loggers import TRAIN_AND_VAL
 from dlcourse.run import train
 
 
@@ -62,7 +63,7 @@ def tensorboard(tiny_mnist, tmp_path_factory):
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
-            if len(get(f"{url}/data/runs")) == 3:  # every run read
+            if len(get(f"{url}/data/runs")) == 6:  # every run read, and its hparams sub-run
                 break
         except OSError:
             pass
@@ -78,23 +79,28 @@ def tensorboard(tiny_mnist, tmp_path_factory):
 def test_run_names_say_what_ran(tensorboard):
     assert sorted(get(f"{tensorboard}/data/runs")) == [
         "inpainting",
+        "inpainting/hparams",
         "sweep/0_model=linear",
+        "sweep/0_model=linear/hparams",
         "sweep/1_model=mlp",
+        "sweep/1_model=mlp/hparams",
     ]
 
 
 def test_hparams_show_the_swept_choice_and_every_tasks_metrics(tensorboard):
     experiment = get(f"{tensorboard}/data/plugin/hparams/experiment", {"experimentName": ""})
     hparams = {info["name"] for info in experiment["hparamInfos"]}
-    metrics = {info["name"]["tag"] for info in experiment["metricInfos"]}
+    metrics = [info["name"]["tag"] for info in experiment["metricInfos"]]
     assert "model" in hparams  # the swept group choice, with its values linear / mlp
-    assert {
-        "test/acc",
+    # Each task's few metrics, its monitored one first (not every curve: 44 columns).
+    assert metrics == [
         "best/val/acc",
-        "test/mse_hole",
         "best/val/mse_hole",
+        "test/acc",
+        "test/loss",
+        "test/mse_hole",
         "train/loss",
-    } <= metrics
+    ]
     model = next(info for info in experiment["hparamInfos"] if info["name"] == "model")
     assert {"linear", "mlp"} <= set(model["domainDiscrete"])
     statuses = ["STATUS_UNKNOWN", "STATUS_SUCCESS"]
@@ -105,9 +111,21 @@ def test_hparams_show_the_swept_choice_and_every_tasks_metrics(tensorboard):
 
 def test_scalars_are_there_with_the_epoch_mean_loss(tensorboard):
     tags = get(f"{tensorboard}/data/plugin/scalars/tags")
-    assert {"train/loss", "val/acc", "test/acc", "best/val/acc"} <= set(tags["sweep/1_model=mlp"])
+    assert {"train/loss", "val/acc", "test/acc"} <= set(tags["sweep/1_model=mlp"])
+    assert "best/val/acc" in tags["sweep/1_model=mlp/hparams"]
     points = get(
         f"{tensorboard}/data/plugin/scalars/scalars?run=sweep/1_model%3Dmlp&tag=train/loss"
     )
     assert [point[1] for point in points] == [8, 16]  # one point per epoch, at its last step
     assert {"baselines/test/meanfill/mse_hole", "test/mse_hole"} <= set(tags["inpainting"])
+
+
+def test_custom_scalars_chart_train_and_val_of_each_metric_together(tensorboard):
+    """Did it overfit? One chart per metric, train and val together, for every run: the runs'
+    layouts merged, classification's loss and acc beside inpainting's mse_hole."""
+    layout = get(f"{tensorboard}/data/plugin/custom_scalars/layout")
+    [category] = [c for c in layout["category"] if c["title"] == TRAIN_AND_VAL]
+    assert layout["category"][0] == category  # the first thing Custom Scalars shows
+    charts = {chart["title"]: chart["multiline"]["tag"] for chart in category["chart"]}
+    assert set(charts) == {"loss", "acc", "mse_hole"}
+    assert charts["acc"] == ["^train/acc$", "^val/acc$"]

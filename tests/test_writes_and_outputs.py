@@ -85,6 +85,8 @@ WRITTEN = [
     "metrics.json",
     "train.log",
     "curves.png",
+    "top_losses.png",
+    "hparams",  # TensorBoard's HParams sub-run (infrastructure/loggers.py)
     "model.safetensors",
     "checkpoints/last.pt",
     "checkpoints/best.pt",

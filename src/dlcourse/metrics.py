@@ -9,14 +9,14 @@ TensorBoard's, after the model's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import torch
 from torch import nn
 
 from dlcourse.data.batches import Batch
 from dlcourse.infrastructure.distributed import SingleProcess
-from dlcourse.tasks import Task
+from dlcourse.tasks import NoReview, Review, Task
 
 METRIC_WINDOW = 16  # training steps whose metrics are summed at once (see TrainingMetrics)
 
@@ -88,9 +88,11 @@ def measure(
     device: torch.device,
     dtype: torch.dtype | None = None,
     processes: SingleProcess = SingleProcess(),
+    review: Review = NoReview(),
 ) -> tuple[dict[str, float], dict[str, float]]:
     """The model's loss and task metrics over a split's batches, and its baselines' metrics,
-    tagged with the split: summed over batches, divided once."""
+    tagged with the split: summed over batches, divided once. `review` sees every batch's
+    outputs too (the task's confusion matrix and worst errors)."""
     model.eval()
     model_sums: dict[str, torch.Tensor] = {}
     baseline_sums: dict[str, torch.Tensor] = {}
@@ -100,6 +102,7 @@ def measure(
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             outputs = model(inputs, *context)
             loss = loss_fn(outputs, targets, *context)
+        review.add(outputs, batch)
         sums = {"loss": loss.float() * len(outputs), **task.batch_sums(outputs, targets, *context)}
         accumulate(model_sums, {tag(split, name): value for name, value in sums.items()})
         for baseline, prediction in task.baselines(inputs, targets, *context).items():
@@ -126,12 +129,19 @@ def accumulate(sums: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) ->
             sums[name] = value.clone()  # owned: a batch's tensor may be a view of something else
 
 
-def format_metrics(metrics: dict[str, float]) -> str:
-    """One readable log line: losses and metrics, then the epoch's speed when it is there."""
-    shown = (
-        f"{name}={value:.4f}" for name, value in metrics.items() if not name.startswith("time/")
-    )
-    text = "  ".join(shown)
+def format_metrics(metrics: dict[str, float], shown: Collection[str] | None = None) -> str:
+    """One readable log line, grouped by split (and baseline): `train loss=0.3 acc=0.91 | val
+    loss=0.29 acc=0.92`, then the epoch's speed when it is there. `shown`: the metric names
+    to print (the rest are in TensorBoard and metrics.json), so that a task with many
+    metrics (inpainting's) still fits a line."""
+    groups: dict[str, list[str]] = {}
+    for name, value in metrics.items():
+        *group, metric = name.split("/")
+        if group == ["time"] or (shown is not None and metric not in shown):
+            continue
+        key = group[-1] if group[:1] == ["baselines"] else "/".join(group)  # its baseline
+        groups.setdefault(key, []).append(f"{metric}={value:.4g}")
+    text = " | ".join(f"{key} {' '.join(values)}" for key, values in groups.items())
     if "time/epoch_seconds" in metrics:
         seconds, speed = metrics["time/epoch_seconds"], metrics["time/samples_per_second"]
         text += f"  ({seconds:.1f}s, {speed:.0f} samples/s)"

@@ -72,6 +72,8 @@ def train(
             cfg, model, len(data.train), settings, processes, device, checkpoint is not None
         )
         logger, files = run_outputs(output_dir, processes, checkpoint)
+        announce(cfg, data, unwrap(model), settings, device, output_dir, hparams or {})
+        logger.log_train_and_val(["loss", data.task.monitor])
         with startup_objects_frozen(), StopSignal() as stop_signal:
             # fmt: off
             trainer = Trainer(model, loss_fn, optimizer, scheduler, data, logger, settings,
@@ -82,14 +84,55 @@ def train(
                 restore(trainer, checkpoint, cfg.resume)
             try:
                 metrics = trainer.fit()
-                logger.log_hparams(hparams or run_hparams(config))
+                final = hparams_metrics(metrics, data.task.monitor)
+                logger.log_hparams(hparams or run_hparams(config), final, metrics.get("steps", 0))
             finally:
                 logger.close()
                 processes.close()
         files.write_results(metrics, unwrap(model), config["model"])
         log.info("Run folder: %s", output_dir)
+        # Its Custom Scalars tab: train and val of each metric in one chart.
         log.info("Look at it with: tensorboard --logdir %s", shortest_path(output_dir.parent))
     return metrics
+
+
+def hparams_metrics(metrics: dict, monitor: str) -> dict[str, float]:
+    """The few final metrics the HParams tab shows of a run, named so that TensorBoard's sorted
+    columns put the monitored metric first: its best epoch's validation value (`best/val/acc`,
+    the one that picked the checkpoint), its test value, then the test and training loss."""
+    names = {
+        f"best/val/{monitor}": f"val/{monitor}",
+        f"test/{monitor}": f"test/{monitor}",
+        "test/loss": "test/loss",
+        "train/loss": "train/loss",
+    }
+    return {tag: metrics[key] for tag, key in names.items() if isinstance(metrics.get(key), float)}
+
+
+def announce(
+    cfg: DictConfig,
+    data: DataSplits,
+    model: torch.nn.Module,
+    settings: TrainerSettings,
+    device: torch.device,
+    output_dir: Path,
+    hparams: dict,
+) -> None:
+    """Say, before the first step, what is trained on what, how, and where its folder is."""
+    experiment = hparams.get("experiment")
+    what = f"experiment={experiment}: " if experiment else ""
+    parameters = sum(p.numel() for p in model.parameters())
+    dataset = str(cfg.dataset._target_).rsplit(".", 1)[-1]
+    batches = min(len(data.train), settings.limit_train_batches or len(data.train))
+    size = f" of {cfg.dataset.batch_size}" if "batch_size" in cfg.dataset else ""
+    log.info(
+        "Training %s%s, %s parameters, on %s (%d batches%s an epoch)",
+        what, type(model).__name__, f"{parameters:,}", dataset, batches, size,
+    )  # fmt: skip
+    log.info(
+        "for %d epoch(s) on %s, precision %s; run folder: %s",
+        settings.epochs, device, settings.precision, shortest_path(output_dir),
+    )  # fmt: skip
 
 
 def build_components(

@@ -40,7 +40,7 @@ from dlcourse.infrastructure.run_folder import (
 )
 from dlcourse.infrastructure.schema import validate_config
 from dlcourse.resume import resume_config
-from dlcourse.run import train
+from dlcourse.run import hparams_metrics, train
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +207,9 @@ def log_group(group: Path, seeds: list[int], metrics: dict, hparams: dict) -> No
         logger.writer.add_custom_scalars(
             {f"Seed group: mean, 95 % interval ({len(seeds)} seeds)": charts}
         )
-        logger.log_hparams({**hparams, "seeds": len(seeds)})
+        monitor = str(metrics.get("monitor", "val/loss")).split("/", 1)[-1]  # val/acc → acc
+        final_means = hparams_metrics(metrics, monitor)
+        logger.log_hparams({**hparams, "seeds": len(seeds)}, final_means, 0)
     finally:
         logger.close()
 

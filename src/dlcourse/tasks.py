@@ -7,19 +7,21 @@ and the task's metrics after their usual arguments.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from dlcourse.pictures import (
-    confusion_matrix,
-    confusion_matrix_image,
-    decision_boundary,
-    evaluation_mode,
-    grid,
-    labelled_grid,
-)
+from dlcourse.confusion import class_report, confusion_matrix, most_confused
+from dlcourse.infrastructure.distributed import SingleProcess
+from dlcourse.pictures.charts import confusion_matrix_image, decision_boundary
+from dlcourse.pictures.drawing import titled
+from dlcourse.pictures.learned import evaluation_mode
+from dlcourse.pictures.samples import inpainting_image, top_loss_caption, top_losses_image
+
+TOP_LOSSES = 24  # the worst errors a review keeps (their images), over any number of batches
 
 
 class Task(Protocol):
@@ -43,6 +45,34 @@ class Task(Protocol):
         self, model: nn.Module, batch: tuple[torch.Tensor, ...]
     ) -> dict[str, torch.Tensor]:
         """Images (3, H, W) in [0, 1] that show what the model does on a fixed batch."""
+
+    def review(self) -> Review:
+        """What to keep of a split's outputs beyond its metrics, as they are measured."""
+
+
+class Review(Protocol):
+    """A split's outputs, looked at whole while they are measured (dlcourse.metrics.measure)."""
+
+    def add(self, outputs: torch.Tensor, batch: tuple[torch.Tensor, ...]) -> None: ...
+    def merge(self, processes: SingleProcess) -> None: ...
+    def pictures(self, split: str) -> dict[str, torch.Tensor]: ...
+    def summary(self) -> dict: ...
+
+
+class NoReview:
+    """Keeps nothing: tasks whose pictures come from their fixed batch alone."""
+
+    def add(self, outputs: torch.Tensor, batch: tuple[torch.Tensor, ...]) -> None:
+        pass
+
+    def merge(self, processes: SingleProcess) -> None:
+        pass
+
+    def pictures(self, split: str) -> dict[str, torch.Tensor]:
+        return {}
+
+    def summary(self) -> dict:
+        return {}
 
 
 class ClassificationTask:
@@ -71,31 +101,93 @@ class ClassificationTask:
     def pictures(
         self, model: nn.Module, batch: tuple[torch.Tensor, ...]
     ) -> dict[str, torch.Tensor]:
-        """A confusion matrix of the fixed test batch, and the images in it the model got wrong
-        (for 2-D points: the decision boundary instead)."""
+        """For 2-D points, the decision boundary; images are reviewed whole (`review`)."""
+        inputs, labels = batch
+        if inputs.dim() == 2 and inputs.shape[1] == 2:  # points in the plane (toy data)
+            boundary = decision_boundary(model, inputs, labels)
+            title = f"decision boundary, {len(labels)} fixed test points"
+            note = "background: the predicted class; dots: each point's true class"
+            return {"decision_boundary": titled(boundary, title, note)}
+        return {}
+
+    def review(self) -> ClassificationReview:
+        return ClassificationReview(self.class_name)
+
+
+class ClassificationReview:
+    """Every image of a split, looked at as it is measured: the confusion matrix, and the worst
+    errors (the wrongly classified images of largest loss, −log p(true class))."""
+
+    def __init__(self, class_name: Callable[[int], str], keep: int = TOP_LOSSES) -> None:
+        self.class_name, self.keep = class_name, keep
+        self.counts: torch.Tensor | None = None  # (classes, classes), counts[true, predicted]
+        self.worst: dict[str, torch.Tensor] = {}  # images, losses, labels, predictions, p
+        self.seen = self.seen_here = 0  # images counted: by every rank, by this one
+
+    @torch.no_grad()
+    def add(self, outputs: torch.Tensor, batch: tuple[torch.Tensor, ...]) -> None:
         images, labels = batch
-        with evaluation_mode(model):
-            outputs = model(images)
-        predictions, num_classes = outputs.argmax(dim=1), outputs.shape[1]
-        counts = confusion_matrix(predictions, labels, num_classes).cpu()
-        pictures = {
-            "confusion_matrix": confusion_matrix_image(
-                counts, [self.class_name(i) for i in range(num_classes)]
-            )
-        }
+        outputs = outputs.float()
+        predictions = outputs.argmax(dim=1)
+        counts = confusion_matrix(predictions, labels, outputs.shape[1])
+        self.counts = counts if self.counts is None else self.counts + counts
+        self.seen += len(labels)
+        self.seen_here += len(labels)
+        if images.dim() != 4:  # 2-D points: the decision boundary shows their errors
+            return
         wrong = (predictions != labels).nonzero().flatten()
-        if images.dim() == 2 and images.shape[1] == 2:  # points in the plane (toy data)
-            pictures["decision_boundary"] = decision_boundary(model, images, labels)
-        elif len(wrong):
-            # Digits fit "7 / 2" on one line; longer names go one per line.
-            separator = " / " if all(len(n) <= 2 for n in self.class_names) else "\n"
+        probabilities = outputs[wrong].softmax(dim=1)
+        found = {
+            "images": images[wrong],
+            "losses": F.cross_entropy(outputs[wrong], labels[wrong], reduction="none"),
+            "labels": labels[wrong],
+            "predictions": predictions[wrong],
+            "p": probabilities.gather(1, predictions[wrong, None]).flatten(),
+        }
+        if self.worst:
+            found = {name: torch.cat([self.worst[name], found[name]]) for name in found}
+        order = found["losses"].argsort(descending=True)[: self.keep]
+        self.worst = {name: values[order] for name, values in found.items()}
+
+    def merge(self, processes: SingleProcess) -> None:
+        """Every rank's counts summed (the worst errors stay those of this rank's share)."""
+        if self.counts is not None:
+            cells = {str(i): value for i, value in enumerate(self.counts.flatten())}
+            cells, self.seen = processes.all_reduce_sums(cells, self.seen)
+            summed = torch.stack([cells[str(i)] for i in range(self.counts.numel())])
+            self.counts = summed.round().long().view_as(self.counts)
+
+    def names(self) -> list[str]:
+        return [self.class_name(label) for label in range(len(self.counts))]
+
+    def pictures(self, split: str) -> dict[str, torch.Tensor]:
+        if self.counts is None:
+            return {}
+        counts = self.counts.cpu()
+        title = f"confusion matrix, {split} set"
+        pictures = {"confusion_matrix": confusion_matrix_image(counts, self.names(), title)}
+        if self.worst and len(self.worst["losses"]):
+            worst = {name: values.cpu() for name, values in self.worst.items()}
             captions = [
-                f"{self.class_name(p)}{separator}{self.class_name(t)}"
-                for p, t in zip(predictions[wrong[:32]].tolist(), labels[wrong[:32]].tolist())
-            ]
-            title = f"predicted / true: {len(wrong)} of {len(labels)} fixed test images wrong"
-            pictures["misclassified"] = labelled_grid(images[wrong[:32]], captions, title=title)
+                top_loss_caption(self.class_name(t), self.class_name(p), probability, loss)
+                for t, p, probability, loss in zip(
+                    worst["labels"].tolist(), worst["predictions"].tolist(),
+                    worst["p"].tolist(), worst["losses"].tolist(),
+                )
+            ]  # fmt: skip
+            images = worst["images"]
+            pictures["top_losses"] = top_losses_image(images, captions, self.seen_here, split)
         return pictures
+
+    def summary(self) -> dict:
+        """Per-class precision, recall and F1, and the most confused pairs (metrics.json)."""
+        if self.counts is None:
+            return {}
+        counts, names = self.counts.cpu(), self.names()
+        return {
+            "classes": class_report(counts, names),
+            "most_confused": most_confused(counts, names),
+        }
 
 
 def psnr(mse: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
@@ -154,6 +246,7 @@ class InpaintingTask:
         masked, targets, mask = (t[:8] for t in batch)
         with evaluation_mode(model):
             prediction = model(masked, mask).float().clamp(0, 1)
-        columns = [masked, prediction, targets, mask.expand_as(targets)]
-        tiles = torch.stack(columns, dim=1).flatten(0, 1)  # (B * 4, C, H, W), row by row
-        return {"inpainting": grid(tiles, columns=len(columns))}
+        return {"inpainting": inpainting_image(masked, prediction, targets, mask)}
+
+    def review(self) -> NoReview:
+        return NoReview()

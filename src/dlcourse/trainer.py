@@ -19,6 +19,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from dlcourse.confusion import report_table
 from dlcourse.data.batches import Batch, Batches, DataSplits, to_device
 from dlcourse.infrastructure.checkpoint import FORMAT_VERSION, load_checkpoint
 from dlcourse.infrastructure.command_line import resume_command
@@ -32,8 +33,10 @@ from dlcourse.infrastructure.runtime import autocast_dtype
 from dlcourse.infrastructure.schema import TrainerSettings
 from dlcourse.infrastructure.training_state import Position, rng_states, set_rng_states
 from dlcourse.metrics import TrainingMetrics, format_metrics, measure
-from dlcourse.pictures import curves_image, model_pictures
+from dlcourse.pictures.charts import curves_image
+from dlcourse.pictures.learned import model_pictures
 from dlcourse.schedulers import Scheduler
+from dlcourse.tasks import NoReview, Review
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,8 @@ class Trainer:
         self.show_progress = sys.stderr.isatty() if progress is None else progress
         self.position = Position()  # where the run is: saved in checkpoints, with what follows
         self.train_metrics = TrainingMetrics(data.task)
+        # On the console: the loss and the monitored metric (TensorBoard and metrics.json: all).
+        self.shown_metrics = ("loss", data.task.monitor, "nonfinite_steps")
         self.checked_step = 0  # the last step whose loss was seen to be finite
         self.ema = moving_average(self.raw_model, settings.ema_decay) if optimizer else None
 
@@ -124,7 +129,7 @@ class Trainer:
                 self.position.evaluations_without_improvement += 1
             self.position.history.append({"epoch": epoch, **train_metrics, **val_metrics})
             self.save(LAST, metrics)
-            shown = format_metrics({**train_metrics, **val_metrics})
+            shown = format_metrics({**train_metrics, **val_metrics}, self.shown_metrics)
             log.info("epoch %d/%d  %s", epoch, self.settings.epochs, shown)
             if val_metrics and self.is_pruned(epoch, val_metrics):
                 break
@@ -132,7 +137,8 @@ class Trainer:
             self.record_best(self.position.epoch - 1, {**self.validate_now()})
             self.save(BEST, {})
         names = ["loss", self.data.task.monitor]  # for those who look without TensorBoard
-        self.files.save_image("curves", curves_image(self.position.history, names))
+        best_epoch = self.position.best["epoch"]
+        self.files.save_image("curves", curves_image(self.position.history, names, best_epoch))
         train_metrics = {k: v for k, v in train_metrics.items() if not k.startswith("time/")}
         return self.results(train_metrics, start, self.settings.epochs, self.position.step)
 
@@ -145,16 +151,13 @@ class Trainer:
         best_metrics = {**val_metrics, **val_baselines}
         self.record_best(0, best_metrics)
         self.save(BEST, best_metrics)
-        log.info("fitted in one pass, without gradients  %s", format_metrics(val_metrics))
+        shown = format_metrics(val_metrics, self.shown_metrics)
+        log.info("fitted in one pass, without gradients  %s", shown)
         return self.results({}, start, epochs=0, steps=0)
 
     def results(self, train_metrics: dict, start: float, epochs: int, steps: int) -> dict[str, Any]:
         """What metrics.json holds: the last epoch's train/*, the best epoch's val/*, test/* of
-        its weights, then how the run went and what its metrics mean. The best epoch's val/*
-        also go to TensorBoard as best/val/*, so that its final values are these."""
-        best_metrics = self.position.best["metrics"].items()
-        best = {f"best/{name}": value for name, value in best_metrics if name.startswith("val/")}
-        self.logger.log_scalars(best, self.position.step)
+        its weights, then how the run went and what its metrics mean."""
         return {
             **train_metrics,
             **self.position.best["metrics"],
@@ -296,22 +299,28 @@ class Trainer:
         self.logger.log_scalars(metrics, self.position.step)  # train/loss: the epoch's mean
         return metrics
 
-    def evaluate(self, batches: Batches, split: str) -> tuple[dict[str, float], dict[str, float]]:
+    def evaluate(
+        self, batches: Batches, split: str, review: Review = NoReview()
+    ) -> tuple[dict[str, float], dict[str, float]]:
         """The model's loss and metrics over a split (val/acc, test/mse_hole, ...), and its
-        baselines' (baselines/val/meanfill/mse_hole, ...): see dlcourse.metrics."""
+        baselines' (baselines/val/meanfill/mse_hole, ...): see dlcourse.metrics. `review`
+        looks at every output on the way (the confusion matrix, the worst errors)."""
         limit = self.settings.limit_eval_batches or len(batches)
         batches = (batch for _, batch in zip(range(limit), batches))
         # The bare model: DDP's forward would sync buffers, and ranks may hold a batch more or less.
         model, task, dtype = self.eval_model, self.data.task, self.dtype
-        return measure(
-            model, self.loss_fn, batches, task, split, self.device, dtype, self.processes
+        metrics = measure(
+            model, self.loss_fn, batches, task, split, self.device, dtype, self.processes, review
         )
+        review.merge(self.processes)
+        return metrics
 
     def validate_if_due(self, epoch: int) -> tuple[dict[str, float], dict[str, float]]:
         if epoch % self.settings.eval_every_n_epochs and epoch != self.settings.epochs:
             return {}, {}
         self.check_weights_are_finite()
-        val_metrics, val_baselines = self.evaluate(self.data.val, "val")
+        review = self.data.task.review()
+        val_metrics, val_baselines = self.evaluate(self.data.val, "val", review)
         if not math.isfinite(val_metrics["val/loss"]):
             raise self.diverged(f"the validation loss became {val_metrics['val/loss']}")
         self.logger.log_scalars({**val_metrics, **val_baselines}, self.position.step)
@@ -319,7 +328,7 @@ class Trainer:
             test_metrics, _ = self.evaluate(self.data.test, "test")
             curve = {k.replace("test/", "test_curve/"): v for k, v in test_metrics.items()}
             self.logger.log_scalars(curve, self.position.step)
-        self.log_pictures()
+        self.log_pictures(review.pictures("val"), "val")
         if self.settings.histogram_every_n_steps is None:  # with the epoch's last gradients
             self.logger.log_histograms(self.raw_model, self.position.step)
         return val_metrics, val_baselines
@@ -328,14 +337,19 @@ class Trainer:
         val_metrics, val_baselines = self.evaluate(self.data.val, "val")
         return {**val_metrics, **val_baselines}
 
-    def log_pictures(self, save: bool = False) -> None:
-        """What the first layer learned and what the model does with the fixed test batch, to
-        TensorBoard (and as PNGs if `save`)."""
+    def log_pictures(
+        self, reviewed: dict[str, torch.Tensor], split: str, save: bool = False
+    ) -> None:
+        """What the first layer learned and what the model does with the fixed test batch, and
+        the pictures of a split's review, to TensorBoard (and as PNGs if `save`)."""
         inputs, _, *context = self.picture_batch
-        pictures = model_pictures(self.eval_model, inputs, *context)
+        class_names = getattr(self.data.task, "class_names", None)
+        pictures = model_pictures(self.eval_model, inputs, *context, class_names=class_names)
         pictures |= self.data.task.pictures(self.eval_model, self.picture_batch)
-        for name, image in pictures.items():
-            self.logger.log_image(f"pictures/{name}", image, self.position.step)
+        tags = {name: f"pictures/{name}" for name in pictures}
+        tags |= {name: f"pictures/{split}/{name}" for name in reviewed}
+        for name, image in (pictures | reviewed).items():
+            self.logger.log_image(tags[name], image, self.position.step)
             if save:
                 self.files.save_image(name, image)
 
@@ -349,13 +363,18 @@ class Trainer:
         if self.ema is not None:  # and the average, which is what is evaluated
             self.ema.module.load_state_dict(best["model"])
         self.processes.check_in_sync(self.raw_model)
-        test_metrics, test_baselines = self.evaluate(self.data.test, "test")
+        review = self.data.task.review()
+        test_metrics, test_baselines = self.evaluate(self.data.test, "test", review)
         test_metrics |= test_baselines
         self.logger.log_scalars(test_metrics, self.position.step)
-        self.log_pictures(save=True)
+        self.log_pictures(review.pictures("test"), "test", save=True)
         best_epoch = self.position.best["epoch"]
-        log.info("test (best epoch %d)  %s", best_epoch, format_metrics(test_metrics))
-        return test_metrics
+        shown = format_metrics(test_metrics, self.shown_metrics)
+        log.info("best epoch %d, %s", best_epoch, shown)  # `test loss=... | <baseline> ...`
+        summary = review.summary()  # per-class scores and the most confused pairs
+        if summary:
+            log.info("test set, by class:\n%s", report_table(**summary))
+        return test_metrics | summary
 
     def log_step(self, loss: torch.Tensor | None, bar: tqdm) -> None:
         """This one step's loss as train/loss_step (train/loss is the epoch's mean, logged at

@@ -265,3 +265,9 @@ def summary() -> None:
     """`dlcourse-summary model=...`: see dlcourse/commands/summary.py."""
     with quiet_start_up("summary"):
         importlib.import_module("dlcourse.commands.summary").main()
+
+
+def lr_find() -> None:
+    """`dlcourse-lr-find experiment=...`: see dlcourse/commands/lr_find.py."""
+    with quiet_start_up("lr_find"):
+        importlib.import_module("dlcourse.commands.lr_find").main()

@@ -15,6 +15,8 @@ central differences cannot resolve (rounding leaves ≈ 100 · 2.2e-16 · |L| / 
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 import torch
 from omegaconf import DictConfig
@@ -86,14 +88,24 @@ def main(cfg: DictConfig) -> None:
         batch = example_batch(model, cfg.input_shape, cfg.batch_size, cfg.num_classes, cfg.seed)
         # fmt: off
         checks = gradient_check(model, loss_fn, batch, cfg.elements_per_parameter, cfg.epsilon,
-                                cfg.seed, cfg.tolerance, cfg.atol)
+                                cfg.seed, cfg.tolerance, cfg.atol, progress=show_progress)
         # fmt: on
     except (MemoryError, RuntimeError) as error:
         if not is_out_of_memory(error):
             raise
         raise UserError(out_of_memory_message(cfg.batch_size, None, available_memory())) from None
+    if sys.stderr.isatty():
+        print("\r\033[K", end="", file=sys.stderr)  # the progress line gives way to the table
     if not report(checks, cfg.tolerance, cfg.atol):
         raise SystemExit(1)
+
+
+def show_progress(line: str) -> None:
+    """On a terminal, one line rewritten in place; elsewhere (a log, a pipe) a line each."""
+    if sys.stderr.isatty():
+        print(f"\r\033[K{line}", end="", file=sys.stderr, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from dlcourse.infrastructure.run_folder import (
     LAST,
     LOCK,
     LOG,
+    LR_FIND,
     METRICS,
     RECORD,
     read_record,
@@ -43,7 +44,7 @@ class Run:
     name: str
     what: str  # the experiment, else the model
     settings: str  # the command line's overrides
-    status: str  # running | finished | stopped | failed | empty
+    status: str  # running | finished | stopped | failed | empty | lr-find
     started: str
     epochs: int | None = None
     monitor: str = ""
@@ -95,6 +96,10 @@ def read_run(folder: Path, root: Path) -> Run:
         run.higher_is_better = better if isinstance(better, bool) else None
     if run.status == "failed":
         run.error = last_error(folder)
+    if run.status == "lr-find":
+        suggestion = as_number((read_json(folder / LR_FIND)[0] or {}).get("suggestion"))
+        found = f"lr={suggestion:.3g}" if suggestion else "no lr suggested"  # first: never cut
+        run.settings = f"{found}  {run.settings}"
     return run
 
 
@@ -104,6 +109,8 @@ def status_of(folder: Path) -> str:
         return "running"
     if (folder / METRICS).is_file():
         return "finished"
+    if (folder / LR_FIND).is_file():
+        return "lr-find"  # dlcourse-lr-find's curve: no weights, nothing to resume
     if (folder / FAILED).is_file() or last_error(folder):
         return "failed"
     return "stopped" if (folder / CHECKPOINTS / LAST).is_file() else "empty"

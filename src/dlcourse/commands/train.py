@@ -48,6 +48,7 @@ from dlcourse.infrastructure.errors import (
 from dlcourse.infrastructure.interrupt import FROM_PARENT, stop_with_the_sweep
 from dlcourse.infrastructure.run_folder import (
     FAILED,
+    LOG_FORMAT,
     STOP_MARKER,
     NullRunFolder,
     RunFolder,
@@ -95,6 +96,10 @@ class Job:
         self.overrides = list(hydra_cfg.overrides.task)
         self.in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
         self.resuming = False
+        if launched_rank() > 0:  # under torchrun rank 0 speaks for all; the others only warn
+            logging.getLogger().setLevel(logging.WARNING)
+        if os.environ.get(FROM_PARENT):  # jobs side by side: whose line is whose
+            tag_console(f"[job {hydra_cfg.job.num}]")
 
     @contextlib.contextmanager
     def ending(self) -> Iterator[None]:
@@ -188,6 +193,12 @@ def hparams_of(cfg: DictConfig, choices: Mapping, overrides: list[str], mode: Ru
         return run_hparams(config, {g: c for g, c in choices.items() if g in swept}, swept)
     chosen = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
     return run_hparams(config, choices, [*CORE_SETTINGS, *chosen])
+
+
+def tag_console(tag: str) -> None:
+    """Start each console line with `tag` (the run's train.log, opened later, is its own)."""
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter(f"{tag}{LOG_FORMAT}"))
 
 
 def report_stop(stop: TrainingInterrupted, run_dir: Path) -> None:

@@ -70,9 +70,11 @@ def gradient_check(
     seed: int = 0,
     tolerance: float = 1e-5,
     atol: float = 1e-8,
+    progress: Callable[[str], None] = lambda line: None,
 ) -> list[ParameterCheck]:
     """Autograd against central differences, in float64, for a sample of each parameter's
-    elements."""
+    elements. `progress` is told of each parameter as its check starts (dlcourse-gradcheck
+    prints it: a big model takes minutes)."""
     if not any(p.requires_grad for p in model.parameters()):
         name = type(model).__name__
         raise UserError(f"{name} has no trainable parameters: there is no gradient to check")
@@ -92,7 +94,12 @@ def gradient_check(
         loss_zero = loss().item()
         atol = atol + rounding_allowance(model, loss_zero, epsilon)
         checks = []
-        for name, parameter in model.named_parameters():
+        parameters = list(model.named_parameters())
+        for number, (name, parameter) in enumerate(parameters, start=1):
+            count = min(elements_per_parameter, parameter.numel())
+            progress(
+                f"checking {number}/{len(parameters)}: {name}, {count} entries (2 passes each)"
+            )
             flat = parameter.view(-1)
             indices = torch.randperm(flat.numel(), generator=generator)[:elements_per_parameter]
             quotients = partial(differences, loss, epsilon=epsilon, loss_zero=loss_zero)

@@ -17,7 +17,10 @@ class Logger(Protocol):
     def log_scalars(self, metrics: Mapping[str, float], step: int) -> None: ...
     def log_image(self, tag: str, image: torch.Tensor, step: int) -> None: ...
     def log_histograms(self, model: nn.Module, step: int) -> None: ...
-    def log_hparams(self, hparams: Mapping[str, HParamValue]) -> None: ...
+    def log_hparams(
+        self, hparams: Mapping[str, HParamValue], metrics: Mapping[str, float], step: int
+    ) -> None: ...
+    def log_train_and_val(self, names: Iterable[str]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -33,7 +36,12 @@ class NullLogger:
     def log_histograms(self, model: nn.Module, step: int) -> None:
         pass
 
-    def log_hparams(self, hparams: Mapping[str, HParamValue]) -> None:
+    def log_hparams(
+        self, hparams: Mapping[str, HParamValue], metrics: Mapping[str, float], step: int
+    ) -> None:
+        pass
+
+    def log_train_and_val(self, names: Iterable[str]) -> None:
         pass
 
     def close(self) -> None:
@@ -50,6 +58,7 @@ class TensorBoardLogger:
             SummaryWriter,
         )  # imported here: tensorboard is slow to import
 
+        self.log_dir = Path(log_dir)
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
 
     def log_scalars(self, metrics: Mapping[str, float], step: int) -> None:
@@ -71,21 +80,36 @@ class TensorBoardLogger:
                 with contextlib.suppress(ValueError):  # values too large for its bins (1e38)
                     self.writer.add_histogram(f"{kind}/{name}", tensor.float().cpu(), step)
 
-    def log_hparams(self, hparams: Mapping[str, HParamValue]) -> None:
-        """Register the run's hyperparameters, in this run's own event file (where
-        `SummaryWriter.add_hparams` would open a sub-run).
+    def log_hparams(
+        self, hparams: Mapping[str, HParamValue], metrics: Mapping[str, float], step: int
+    ) -> None:
+        """The run's hyperparameters and its few final `metrics`, for the HParams tab, in a
+        sub-run of their own (`<run>/hparams`).
 
-        Only the session's summaries are written, not an experiment summary: TensorBoard shows
-        the first experiment summary it finds for a whole log folder, which would hide the
-        hyperparameters and metrics of every other kind of run in it; without one, it gathers
-        them from all runs (each run's scalars are its metric columns).
+        TensorBoard makes a metric column of every scalar tag of the run that holds the
+        hyperparameters (and of its sub-runs): in the run itself, that is every curve (44
+        columns). In their own sub-run, only these: the monitored metric first, as the caller
+        names them so. Only the session's summaries are written, not an experiment summary:
+        TensorBoard shows the first experiment summary it finds for a whole log folder, which
+        would hide every other kind of run in it; without one, it gathers them from all runs.
         """
+        from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
         _, session_start, session_end = hparams_summaries(dict(hparams), {})
-        file_writer = self.writer._get_file_writer()
-        file_writer.add_summary(session_start)
-        file_writer.add_summary(session_end)
+        with SummaryWriter(log_dir=str(self.log_dir / HPARAMS_RUN)) as writer:
+            writer._get_file_writer().add_summary(session_start)
+            for tag, value in metrics.items():
+                writer.add_scalar(tag, value, step)
+            writer._get_file_writer().add_summary(session_end)
+
+    def log_train_and_val(self, names: Iterable[str]) -> None:
+        """Custom Scalars' layout: one chart per metric name (`loss`, `acc`), its train/ and
+        val/ curves together, for every run in the log folder: did it overfit? (TensorBoard
+        merges the runs' layouts, each chart once: classification's and inpainting's side by
+        side.)"""
+        charts = {name: ["Multiline", [f"^train/{name}$", f"^val/{name}$"]] for name in names}
+        self.writer.add_custom_scalars({TRAIN_AND_VAL: charts})
 
     def close(self) -> None:
         self.writer.close()
@@ -103,6 +127,9 @@ def layer_names(model: nn.Module) -> dict[str, nn.Parameter]:
             names[f"layer{number}_{type(module).__name__}/{name}"] = parameter
     return names
 
+
+TRAIN_AND_VAL = "Train and validation: one chart per metric"  # Custom Scalars' first category
+HPARAMS_RUN = "hparams"  # the sub-run of a run's hyperparameters and final metrics (HParams tab)
 
 # Settings every run shows in the HParams tab, besides what its command line chose.
 CORE_SETTINGS = ("optimizer.lr", "dataset.batch_size", "trainer.epochs", "seed")

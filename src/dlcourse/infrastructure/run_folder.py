@@ -47,6 +47,9 @@ LOCK = ".lock"  # held by the process writing the folder (dlcourse.infrastructur
 FAILED = "failed.json"  # a failed sweep job's record, in place of its metrics.json
 JOURNAL = "optuna.journal"  # an Optuna search's study, in its sweep folder
 STOP_MARKER = ".stopping"  # in a sweep's folder while it stops: jobs that start then do not run
+LR_FIND = (
+    "lr_find.json"  # a learning-rate finder's folder (dlcourse-lr-find): its curve, suggestion
+)
 SEEDS = "seeds.json"  # in a seed group's folder (dlcourse/seeds.py): its seeds, one run each
 
 # What a run that never saved leaves in its folder (besides its pictures): a folder holding

@@ -25,7 +25,9 @@ from dlcourse.infrastructure.config import SWEPT_KEYS
 from dlcourse.infrastructure.errors import UserError, clean
 from dlcourse.infrastructure.files import read_json, write_file
 from dlcourse.infrastructure.interrupt import SWEEP_PROCESS
-from dlcourse.infrastructure.run_folder import FAILED
+from dlcourse.infrastructure.run_folder import FAILED, shortest_path
+from dlcourse.sweeps.job_folders import Job, read_jobs
+from dlcourse.sweeps.report import choose_metric
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class SweepStatus(Callback):
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         os.environ.pop(SWEEP_PROCESS, None)
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        print(sweep_summary(sweep_dir), file=sys.stderr, flush=True)
         failed = sorted(sweep_dir.glob(f"*/{FAILED}"))
         if failed:
             for path in failed:
@@ -66,6 +69,34 @@ class SweepStatus(Callback):
                 print(f"job {clean(path.parent.name)} failed: {clean(error)}", file=sys.stderr)
             print(f"{len(failed)} job(s) of the sweep in {sweep_dir} failed", file=sys.stderr)
             sys.exit(1)
+
+
+def sweep_summary(sweep_dir: Path) -> str:
+    """One line at the end of a sweep: how many jobs, the best by the metric their runs
+    monitor, how many failed and were pruned, and the command that reports them all."""
+    try:
+        jobs = read_jobs(sweep_dir)
+        metric, mode = choose_metric(jobs, None, None)
+    except UserError:  # no job finished (or none says what it monitors): no best to name
+        jobs, metric, mode = read_jobs_or_none(sweep_dir), None, None
+    scored = [job for job in jobs if metric in job.metrics]
+    best = ""
+    if scored:
+        top = (max if mode == "max" else min)(scored, key=lambda job: job.metrics[metric])
+        best = f"best {clean(top.name)} ({metric}={top.metrics[metric]:.4f}), "
+    failed = sum(job.error is not None and job.pruned_at_epoch is None for job in jobs)
+    pruned = sum(job.pruned_at_epoch is not None for job in jobs)
+    return (
+        f"Sweep finished: {len(jobs)} job(s), {best}{failed} failed, {pruned} pruned. "
+        f"Compare them: dlcourse-sweep-report {shortest_path(sweep_dir)}"
+    )
+
+
+def read_jobs_or_none(sweep_dir: Path) -> list[Job]:
+    try:
+        return read_jobs(sweep_dir)
+    except UserError:
+        return []
 
 
 def swept_keys(config: Any) -> list[str]:
