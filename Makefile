@@ -18,7 +18,7 @@ train: $(STAMP)
 	$(BIN)/dlcourse-train $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/pytest -m "not benchmark and not slurm" $(ARGS)
+	$(BIN)/pytest -m "not benchmark and not slurm" -n 2 --dist loadfile $(ARGS)
 
 # launcher=slurm against a real SLURM cluster (tests/test_slurm.py; skipped without one). For a
 # one-machine cluster here, as root: bash .ci/slurm/start.sh (.ci/run does it).

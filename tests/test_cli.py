@@ -61,7 +61,8 @@ def test_train_command_writes_a_complete_run_folder(model, tiny_mnist, tmp_path)
     assert "_hparams_/session_start_info" not in events.Tags()["tensors"]
     session = read_events(run_dir / "hparams")
     assert "_hparams_/session_start_info" in session.PluginTagToContent("hparams")
-    assert set(session.Tags()["scalars"]) == {"best/val/acc", "test/acc", "test/loss", "train/loss"}
+    final = {"best/val/acc", "test/acc", "test/loss", "last/train/loss"}
+    assert set(session.Tags()["scalars"]) == final
     assert session.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
     assert {p.name for p in run_dir.iterdir() if p.is_dir()} == {".hydra", "checkpoints", "hparams"}
 

@@ -52,6 +52,7 @@ def test_the_command_writes_its_curve_and_a_train_command_that_runs(
     assert not any(word.startswith("lr_find.") for word in words)
     status, text = call("dlcourse-train", words[1:], monkeypatch, capsys)  # as printed
     assert status == 0, text[-1500:]
+    monkeypatch.setenv("COLUMNS", "100")  # its table fits the terminal: the README's width
     status, text = call("dlcourse-runs", ["outputs"], monkeypatch, capsys)
     [row] = [line for line in text.splitlines() if " lr-find " in line]
     assert f"lr={result['suggestion']:.3g}  model=" in row, text

@@ -16,11 +16,12 @@ from PIL import Image
 
 from dlcourse.run import train
 
-# Folder names as dlcourse-train writes them (infrastructure/config.job_name): a plain run, a
-# sweep job, an Optuna trial, a job of a list-valued setting, a job of an added (+) setting,
-# a seed's run in a group.
+# Folder names as dlcourse-train writes them (infrastructure/config: run_name, job_name): a plain
+# run, one with a setting, a sweep job, an Optuna trial, a job of a list-valued setting, a job of
+# an added (+) setting, a seed's run in a group.
 NAMES = [
     "2026-12-03_11-59-23_linear_a1b2c3",
+    "2026-12-07_22-07-00_mlp_model.hidden_sizes=[64]_259db7",  # with its command line's settings
     "3_model=mlp_optimizer.lr=0.1",
     "7_optimizer.lr=0.002981_optimizer.momentum=0.8512",
     "0_model.hidden_sizes=[64,32]",

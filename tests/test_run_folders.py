@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -400,3 +401,19 @@ def test_ctrl_c_to_a_parallel_sweep_saves_every_running_job(tiny_mnist, tmp_path
         f"  dlcourse-train \"resume='{job.relative_to(tmp_path)}'\"" for job in jobs
     ], output
     assert "Traceback" not in output
+
+
+def test_a_run_folder_is_named_by_what_ran_and_what_its_command_line_changed(tiny_mnist, tmp_path):
+    """Three runs of one model tell themselves apart (in TensorBoard's run list too); where the
+    data lies is left out of the name, and the printed folder is taken back as printed."""
+    command = ["dlcourse-train", "model=linear", "optimizer.lr=0.05", "model.zero_init=true"]
+    result = run_command([*command, *quick_overrides(tiny_mnist)], tmp_path, tiny_mnist)
+    assert result.returncode == 0, result.stderr[-2000:]
+    name = only_run_folder(tmp_path / "outputs" / "runs").name
+    # The settings in order, the data folder left out, and those past 60 characters too.
+    assert re.fullmatch(
+        r"[0-9_-]{19}_linear_optimizer.lr=0.05_model.zero_init=true_[0-9a-f]{6}", name
+    )
+    assert len(f"outputs/runs/{name}") <= 100  # dlcourse-runs prints it whole in 100 columns
+    evaluate = ["dlcourse-eval", f"ckpt_path=outputs/runs/{name}", f"data_dir={tiny_mnist}"]
+    assert run_command(evaluate, tmp_path, tiny_mnist).returncode == 0

@@ -99,12 +99,14 @@ def train(
 def hparams_metrics(metrics: dict, monitor: str) -> dict[str, float]:
     """The few final metrics the HParams tab shows of a run, named so that TensorBoard's sorted
     columns put the monitored metric first: its best epoch's validation value (`best/val/acc`,
-    the one that picked the checkpoint), its test value, then the test and training loss."""
+    the one that picked the checkpoint), its test value, the test loss and the last epoch's
+    training loss (`last/train/loss`: as `train/loss`, Custom Scalars' train curve would take
+    this one point for a run of its own)."""
     names = {
         f"best/val/{monitor}": f"val/{monitor}",
         f"test/{monitor}": f"test/{monitor}",
         "test/loss": "test/loss",
-        "train/loss": "train/loss",
+        "last/train/loss": "train/loss",
     }
     return {tag: metrics[key] for tag, key in names.items() if isinstance(metrics.get(key), float)}
 

@@ -50,14 +50,15 @@ def register_resolvers() -> None:
     """Resolvers the Hydra settings use (configs/hydra/default.yaml).
 
     `${run_id:}`: a short random suffix, so two runs started in the same second never collide.
-    `${run_name:experiment,model}`: what ran, for the run folder's name (the experiment, else
-    the model). `${job_name:num,overrides}`: a sweep job's folder, its number and swept settings.
+    `${run_name:experiment,model,overrides}`: what ran, for the run folder's name (the
+    experiment, else the model), and the settings the command line changed.
+    `${job_name:num,overrides}`: a sweep job's folder, its number and swept settings.
     `${run_dir:resume,new}`: a resumed run's own folder, else the new one.
     `${threads_per_job:jobs}`: the cores divided among jobs that run side by side (at least 1).
     """
     resolvers = {
         "run_id": (lambda: secrets.token_hex(3), True),
-        "run_name": (lambda experiment, model: safe_name(str(experiment or model)), False),
+        "run_name": (run_name, False),
         "job_name": (job_name, False),
         "run_dir": (resumed_run_dir, False),
         "threads_per_job": (lambda jobs: max(1, (os.cpu_count() or 1) // int(jobs)), False),
@@ -65,6 +66,26 @@ def register_resolvers() -> None:
     for name, (resolver, cached) in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver, use_cache=cached)
+
+
+def run_name(experiment: str | None, model: str | None, overrides: list[str]) -> str:
+    """What ran, and what its command line changed: `cnn_optimizer.lr=0.05_trainer.epochs=3`, so
+    that three runs of one model tell themselves apart (in TensorBoard's run list too). Where
+    its data lies, and the choices already in the name, are left out; settings that would take
+    it past RUN_NAME_LIMIT are too (outputs/runs/<time>_<name>_<id> then fits 100 columns)."""
+    name = str(experiment or model)
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        named = key in ("experiment", "model", "resume") or key.startswith("paths.")
+        setting = f"{key}={short_number(value)}"
+        fits = len(name) + 1 + len(setting) <= RUN_NAME_LIMIT
+        if fits and not named and key.rsplit(".", 1)[-1] not in DATA_LOCATIONS:
+            name = f"{name}_{setting}"
+    return safe_name(name)
+
+
+RUN_NAME_LIMIT = 60  # characters of a run folder's name between its time and its id
 
 
 def job_name(number: int, overrides: list[str]) -> str:
