@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -244,14 +245,15 @@ def test_stop_signal_saves_prints_the_resume_command_and_resumes(
     output = process.communicate(timeout=60)[0]
     assert process.returncode == exit_code, output
     assert "Traceback" not in output
-    resume_line = next(
-        line.strip() for line in output.splitlines() if "dlcourse-train resume=" in line
-    )
+    [resume_line] = [
+        line.strip() for line in output.splitlines() if line.strip().startswith("dlcourse-train ")
+    ]
     stopped = load_checkpoint(run_dir / "checkpoints" / "last.pt")
 
-    # Resume to the end of the epoch it was in: same folder, no new run folder.
+    # Resume to the end of the epoch it was in, as a shell reads the printed command (the run's
+    # name holds its settings' `=`, so it is quoted): same folder, no new run folder.
     epochs = f"trainer.epochs={stopped['epoch']}"
-    result = run_command([*resume_line.split()[:2], epochs], tmp_path, tiny_mnist)
+    result = run_command([*shlex.split(resume_line), epochs], tmp_path, tiny_mnist)
     assert result.returncode == 0, result.stderr
     assert only_run_folder(tmp_path / "outputs" / "runs") == run_dir
     assert json.loads((run_dir / "metrics.json").read_text())["steps"] >= stopped["step"]
