@@ -240,7 +240,10 @@ def test_a_two_rank_job_stopped_by_usr2_resumes_on_both_ranks(slurm_data, tmp_pa
     # rank 0 alone writes train.log: each epoch's line once
     assert len(re.findall(r"epoch 3/3 ", log)) == 1, log[-3000:]
     submitit_logs = "".join(p.read_text() for p in (run_dir.parent / ".submitit").rglob("*.out"))
-    assert submitit_logs.count("Parameters are identical on all 2 ranks.") == 2
+    # Both ranks ran again after the requeue, and rank 0 alone speaks for them (the other rank
+    # prints warnings only): the weights were checked identical on both.
+    assert submitit_logs.count("global_rank=1(2)") >= 2, submitit_logs[-3000:]
+    assert submitit_logs.count("Parameters are identical on all 2 ranks.") == 1
 
 
 def test_an_optuna_search_prunes_jobs_that_slurm_runs(slurm_data, tmp_path):
