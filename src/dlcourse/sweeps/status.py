@@ -74,11 +74,11 @@ class SweepStatus(Callback):
 def sweep_summary(sweep_dir: Path) -> str:
     """One line at the end of a sweep: how many jobs, the best by the metric their runs
     monitor, how many failed and were pruned, and the command that reports them all."""
+    jobs = read_jobs_or_none(sweep_dir)
     try:
-        jobs = read_jobs(sweep_dir)
         metric, mode = choose_metric(jobs, None, None)
     except UserError:  # no job finished (or none says what it monitors): no best to name
-        jobs, metric, mode = read_jobs_or_none(sweep_dir), None, None
+        metric, mode = None, None
     scored = [job for job in jobs if metric in job.metrics]
     best = ""
     if scored:
