@@ -262,7 +262,7 @@ def startup(repeats: int) -> list[str]:
                 )
             )
             fit = json.loads((Path(folder) / "metrics.json").read_text())["train_seconds"]
-            first_step = first_event_time(Path(folder), "train/loss_step") - started
+            first_step = first_event_time(Path(folder), "steps/loss") - started
         rows["one-step run: to its first training step"].append(first_step)
         rows["one-step run, outside fit (start-up + writing results)"].append(wall - fit)
     return report(

@@ -32,39 +32,30 @@ def test_train_command_writes_a_complete_run_folder(model, tiny_mnist, tmp_path)
     assert "Run folder:" in (run_dir / "train.log").read_text()
     assert "tensorboard --logdir" in result.stdout + result.stderr
 
-    events = read_events(run_dir)
-    tags = set(events.Tags()["scalars"])
-    expected = {
-        "train/loss",
-        "train/loss_step",
-        "train/acc",
-        "val/loss",
-        "val/acc",
-        "lr",
-        "test/loss",
-        "test/acc",
-        "time/epoch_seconds",
-        "time/samples_per_second",
-    }
-    assert expected <= tags
-    # train/loss is the epoch's mean, the very value metrics.json holds for the last epoch.
-    epoch_losses = events.Scalars("train/loss")
+    # TensorBoard: the curves in sub-runs train and val under one tag each (one chart, two
+    # lines: see loggers.placement), the rest in the run itself.
+    events, train_events, val_events = (read_events(run_dir / sub) for sub in ("", "train", "val"))
+    expected = {"steps/loss", "steps/lr", "test/loss", "test/acc", "time/epoch_seconds"}
+    assert expected | {"time/samples_per_second"} <= set(events.Tags()["scalars"])
+    assert {"curves/loss", "curves/acc"} <= set(train_events.Tags()["scalars"])
+    assert {"curves/loss", "curves/acc"} <= set(val_events.Tags()["scalars"])
+    # train's curves/loss is the epoch's mean, the very value metrics.json holds for the last epoch.
+    epoch_losses = train_events.Scalars("curves/loss")
     assert [e.step for e in epoch_losses] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
     assert epoch_losses[-1].value == pytest.approx(metrics["train/loss"])
     assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
-    assert [event.step for event in events.Scalars("val/acc")] == [
-        8,
-        16,
-    ]  # 250 images / 32 per batch
+    val_steps = [event.step for event in val_events.Scalars("curves/acc")]
+    assert val_steps == [8, 16]  # 250 images / 32 per batch
     # Hyperparameters sit in one sub-run with the few final metrics the HParams tab shows (in
     # the run itself, every curve would become a column of it); the run holds none.
     assert "_hparams_/session_start_info" not in events.Tags()["tensors"]
     session = read_events(run_dir / "hparams")
     assert "_hparams_/session_start_info" in session.PluginTagToContent("hparams")
     final = {"best/val/acc", "test/acc", "test/loss", "last/train/loss"}
-    assert set(session.Tags()["scalars"]) == final
-    assert session.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
-    assert {p.name for p in run_dir.iterdir() if p.is_dir()} == {".hydra", "checkpoints", "hparams"}
+    assert set(session.Tags()["scalars"]) == {f"results/{name}" for name in final}
+    assert session.Scalars("results/test/acc")[-1].value == pytest.approx(metrics["test/acc"])
+    sub_runs = {"hparams", "train", "val"}
+    assert {p.name for p in run_dir.iterdir() if p.is_dir()} == {".hydra", "checkpoints", *sub_runs}
 
 
 def test_multirun_gives_one_folder_per_job(tiny_mnist, tmp_path):

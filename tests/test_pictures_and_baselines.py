@@ -252,13 +252,10 @@ def test_train_subset_keeps_that_many_images(tiny_mnist):
 def test_test_curve_logs_the_test_split_at_every_evaluation(tiny_mnist, tmp_path):
     cfg = compose_config(["model=linear", "trainer.test_curve=true", *quick_overrides(tiny_mnist)])
     metrics = train(cfg, tmp_path)
-    events = read_events(tmp_path)
-    curve_steps = [event.step for event in events.Scalars("test_curve/acc")]
-    assert curve_steps == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]  # after each of 2 epochs
-    assert (
-        "test_curve/acc" not in metrics
-    )  # the reported test/* come once, from the best checkpoint
-    final = events.Scalars("test_curve/acc")[metrics["best_epoch"] - 1].value
+    curve = read_events(tmp_path / "test").Scalars("curves/acc")  # beside train and val's
+    assert [event.step for event in curve] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
+    assert "test_curve/acc" not in metrics  # test/* come once, from the best checkpoint
+    final = curve[metrics["best_epoch"] - 1].value
     assert final == pytest.approx(metrics["test/acc"])
 
 

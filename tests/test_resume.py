@@ -33,11 +33,10 @@ def run_config(tiny_mnist, scheduler="onecycle"):
 
 
 def logged_losses(run_dir):
-    events = read_events(run_dir)
+    """The epochs' mean losses (the train sub-run's curve) and the steps' losses."""
+    where = ((run_dir / "train", "curves/loss"), (run_dir, "steps/loss"))
     return [
-        (tag, e.step, e.value)
-        for tag in ("train/loss", "train/loss_step")
-        for e in events.Scalars(tag)
+        (tag, e.step, e.value) for folder, tag in where for e in read_events(folder).Scalars(tag)
     ]
 
 

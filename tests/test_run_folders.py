@@ -207,6 +207,28 @@ def test_a_new_run_is_refused_in_a_folder_that_holds_a_run(finished_run, tiny_mn
     assert snapshot(finished_run) == before
 
 
+def test_what_an_attempt_left_before_its_first_checkpoint_may_be_written_over(tmp_path):
+    """A job stopped before its first checkpoint (preempted during the first validation) left its
+    record, log and TensorBoard events, some in sub-runs: its next attempt reuses the folder.
+    Anything else in a sub-run's place is someone's files."""
+    from dlcourse.infrastructure.run_folder import check_free
+
+    folder = tmp_path / "job"
+    for name in (
+        ".hydra/config.yaml",
+        "train.log",
+        "events.out.tfevents.1.host.1.0",
+        "train/events.out.tfevents.2.host.1.0",
+        "val/events.out.tfevents.3.host.1.0",
+    ):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("")
+    check_free(folder)  # no error: the attempt's own
+    (folder / "val" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="holds files that are not this run's"):
+        check_free(folder)
+
+
 # --- full disk, quoting, signals ------------------------------------------------------------------
 
 

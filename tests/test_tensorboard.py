@@ -1,6 +1,7 @@
-"""What a user sees in TensorBoard, asked of a real TensorBoard server over its HTTP API: run names
-that say what ran, HParams with the swept settings and each task's metrics (in a folder that
-mixes classification and inpainting runs too), and the scalar curves."""
+"""What a user sees in TensorBoard, asked of a real TensorBoard server over its HTTP API and shown
+by a real browser: run names that say what ran, the curves first (train and val of a metric in
+one chart), HParams with the swept settings and each task's metrics (in a folder that mixes
+classification and inpainting runs too)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import BIN, compose_config, quick_overrides, run_command
 
-from dlcourse.infrastructure.loggers import TRAIN_AND_VAL
+from dlcourse.infrastructure.loggers import CURVES, HPARAMS_RUN, TRAIN_AND_VAL
 from dlcourse.run import train
 
 
@@ -67,7 +68,7 @@ def tensorboard(tiny_mnist, tmp_path_factory):
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
-            if len(get(f"{url}/data/runs")) == 6:  # every run read, and its hparams sub-run
+            if len(get(f"{url}/data/runs")) == len(RUNS):  # every run and sub-run read
                 break
         except OSError:
             pass
@@ -80,15 +81,22 @@ def tensorboard(tiny_mnist, tmp_path_factory):
     server.wait()
 
 
+# A sweep's jobs and an inpainting run, each with its curves' sub-runs (train, val), its
+# baselines' (inpainting) and its hyperparameters' (see loggers.placement).
+RUNS = [
+    "inpainting",
+    "inpainting/baseline_meanfill",
+    "inpainting/baseline_unfilled",
+    f"inpainting/{HPARAMS_RUN}",
+    "inpainting/train",
+    "inpainting/val",
+    *(f"sweep/{job}{sub_run}" for job in ("0_model=linear", "1_model=mlp")
+      for sub_run in ("", f"/{HPARAMS_RUN}", "/train", "/val")),
+]  # fmt: skip
+
+
 def test_run_names_say_what_ran(tensorboard):
-    assert sorted(get(f"{tensorboard}/data/runs")) == [
-        "inpainting",
-        "inpainting/hparams",
-        "sweep/0_model=linear",
-        "sweep/0_model=linear/hparams",
-        "sweep/1_model=mlp",
-        "sweep/1_model=mlp/hparams",
-    ]
+    assert sorted(get(f"{tensorboard}/data/runs")) == RUNS
 
 
 def test_hparams_show_the_swept_choice_and_every_tasks_metrics(tensorboard):
@@ -98,12 +106,12 @@ def test_hparams_show_the_swept_choice_and_every_tasks_metrics(tensorboard):
     assert "model" in hparams  # the swept group choice, with its values linear / mlp
     # Each task's few metrics, its monitored one first (not every curve: 44 columns).
     assert metrics == [
-        "best/val/acc",
-        "best/val/mse_hole",
-        "last/train/loss",
-        "test/acc",
-        "test/loss",
-        "test/mse_hole",
+        "results/best/val/acc",
+        "results/best/val/mse_hole",
+        "results/last/train/loss",
+        "results/test/acc",
+        "results/test/loss",
+        "results/test/mse_hole",
     ]
     model = next(info for info in experiment["hparamInfos"] if info["name"] == "model")
     assert {"linear", "mlp"} <= set(model["domainDiscrete"])
@@ -113,15 +121,17 @@ def test_hparams_show_the_swept_choice_and_every_tasks_metrics(tensorboard):
     assert len(groups) == 3
 
 
-def test_scalars_are_there_with_the_epoch_mean_loss(tensorboard):
+def test_curves_share_a_tag_across_train_val_and_baseline_sub_runs(tensorboard):
     tags = get(f"{tensorboard}/data/plugin/scalars/tags")
-    assert {"train/loss", "val/acc", "test/acc"} <= set(tags["sweep/1_model=mlp"])
-    assert "best/val/acc" in tags["sweep/1_model=mlp/hparams"]
-    points = get(
-        f"{tensorboard}/data/plugin/scalars/scalars?run=sweep/1_model%3Dmlp&tag=train/loss"
-    )
+    job = "sweep/1_model=mlp"
+    assert {"curves/loss", "curves/acc"} <= set(tags[f"{job}/train"]) & set(tags[f"{job}/val"])
+    assert {"test/acc", "test/loss", "steps/loss", "steps/lr"} <= set(tags[job])
+    assert "results/best/val/acc" in tags[f"{job}/{HPARAMS_RUN}"]
+    points = get(f"{tensorboard}/data/plugin/scalars/scalars?run={job}/train&tag=curves/loss")
     assert [point[1] for point in points] == [8, 16]  # one point per epoch, at its last step
-    assert {"baselines/test/meanfill/mse_hole", "test/mse_hole"} <= set(tags["inpainting"])
+    # A baseline is a line in the model's chart, and a point beside its test value.
+    assert {"curves/mse_hole", "test/mse_hole"} <= set(tags["inpainting/baseline_meanfill"])
+    assert "test/mse_hole" in tags["inpainting"] and "curves/mse_hole" in tags["inpainting/val"]
 
 
 def test_custom_scalars_chart_train_and_val_of_each_metric_together(tensorboard):
@@ -132,7 +142,7 @@ def test_custom_scalars_chart_train_and_val_of_each_metric_together(tensorboard)
     assert layout["category"][0] == category  # the first thing Custom Scalars shows
     charts = {chart["title"]: chart["multiline"]["tag"] for chart in category["chart"]}
     assert set(charts) == {"loss", "acc", "mse_hole"}
-    assert charts["acc"] == ["^train/acc$", "^val/acc$"]
+    assert charts["acc"] == [f"^{CURVES}/acc$"]  # the train and val sub-runs' curves
 
 
 # What a person sees: the pages as Debian's headless Chromium renders them (issue #26). .ci/run
@@ -162,11 +172,22 @@ def rendered(url: str, folder: Path) -> str:
 
 
 @needs_browser
-def test_the_browser_opens_on_runs_named_by_what_ran_and_their_curves(tensorboard, tmp_path):
+def test_the_browser_opens_on_the_train_and_val_curves(tensorboard, tmp_path):
     text = rendered(tensorboard, tmp_path)  # TensorBoard's default view (Time Series)
-    for run in ("sweep/0_model=linear", "sweep/1_model=mlp", "inpainting"):
+    for run in RUNS:  # the run list, named by what ran
         assert f" {run} " in text, text[:3000]
-    assert " train " in text and " val " in text and " pictures " in text, text[:3000]
+    # Its groups of charts, in the order shown: the curves first, the only one open.
+    groups = re.findall(r" ([a-z_]+) (\d+) cards(?= )", text)
+    assert groups[0] == (CURVES, "6"), groups  # acc, loss, inpainting's mse, mse_hole, psnr...
+    assert {"gradients", "pictures", "results", "test", "weights"} <= {g for g, _ in groups}
+    # The first chart: acc, a line for each run's train and each run's val (and its values).
+    first_chart = text[text.index(f" {CURVES} /acc ") : text.index(f" {CURVES} /loss ")]
+    for job in ("sweep/0_model=linear", "sweep/1_model=mlp"):
+        for sub_run in ("train", "val"):  # its smoothed and last values at the last step
+            assert re.search(rf" {job}/{sub_run} \S+ \S+ 16 ", first_chart), first_chart
+    # The other groups are closed: their headers follow each other with no chart between.
+    others = "".join(f" {group} {count} cards" for group, count in groups[1:])
+    assert others in text, text[:3000]
 
 
 @needs_browser
@@ -174,10 +195,11 @@ def test_the_browser_shows_train_and_val_of_each_metric_in_one_chart(tensorboard
     text = rendered(f"{tensorboard}/#custom_scalars", tmp_path)
     assert TRAIN_AND_VAL in text, text[:3000]
     # Each chart draws train and val of every run that has the metric, and nothing else (the
-    # hparams sub-runs' final points stay out): loss 2 × 3 runs, mse_hole 2 × 1. (acc's count
-    # falls below the printed page's first sheet, which is all Chromium prints of this app.)
+    # hparams sub-runs' final points stay out): loss 2 × 3 runs, mse_hole 2 and the inpainting
+    # run's 2 baselines. (acc's count falls below the printed page's first sheet, which is all
+    # Chromium prints of this app.)
     assert " loss " in text and " mse_hole " in text and " acc " in text, text[:3000]
-    assert "Matches (6) mse_hole" in text and "Matches (2)" in text, text[:3000]
+    assert "Matches (6) mse_hole" in text and "Matches (4)" in text, text[:3000]
 
 
 @needs_browser

@@ -3,8 +3,8 @@ of a split (shared by the trainer and dlcourse-eval).
 
 Names follow one scheme: `<split>/<metric>` for the model (`train/loss`, `val/acc`,
 `test/mse_hole`), and `baselines/<split>/<baseline>/<metric>` for the non-learned methods
-measured on the same images (`baselines/test/meanfill/mse_hole`), all in one group of
-TensorBoard's, after the model's.
+measured on the same images (`baselines/test/meanfill/mse_hole`). (TensorBoard shows them
+laid out for its first screen: see dlcourse.infrastructure.loggers.placement.)
 """
 
 from __future__ import annotations

@@ -91,24 +91,31 @@ def train(
                 processes.close()
         files.write_results(metrics, unwrap(model), config["model"])
         log.info("Run folder: %s", output_dir)
-        # Its Custom Scalars tab: train and val of each metric in one chart.
+        # It opens on the curves: train and val of each metric in one chart.
         log.info("Look at it with: tensorboard --logdir %s", shortest_path(output_dir.parent))
     return metrics
 
 
 def hparams_metrics(metrics: dict, monitor: str) -> dict[str, float]:
     """The few final metrics the HParams tab shows of a run, named so that TensorBoard's sorted
-    columns put the monitored metric first: its best epoch's validation value (`best/val/acc`,
-    the one that picked the checkpoint), its test value, the test loss and the last epoch's
-    training loss (`last/train/loss`: as `train/loss`, Custom Scalars' train curve would take
-    this one point for a run of its own)."""
+    columns put the monitored metric first: its best epoch's validation value
+    (`results/best/val/acc`, the one that picked the checkpoint), its test value, the test loss
+    and the last epoch's training loss. All under `results/`: in the Time Series tab they are a
+    group of their own, after the curves (see loggers.placement)."""
     names = {
         f"best/val/{monitor}": f"val/{monitor}",
         f"test/{monitor}": f"test/{monitor}",
         "test/loss": "test/loss",
         "last/train/loss": "train/loss",
     }
-    return {tag: metrics[key] for tag, key in names.items() if isinstance(metrics.get(key), float)}
+    return {
+        f"{RESULTS}/{tag}": metrics[key]
+        for tag, key in names.items()
+        if isinstance(metrics.get(key), float)
+    }
+
+
+RESULTS = "results"  # the first word of the HParams tab's metrics
 
 
 def announce(

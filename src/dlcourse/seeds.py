@@ -192,8 +192,8 @@ def log_group(group: Path, seeds: list[int], metrics: dict, hparams: dict) -> No
     logger = TensorBoardLogger(group)
     try:
         spread = metrics["seeds"]["spread"]
-        final = {name: s["mean"] for name, s in spread.items()}
-        final |= {f"{name}_std": s["std"] for name, s in spread.items() if s["n"] > 1}
+        final = {f"seeds/final/{name}": s["mean"] for name, s in spread.items()}
+        final |= {f"seeds/final/{name}_std": s["std"] for name, s in spread.items() if s["n"] > 1}
         logger.log_scalars(final, 0)
         charts = {}
         for name in epoch_names(histories):

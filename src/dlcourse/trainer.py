@@ -377,10 +377,10 @@ class Trainer:
         return test_metrics | summary
 
     def log_step(self, loss: torch.Tensor | None, bar: tqdm) -> None:
-        """This one step's loss as train/loss_step (train/loss is the epoch's mean, logged at
-        its end), and the learning rate."""
+        """This one step's loss as steps/loss (train/loss is the epoch's mean, logged at its
+        end), and the learning rate as steps/lr."""
         loss_value = loss.item() if loss is not None else math.nan
-        step_scalars = {"train/loss_step": loss_value, "lr": self.learning_rate}
+        step_scalars = {"steps/loss": loss_value, "steps/lr": self.learning_rate}
         self.logger.log_scalars(step_scalars, self.position.step)
         bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
 

@@ -49,7 +49,9 @@ class NullLogger:
 
 
 class TensorBoardLogger:
-    """Event files in `log_dir`: scalars, and the run's hyperparameters for the HParams tab."""
+    """Event files in `log_dir` and its sub-runs, laid out for TensorBoard's first screen (its
+    Time Series tab, see `placement`): scalars, pictures, histograms and, in a sub-run of their
+    own, the run's hyperparameters for the HParams tab."""
 
     def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
         """`purge_step`: when continuing a run, hide its events from this step on (logged after
@@ -59,11 +61,23 @@ class TensorBoardLogger:
         )  # imported here: tensorboard is slow to import
 
         self.log_dir = Path(log_dir)
+        self.purge_step = purge_step
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+        self.sub_runs: dict[str, SummaryWriter] = {"": self.writer}
+
+    def writer_for(self, sub_run: str):
+        """The writer of `<run>/<sub_run>` ("": the run itself), opened when first needed."""
+        if sub_run not in self.sub_runs:
+            from torch.utils.tensorboard import SummaryWriter
+
+            folder = self.log_dir / sub_run
+            self.sub_runs[sub_run] = SummaryWriter(str(folder), purge_step=self.purge_step)
+        return self.sub_runs[sub_run]
 
     def log_scalars(self, metrics: Mapping[str, float], step: int) -> None:
-        for tag, value in metrics.items():
-            self.writer.add_scalar(tag, value, step)
+        for name, value in metrics.items():
+            sub_run, tag = placement(name)
+            self.writer_for(sub_run).add_scalar(tag, value, step)
 
     def log_image(self, tag: str, image: torch.Tensor, step: int) -> None:
         """`image`: (3, H, W) with values in [0, 1]."""
@@ -104,15 +118,38 @@ class TensorBoardLogger:
             writer._get_file_writer().add_summary(session_end)
 
     def log_train_and_val(self, names: Iterable[str]) -> None:
-        """Custom Scalars' layout: one chart per metric name (`loss`, `acc`), its train/ and
-        val/ curves together, for every run in the log folder: did it overfit? (TensorBoard
-        merges the runs' layouts, each chart once: classification's and inpainting's side by
-        side.)"""
-        charts = {name: ["Multiline", [f"^train/{name}$", f"^val/{name}$"]] for name in names}
+        """Custom Scalars' layout: the `curves/` chart of each metric named (`loss`, `acc`), its
+        train and val curves together, for every run in the log folder: did it overfit?
+        (TensorBoard merges the runs' layouts, each chart once: classification's and
+        inpainting's side by side.)"""
+        charts = {name: ["Multiline", [f"^{CURVES}/{name}$"]] for name in names}
         self.writer.add_custom_scalars({TRAIN_AND_VAL: charts})
 
     def close(self) -> None:
-        self.writer.close()
+        for writer in self.sub_runs.values():
+            writer.close()
+
+
+def placement(name: str) -> tuple[str, str]:
+    """Where TensorBoard shows a metric: (its sub-run, its tag).
+
+    TensorBoard opens on its Time Series tab, which draws one chart per tag, a line per run, and
+    orders its groups of charts by the tag's first word. So the model's curves go to sub-runs
+    `train` and `val` (and `test`, with trainer.test_curve) under one tag, `curves/<metric>`:
+    the first group on the screen, train and val of a metric in one chart (the layout Keras
+    users know as `train` / `validation`). A baseline goes to its own sub-run under the model's
+    tag, so it is a line in the same chart (`baseline_meanfill`: `curves/mse_hole` at each
+    evaluation, `test/mse_hole` at the end). Everything else stays in the run, named as logged
+    (`test/acc`, `time/epoch_seconds`, `steps/lr`).
+    """
+    split, _, metric = name.partition("/")
+    if split in CURVE_RUNS and metric:
+        return CURVE_RUNS[split], f"{CURVES}/{metric}"
+    if split == "baselines" and metric.count("/") == 2:
+        baseline_split, baseline, metric = metric.split("/")
+        tag = f"{CURVES}/{metric}" if baseline_split == "val" else f"{baseline_split}/{metric}"
+        return f"baseline_{baseline}", tag
+    return "", name
 
 
 def layer_names(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -128,6 +165,8 @@ def layer_names(model: nn.Module) -> dict[str, nn.Parameter]:
     return names
 
 
+CURVES = "curves"  # the tags' first word of the model's curves: first in Time Series' order
+CURVE_RUNS = {"train": "train", "val": "val", "test_curve": "test"}  # split → its sub-run
 TRAIN_AND_VAL = "Train and validation: one chart per metric"  # Custom Scalars' first category
 HPARAMS_RUN = "hparams"  # the sub-run of a run's hyperparameters and final metrics (HParams tab)
 

@@ -159,10 +159,7 @@ def check_free(path: Path) -> None:
             f"{path} already holds a run; continue it with dlcourse-train resume={path}, or give "
             f"this run another folder"
         )
-    leavings = RECORD in held and all(
-        name in LEAVINGS or name.endswith(".png") or name.startswith("events.out.tfevents.")
-        for name in held
-    )
+    leavings = RECORD in held and all(is_leaving(path / name) for name in held)
     if held and not leavings:
         shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
         raise UserError(
@@ -170,6 +167,18 @@ def check_free(path: Path) -> None:
             f"new or empty folder. Choose another hydra.run.dir (or leave it out: each run gets "
             f"a new folder)"
         )
+
+
+def is_leaving(path: Path) -> bool:
+    """What an attempt leaves before its first checkpoint: its record, log and lock, pictures,
+    TensorBoard's events, and sub-runs of events (`train/`, `val/`: see loggers.placement)."""
+    if path.is_dir() and not path.is_symlink() and path.name != RECORD:
+        return all(is_events(item) and not item.is_dir() for item in path.iterdir())
+    return path.name in LEAVINGS or path.name.endswith(".png") or is_events(path)
+
+
+def is_events(path: Path) -> bool:
+    return path.name.startswith("events.out.tfevents.")
 
 
 class RunLog(logging.FileHandler):
