@@ -15,7 +15,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from dlcourse.infrastructure.cluster import request_problem
 from dlcourse.infrastructure.errors import SweepError
-from hydra_plugins.dlcourse_optuna_sweeper import grid, search_space
+from dlcourse.sweeps.space import grid, search_space
 
 SEARCH = ["dlcourse-train", "hparams_search=mnist_optuna"]
 # Every trial is pruned after its first epoch: val/acc is never above 1.1.
@@ -43,10 +43,10 @@ def test_hydra_sweeps_become_optuna_distributions():
         "optimizer.lr": FloatDistribution(0.001, 0.3, log=True),
         "optimizer.momentum": FloatDistribution(0.5, 0.99),
         "model.hidden_sizes": CategoricalDistribution(["[128]", "[256]"]),
-        "trainer.epochs": IntDistribution(1, 3),  # range's stop is excluded, as in Python
+        "trainer.epochs": IntDistribution(1, 4),  # its stop included, as the official sweeper
     }
     assert fixed == ["dataset.batch_size=16", "seed=3"]  # the command line fixes batch size
-    assert grid({"trainer.epochs": space["trainer.epochs"]}) == {"trainer.epochs": [1, 2, 3]}
+    assert grid({"trainer.epochs": space["trainer.epochs"]}) == {"trainer.epochs": [1, 2, 3, 4]}
     with pytest.raises(SweepError, match="sampler=grid needs choice"):
         grid(space)
 
@@ -152,6 +152,34 @@ def test_cma_es_searches_the_same_space(tiny_mnist, tmp_path):
     trials = study_of(tmp_path / "outputs" / "multirun" / "mnist_mlp").trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert 0.001 <= trials[1].params["optimizer.lr"] <= 0.3
+
+
+def test_two_objectives_give_a_pareto_front_in_the_results_and_the_report(tiny_mnist, tmp_path):
+    """direction as a list (the official sweeper's multi-objective search): each job returns one
+    value per optimized_metric, and the results hold the trials none beats on both."""
+    command = [
+        *SEARCH,
+        "hydra/sweeper/sampler=nsgaii",
+        "hydra.sweeper.direction=[maximize,minimize]",
+        "optimized_metric=[val/acc,val/loss]",
+        "hydra.sweeper.n_trials=3",
+        *quick_overrides(tiny_mnist),
+        "trainer.epochs=1",
+    ]
+    result = run_command(command, tmp_path, tiny_mnist)
+    assert result.returncode == 0, result.stderr
+    sweep_dir = tmp_path / "outputs" / "multirun" / "mnist_mlp"
+    trials = study_of(sweep_dir).trials
+    assert [len(t.values) for t in trials] == [2, 2, 2]
+    front = OmegaConf.load(sweep_dir / "optimization_results.yaml").solutions
+    dominated = [
+        a for a in trials if any(b.values[0] >= a.values[0] and b.values[1] <= a.values[1]
+                                 and b.values != a.values for b in trials)
+    ]  # fmt: skip
+    assert len(front) == len(trials) - len(dominated) >= 1
+    report = run_command(["dlcourse-sweep-report", str(sweep_dir)], tmp_path, tiny_mnist)
+    assert report.returncode == 0, report.stderr
+    assert (sweep_dir / "pareto_front.png").is_file() and not (sweep_dir / "history.png").exists()
 
 
 def test_a_grid_over_an_interval_is_refused_in_one_line(tiny_mnist, tmp_path):

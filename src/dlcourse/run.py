@@ -21,6 +21,7 @@ import logging
 import math
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, open_dict
@@ -285,10 +286,13 @@ def check_model_fits(
     return [f"{split}/{name}" for split in ("train", "val", "test") for name in names]
 
 
-def check_optimized_metric(name: str | None, available: list[str]) -> None:
-    """A sweeper optimises `optimized_metric`: refuse a name the run will not report."""
-    if name and name not in available:
-        raise SweepError(
-            f"optimized_metric={name!r} is not a metric of this run; choose one of: "
-            f"{', '.join(available)}"
-        )
+def check_optimized_metric(wanted: Any, available: list[str]) -> None:
+    """A sweeper optimises `optimized_metric` (a list: several objectives): refuse a name the
+    run will not report."""
+    names = [wanted] if isinstance(wanted, str) or wanted is None else list(wanted)
+    for name in names:
+        if name and name not in available:
+            raise SweepError(
+                f"optimized_metric={name!r} is not a metric of this run; choose one of: "
+                f"{', '.join(available)}"
+            )

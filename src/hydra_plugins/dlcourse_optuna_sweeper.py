@@ -7,8 +7,11 @@ namespace: its settings and options, and the search itself.
 
 The sweeper asks Optuna for trials, turns each into a job's overrides (`hydra.sweeper.params`
 uses Hydra's sweep syntax: `choice(...)`, `interval(...)`, `tag(log, interval(...))`,
-`range(...)`) and tells Optuna each job's outcome. The study lives in the sweep folder
-(`optuna.journal`), so the same command run again continues it; job N is trial N. What a job
+`range(...)`) and tells Optuna each job's outcome. Its settings, defaults and the meaning of each
+sweep are those of Hydra's official optuna sweeper (hydra-optuna-sweeper 1.3, which pins
+optuna < 3), so a config written for it means the same here (tests/test_official_optuna_sweeper.py
+runs its tests); dlcourse's presets (configs/hparams_search) keep the study in the sweep folder
+(`storage: journal`), so the same command run again continues it; job N is trial N. What a job
 does with its trial (report, prune) is in dlcourse/sweeps/search.py; the study across runs (its
 lock, trials a killed search left running) in dlcourse/sweeps/study.py. Hydra imports every
 plugin at each start-up, so Optuna is imported only once a search runs.
@@ -18,13 +21,12 @@ plugin at each start-up, so Optuna is imported only once a search runs.
 # sys.modules, where dataclasses look string annotations up; OmegaConf needs real types too.
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override, Transformer
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -32,7 +34,16 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from dlcourse.infrastructure.errors import SweepError
 from dlcourse.infrastructure.run_folder import JOURNAL
-from dlcourse.sweeps.search import SAMPLERS, build_from, build_pruner, open_storage, repair_journal
+from dlcourse.sweeps.options import MOTPE_REMOVED, PRUNER_OPTIONS, SAMPLER_OPTIONS
+from dlcourse.sweeps.search import (
+    SAMPLERS,
+    build_from,
+    build_pruner,
+    directions_of,
+    open_storage,
+    repair_journal,
+)
+from dlcourse.sweeps.space import grid, search_space
 from dlcourse.sweeps.study import (
     consecutive,
     count_finished,
@@ -44,36 +55,6 @@ from dlcourse.sweeps.study import (
 
 log = logging.getLogger(__name__)
 
-SAMPLER_OPTIONS = {
-    # 5 random trials before TPE models the rest (Optuna's default, 10, is half of a 20-trial
-    # search).
-    "tpe": {"_target_": "optuna.samplers.TPESampler", "seed": None, "n_startup_trials": 5},
-    "random": {"_target_": "optuna.samplers.RandomSampler", "seed": None},
-    "cmaes": {"_target_": "optuna.samplers.CmaEsSampler", "seed": None, "n_startup_trials": 1},
-    # Its search space comes from hydra.sweeper.params (choices and ranges only).
-    "grid": {"_target_": "optuna.samplers.GridSampler", "seed": None},
-}
-PRUNER_OPTIONS = {
-    "none": {"_target_": None},
-    # Stops a trial whose metric is worse than the median of earlier trials at the same epoch.
-    "median": {
-        "_target_": "optuna.pruners.MedianPruner",
-        "n_startup_trials": 5,
-        "n_warmup_steps": 0,
-    },
-    "successive_halving": {
-        "_target_": "optuna.pruners.SuccessiveHalvingPruner",
-        "min_resource": 1,
-        "reduction_factor": 3,
-    },
-    "hyperband": {
-        "_target_": "optuna.pruners.HyperbandPruner",
-        "min_resource": 1,
-        "max_resource": "auto",
-        "reduction_factor": 3,
-    },
-}
-
 
 @dataclass
 class OptunaSweeperConf:
@@ -83,13 +64,17 @@ class OptunaSweeperConf:
     defaults: list[Any] = field(default_factory=lambda: [{"sampler": "tpe"}, {"pruner": "none"}])
     sampler: Any = MISSING  # from the defaults above (MISSING: merged without replacing them)
     pruner: Any = MISSING
-    direction: str = "maximize"  # or minimize
-    storage: str | None = "journal"  # optuna.journal in the sweep folder; sqlite; or a URL
-    study_name: str = "search"
-    n_trials: int = 20  # the study's size: a rerun runs the trials still missing
-    n_jobs: int = 1  # trials launched at once (launcher=parallel, SLURM)
-    max_failure_rate: float = 1.0  # stop the search when more of its trials fail than this
-    params: dict[str, str] = field(default_factory=dict)  # key: Hydra sweep, e.g. choice(1, 2)
+    # The official sweeper's fields and defaults: a config written for it means the same here.
+    direction: Any = "minimize"  # or maximize; a list of them: several objectives (a Pareto front)
+    # null: a new study in memory; journal: optuna.journal in the sweep folder, which a rerun
+    # continues and jobs in other processes report to (pruning); sqlite: optuna.db there; a URL.
+    storage: Any = None
+    study_name: str | None = None  # null: Optuna names a new study
+    n_trials: int = 20  # the study's size: a rerun of a kept study runs the trials still missing
+    n_jobs: int = 2  # trials asked for, launched and told at once (launcher=parallel, SLURM)
+    max_failure_rate: float = 0.0  # a batch (n_jobs) with a larger share failed stops the search
+    params: dict[str, str] | None = None  # key: Hydra sweep, e.g. choice(1, 2)
+    custom_search_space: str | None = None  # a function(config, trial) that suggests more
 
 
 store = ConfigStore.instance()
@@ -102,63 +87,6 @@ for name, node in PRUNER_OPTIONS.items():
     store.store(group="hydra/sweeper/pruner", name=name, node=node, provider="dlcourse")
 
 
-def search_space(params: dict[str, str], arguments: list[str]) -> tuple[dict, list[str]]:
-    """Optuna distributions for the swept keys; the other overrides, passed to every job."""
-    parser = OverridesParser.create()
-    lines = [f"{key}={value}" for key, value in params.items()] + list(arguments)
-    space, fixed = {}, {}
-    for override in parser.parse_overrides(lines):
-        if override.is_sweep_override():
-            space[override.get_key_element()] = distribution(override)
-        else:
-            fixed[override.get_key_element()] = override.input_line or override.get_key_element()
-    # The command line fixes a searched key (e.g. dataset.batch_size=32): then it is not searched.
-    space = {key: value for key, value in space.items() if key not in fixed}
-    return space, list(fixed.values())
-
-
-def distribution(override: Override) -> Any:
-    """An Optuna distribution from one Hydra sweep: choice → categorical, range → int or float
-    steps, interval → uniform (log-uniform when tagged `log`)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    value = override.value()
-    if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
-        return CategoricalDistribution(list(override.sweep_iterator(Transformer.encode)))
-    if override.is_range_sweep():
-        numbers = (value.start, value.stop, value.step)
-        if any(isinstance(n, float) for n in numbers):
-            # Hydra's range excludes its stop, as Python's does.
-            last = value.stop - value.step
-            return FloatDistribution(float(value.start), float(last), step=float(value.step))
-        return IntDistribution(int(value.start), int(value.stop) - 1, step=int(value.step))
-    if override.is_interval_sweep():
-        log_scale = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log_scale)
-        return FloatDistribution(value.start, value.end, log=log_scale)
-    raise SweepError(f"{override.input_line}: Optuna cannot search this kind of sweep")
-
-
-def grid(space: dict) -> dict[str, list]:
-    """GridSampler's search space: every searched key must be a choice or a range."""
-    from optuna.distributions import CategoricalDistribution
-
-    points = {}
-    for key, dist in space.items():
-        if isinstance(dist, CategoricalDistribution):
-            points[key] = list(dist.choices)
-        elif getattr(dist, "step", None):
-            count = int(round((dist.high - dist.low) / dist.step)) + 1
-            points[key] = [dist.low + i * dist.step for i in range(count)]
-        else:
-            raise SweepError(
-                f"hydra/sweeper/sampler=grid needs choice(...) or range(...) for {key}, not an "
-                "interval; use another sampler, or give the values"
-            )
-    return points
-
-
 class DlcourseOptunaSweeper(Sweeper):
     """Ask → launch a batch of `n_jobs` jobs → tell, until the study holds `n_trials` trials."""
 
@@ -166,19 +94,24 @@ class DlcourseOptunaSweeper(Sweeper):
         self,
         sampler: Any,
         pruner: Any,
-        direction: str,
+        direction: Any,
         storage: str | None,
-        study_name: str,
+        study_name: str | None,
         n_trials: int,
         n_jobs: int,
         max_failure_rate: float,
         params: dict[str, str] | None,
+        custom_search_space: str | None = None,
     ) -> None:
         self.sampler_config, self.pruner_config = sampler, pruner
-        self.direction, self.storage, self.study_name = direction, storage, study_name
+        self.directions = directions_of(direction)
+        self.storage, self.study_name = storage, study_name
         self.n_trials, self.n_jobs = n_trials, n_jobs
+        if not 0.0 <= max_failure_rate <= 1.0:
+            raise SweepError(f"max_failure_rate={max_failure_rate}: give a share from 0.0 to 1.0")
         self.max_failure_rate = max_failure_rate
         self.params = dict(params or {})
+        self.custom_search_space = custom_search_space
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -191,36 +124,51 @@ class DlcourseOptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         space, fixed = search_space(self.params, arguments)
+        extend = search_space_extender(self.custom_search_space)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         with study_lock(self.sweep_dir):  # one search at a time continues a study
             study = self.open_study(space)
-            failures = self.continue_unfinished(study, space, fixed)
-            to_go = self.n_trials - count_finished(study)
-            log.info("Study %s in %s: %d trials to go.", self.study_name, self.sweep_dir, to_go)
+            self.continue_unfinished(study, space, fixed)
+            done = count_finished(study)
+            to_go = self.n_trials - done
+            if done:  # a kept study, continued: the official sweeper would run n_trials more
+                log.warning(
+                    "Study %s already holds %d finished trials: n_trials=%d is the study's size "
+                    "here, not trials to add (as Hydra's official sweeper counts).",
+                    study.study_name, done, self.n_trials,
+                )  # fmt: skip
+            log.info("Study %s in %s: %d trials to go.", study.study_name, self.sweep_dir, to_go)
             while to_go > 0:
                 trials = [study.ask(space) for _ in range(min(self.n_jobs, to_go))]
+                for trial in trials:
+                    if extend is not None:
+                        extend(self.config, trial)
                 numbers = [trial.number for trial in trials]
                 if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
                     raise SweepError(
-                        f"study {self.study_name} got trials {numbers} from another sweep at the "
+                        f"study {study.study_name} got trials {numbers} from another sweep at the "
                         "same time; run one sweep per study (or give each its own hydra.sweep.dir)"
                     )
-                failures += self.launch(study, trials, space, fixed)
+                self.check_failures(self.launch(study, trials, space, fixed), len(trials))
                 to_go -= len(trials)
-                if failures > self.max_failure_rate * count_finished(study):
-                    raise SweepError(
-                        f"{failures} trials failed, more than max_failure_rate="
-                        f"{self.max_failure_rate} allows; see the failed.json of the jobs in "
-                        f"{self.sweep_dir}"
-                    )
             write_results(study, self.sweep_dir)
+
+    def check_failures(self, failures: list[str], batch: int) -> None:
+        """Stop the search when a larger share of a batch failed than max_failure_rate allows
+        (as the official sweeper counts: per batch of n_jobs trials), naming the first failure."""
+        if failures and len(failures) / batch > self.max_failure_rate:
+            raise SweepError(
+                f"{len(failures)} of a batch of {batch} trials failed, more than "
+                f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows (1.0: go on "
+                f"whatever fails). The first: {failures[0]}"
+            )
 
     def open_study(self, space: dict) -> Any:
         """The study, created or continued; a journal that a kill cut short is mended first,
         and one Optuna cannot read is refused in one line."""
         import optuna
 
-        if (self.storage or "journal") == "journal":
+        if self.storage == "journal":
             repair_journal(self.sweep_dir / JOURNAL)
         try:
             storage = open_storage(self.storage, self.sweep_dir)
@@ -229,7 +177,7 @@ class DlcourseOptunaSweeper(Sweeper):
                 storage=storage,
                 sampler=self.build_sampler(space, trials_so_far(self.study_name, storage)),
                 pruner=build_pruner(self.pruner_config),
-                direction=self.direction,
+                directions=self.directions,
                 load_if_exists=True,
             )
         except (
@@ -241,34 +189,28 @@ class DlcourseOptunaSweeper(Sweeper):
             AssertionError,  # Optuna's replay of an unknown op_code
             RecursionError,
         ) as error:
-            where = (
-                self.sweep_dir / JOURNAL
-                if (self.storage or "journal") == "journal"
-                else self.storage
-            )
+            where = self.sweep_dir / JOURNAL if self.storage == "journal" else self.storage
             raise SweepError(
                 f"cannot open study {self.study_name} in {where}: {type(error).__name__}: "
                 f"{str(error)[:200]}; move it aside to start the study anew (the job folders "
                 f"keep their results)"
             ) from None
 
-    def continue_unfinished(self, study: Any, space: dict, fixed: list[str]) -> int:
+    def continue_unfinished(self, study: Any, space: dict, fixed: list[str]) -> None:
         """Trials that a killed or stopped search left running: a finished job's result is
         adopted, a job with a checkpoint is resumed in its own folder (same trial, same job
-        number), the others are replaced. Returns how many of the resumed ones failed."""
+        number), the others are replaced."""
         metric = self.config.get("optimized_metric")
         resumable = settle_unfinished(study, self.sweep_dir, metric)
-        failures = 0
         for batch in consecutive(resumable, self.n_jobs):
             log.info("Resuming trial(s) %s from their checkpoints.", [t.number for t in batch])
-            failures += self.launch(study, batch, space, fixed, resume=True)
-        return failures
+            self.check_failures(self.launch(study, batch, space, fixed, resume=True), len(batch))
 
     def launch(
         self, study: Any, trials: list, space: dict, fixed: list[str], resume: bool = False
-    ) -> int:
+    ) -> list[str]:
         """Run consecutive trials as jobs (job N is trial N) and tell the study how each ended;
-        how many failed. Hydra's encoding of each value reads back as the same value."""
+        what failed, in words. Hydra's encoding of each value reads back as the same value."""
         if resume:
             # resume=auto continues the job folder's own run, repeating the command line it
             # started with (resume=<folder> would refuse its launcher settings, parallel_jobs).
@@ -280,25 +222,53 @@ class DlcourseOptunaSweeper(Sweeper):
             for trial in trials
         ]
         returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
-        return sum(tell(study, trial, job) for trial, job in zip(trials, returns))
+        told = [
+            tell(study, trial, job, len(self.directions)) for trial, job in zip(trials, returns)
+        ]
+        return [failure for failure in told if failure is not None]
 
     def build_sampler(self, space: dict, trials_so_far: int) -> Any:
         """The sampler; a continued study's gets seed + its trial count, so that it does not
         propose the first run's trials again (the same command still searches the same way)."""
         config = OmegaConf.to_container(self.sampler_config, resolve=True)
+        config = {key: value for key, value in config.items() if value is not None}
+        target = str(config.get("_target_", ""))
+        if target.endswith("MOTPESampler"):
+            raise SweepError(f"hydra/sweeper/sampler=motpe: {MOTPE_REMOVED}")
         if config.get("seed") is not None:
             config["seed"] += trials_so_far
-        if str(config.get("_target_", "")).endswith("GridSampler"):
+        if target.endswith("GridSampler"):
             config.setdefault("search_space", grid(space))
             points = math.prod(len(values) for values in config["search_space"].values())
             self.n_trials = min(self.n_trials, points)  # each point once
+            log.info("Grid of %d points: %d trials.", points, self.n_trials)
         return build_from(config, SAMPLERS)
 
 
-def trials_so_far(study_name: str, storage: Any) -> int:
+def trials_so_far(study_name: str | None, storage: Any) -> int:
     import optuna
 
+    if storage is None or study_name is None:  # a new study in memory, or a new name
+        return 0
     try:
         return len(optuna.load_study(study_name=study_name, storage=storage).trials)
     except KeyError:  # a new study
         return 0
+
+
+def search_space_extender(path: str | None) -> Callable[[DictConfig, Any], None] | None:
+    """custom_search_space: the function (config, trial) that a user's config names, to
+    suggest more of each trial (a range that depends on another value, a new key `+w`). The
+    config is the user's own, trusted as the command line is; a file dlcourse reads never
+    names one."""
+    if not path:
+        return None
+    from hydra.utils import get_method
+
+    try:
+        return get_method(path)
+    except Exception as error:  # ImportError, AttributeError, Hydra's own
+        raise SweepError(
+            f"custom_search_space={path}: cannot import it ({error}); give the dotted path of a "
+            f"function(config, trial), e.g. my_module.configure"
+        ) from None

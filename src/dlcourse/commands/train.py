@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dlcourse.infrastructure.cluster import launched_rank, leave_to_slurm, under_slurm
 from dlcourse.infrastructure.command_line import resume_command
@@ -166,13 +166,17 @@ class Job:
             return NeverPrune()
         return job_trial(self.hydra_cfg, cfg.get("optimized_metric")) or NeverPrune()
 
-    def result(self, cfg: DictConfig, metrics: dict) -> float | Pruned | None:
-        """The metric the sweeper optimises; a pruned job says where it stopped."""
+    def result(self, cfg: DictConfig, metrics: dict) -> float | list[float] | Pruned | None:
+        """The metric the sweeper optimises (a list of them: one per objective); a pruned job
+        says where it stopped."""
         from dlcourse.sweeps.search import Pruned
 
         if launched_rank() == 0:  # a job that a requeue finished is finished: no earlier failure
             (self.run_dir / FAILED).unlink(missing_ok=True)
-        value = metrics.get(cfg.get("optimized_metric") or "")
+        wanted = cfg.get("optimized_metric")
+        if OmegaConf.is_list(wanted):  # several objectives (hydra.sweeper.direction: a list)
+            return [metrics.get(name) for name in wanted]
+        value = metrics.get(wanted or "")
         if "pruned_at_epoch" in metrics:
             return Pruned(metrics["pruned_at_epoch"], value)
         return value

@@ -271,7 +271,9 @@ def optuna_views(sweep_dir: Path) -> str:
             f"Study {cell(study.study_name)}: {len(study.trials)} trials, {len(complete)} complete."
         )
         pictures = {"history.png": views.plot_optimization_history}
-        if len(complete) >= 2:  # importances compare finished trials
+        if len(study.directions) > 1:  # several objectives: the trials none beats on all
+            pictures = {"pareto_front.png": views.plot_pareto_front}
+        elif len(complete) >= 2:  # importances compare finished trials
             pictures["importances.png"] = views.plot_param_importances
         for name, view in pictures.items():
             save_view(view, study, sweep_dir / name)

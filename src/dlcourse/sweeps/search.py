@@ -42,17 +42,30 @@ class Pruned:
 
 
 def open_storage(storage: str | None, sweep_dir: str | Path) -> Any:
-    """`journal` (default): optuna.journal in the sweep folder, safe for jobs in other processes
-    on a shared file system; `sqlite`: optuna.db there; else an Optuna storage URL as it is."""
+    """None: a new study in memory (the official sweeper's default); `journal`: optuna.journal
+    in the sweep folder, safe for jobs in other processes on a shared file system; `sqlite`:
+    optuna.db there; else an Optuna storage URL as it is."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    storage = storage or "journal"
     if storage == "journal":
         return JournalStorage(JournalFileBackend(str(Path(sweep_dir) / JOURNAL)))
     if storage == "sqlite":
         return optuna.storages.RDBStorage(f"sqlite:///{Path(sweep_dir).resolve()}/optuna.db")
     return storage
+
+
+def directions_of(direction: Any) -> list[str]:
+    """`minimize`, `maximize`, or a list of them (one per objective), as Optuna takes them."""
+    directions = OmegaConf.to_container(direction) if OmegaConf.is_config(direction) else direction
+    directions = directions if isinstance(directions, (list, tuple)) else [directions]
+    names = [str(getattr(d, "name", d)).lower() for d in directions]  # the official enum, too
+    if not names or any(name not in ("minimize", "maximize") for name in names):
+        raise SweepError(
+            f"hydra.sweeper.direction={direction}: give minimize, maximize or a list of them "
+            f"(one per objective, e.g. [minimize, maximize])"
+        )
+    return names
 
 
 def repair_journal(path: Path) -> None:
@@ -163,11 +176,19 @@ class Trial:
         return self.trial.should_prune()
 
 
-def job_trial(hydra_cfg: DictConfig, metric: str | None) -> Trial | None:
+def job_trial(hydra_cfg: DictConfig, metric: Any) -> Trial | None:
     """This job's trial when an Optuna search launched it (its job number is its trial number);
-    None: a sweep without pruning, or a trial the study lacks."""
+    None: a sweep without pruning, a study other processes cannot reach (storage: null), one
+    of several objectives, or a trial the study lacks."""
     sweeper = hydra_cfg.sweeper
     if not str(sweeper.get("_target_", "")).endswith("DlcourseOptunaSweeper") or not metric:
+        return None
+    if sweeper.storage is None or not isinstance(metric, str):
+        if (sweeper.pruner or {}).get("_target_"):
+            log.warning(
+                "No pruning: it needs one objective and a study the jobs can reach "
+                "(hydra.sweeper.storage=journal)."
+            )
         return None
     import optuna
 

@@ -27,25 +27,70 @@ from dlcourse.sweeps.search import Pruned
 log = logging.getLogger(__name__)
 
 
-def tell(study: Any, trial: Any, job: Any) -> bool:
-    """Record one job's outcome in the study; True when it failed."""
+def tell(study: Any, trial: Any, job: Any, objectives: int = 1) -> str | None:
+    """Record one job's outcome in the study; what failed, in words (None: it did not fail).
+    As the official sweeper: a job that raised, or returned what is not a number (or not one per
+    objective), fails its trial and the search goes on (up to max_failure_rate)."""
     from optuna.trial import TrialState
 
     try:
         value = job.return_value
     except Exception as error:  # the job raised: Hydra keeps the error for us
-        record(study, trial, state=TrialState.FAIL)
-        log.warning("Trial %d failed: %s", trial.number, error)
-        return True
+        return failed(study, trial, f"{type(error).__name__}: {error}")
     if isinstance(value, Pruned):
         record(study, trial, state=TrialState.PRUNED)
         log.info("Trial %d pruned after epoch %d.", trial.number, value.epoch)
-        return False
-    if value is None or not math.isfinite(float(value)):
-        record(study, trial, state=TrialState.FAIL)  # a job that recorded its failure (failed.json)
-        return True
-    record(study, trial, values=float(value))
-    return False
+        return None
+    record_file = failure_record(job)
+    if value is None and record_file is not None:  # a dlcourse job that recorded its failure
+        return failed(study, trial, f"see {record_file}")
+    try:
+        values = objective_values(value, objectives)
+    except ValueError as error:
+        return failed(study, trial, str(error))
+    if not all(math.isfinite(v) for v in values):
+        return failed(study, trial, f"its job returned {value}")
+    record(study, trial, values=values if objectives > 1 else values[0])
+    return None
+
+
+def failed(study: Any, trial: Any, why: str) -> str:
+    from optuna.trial import TrialState
+
+    record(study, trial, state=TrialState.FAIL)
+    log.warning("Trial %d failed: %s", trial.number, why)
+    return f"trial {trial.number}: {why}"
+
+
+def objective_values(value: Any, objectives: int) -> list[float]:
+    """A job's return value as one number per objective, else ValueError in the official
+    sweeper's words."""
+    if objectives == 1:
+        try:
+            return [float(value)]
+        except (TypeError, ValueError):
+            raise ValueError(f"Return value must be float-castable. Got '{value}'.") from None
+    try:
+        values = [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Return value must be a list or tuple of float-castable values. Got '{value}'."
+        ) from None
+    if len(values) != objectives:
+        raise ValueError(
+            "The number of the values and the number of the objectives are mismatched. "
+            f"Expect {objectives}, but actually {len(values)}."
+        )
+    return values
+
+
+def failure_record(job: Any) -> Path | None:
+    """The failed.json that a dlcourse job left in its folder (other apps leave none)."""
+    try:
+        folder = Path(job.hydra_cfg.hydra.runtime.output_dir)
+    except Exception:  # a job without Hydra's record of its folder
+        return None
+    return folder / FAILED if (folder / FAILED).is_file() else None
 
 
 def record(study: Any, trial: Any, **outcome: Any) -> None:
@@ -75,7 +120,7 @@ def count_finished(study: Any) -> int:
     )
 
 
-def settle_unfinished(study: Any, sweep_dir: Path, metric: str | None) -> list:
+def settle_unfinished(study: Any, sweep_dir: Path, metric: Any) -> list:
     """Trials still RUNNING when a search starts were left by one that was killed or stopped
     (the sweep folder's lock keeps out any other). Each is settled from its job folder: its
     metrics.json is adopted (the trial gets its value, or is pruned), failed.json fails it, a
@@ -116,18 +161,20 @@ def job_folder(sweep_dir: Path, number: int) -> Path | None:
     return max(candidates, key=progress, default=None)
 
 
-def outcome_of(folder: Path, metric: str | None) -> dict | None:
+def outcome_of(folder: Path, metric: Any) -> dict | None:
     """What a finished job's files say to tell its trial (None: the job did not finish): its
-    metric's value, pruned, or failed (a failed.json, or results without a finite value)."""
+    metric's value (one per objective), pruned, or failed (a failed.json, or results without
+    a finite value)."""
     from optuna.trial import TrialState
 
     if (folder / METRICS).is_file():
         metrics, problem = read_json(folder / METRICS)
         if metrics is not None and "pruned_at_epoch" in metrics:
             return {"state": TrialState.PRUNED}
-        value = as_number((metrics or {}).get(metric or ""))
-        if value is not None and math.isfinite(value):
-            return {"values": value}
+        names = [metric] if isinstance(metric, str) or metric is None else list(metric)
+        values = [as_number((metrics or {}).get(name or "")) for name in names]
+        if all(value is not None and math.isfinite(value) for value in values):
+            return {"values": values if len(values) > 1 else values[0]}
         log.warning("%s holds no finite %s (%s): its trial failed.", folder, metric, problem)
         return {"state": TrialState.FAIL}
     if (folder / FAILED).is_file():
@@ -219,13 +266,18 @@ def lock_is_live(path: Path, holder: dict | None, me: dict) -> bool:
 
 
 def write_results(study: Any, sweep_dir: Path) -> None:
-    """optimization_results.yaml: the best trial's settings and value (and the counts)."""
+    """optimization_results.yaml, as the official sweeper writes it: the best trial's settings
+    and value, or with several objectives the Pareto front (`solutions`); and the counts."""
     from optuna.trial import TrialState
 
     states = [trial.state for trial in study.get_trials(deepcopy=False)]
     counts = {state.name.lower(): states.count(state) for state in TrialState}
     results: dict[str, Any] = {"name": "optuna", "study_name": study.study_name, "trials": counts}
-    if counts["complete"]:
+    if counts["complete"] and len(study.directions) > 1:
+        front = [{"params": t.params, "values": t.values} for t in study.best_trials]
+        results["solutions"] = front
+        log.info("Pareto front: %d trials (%s).", len(front), [t.number for t in study.best_trials])
+    elif counts["complete"]:
         best = study.best_trial
         results |= {"best_trial": best.number, "best_params": best.params, "best_value": best.value}
         log.info("Best trial %d: %s = %s", best.number, best.params, best.value)
