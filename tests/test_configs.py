@@ -36,7 +36,20 @@ OPTIONS = [
 
 def test_every_group_file_is_covered():
     groups = {path.parent.name for path in CONFIGS.glob("*/*.yaml")}
-    assert groups == set(COMPONENT_GROUPS) | {"hydra"}
+    assert groups == set(COMPONENT_GROUPS) | {"hydra", "logger"}
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONFIGS / "logger").glob("*.yaml")))
+def test_each_logger_config_composes_and_builds(option, tmp_path):
+    from dlcourse.infrastructure.loggers import LOGGERS, build_loggers
+
+    if option == "mlflow":
+        pytest.importorskip("mlflow", reason='logger=mlflow needs pip install -e ".[mlflow]"')
+    chosen = to_plain_dict(compose_config([f"logger={option}"]))["logger"]
+    assert list(chosen) == [option] and option in LOGGERS
+    logger = build_loggers(chosen, tmp_path / "run", tmp_path, purge_step=None)
+    logger.log_scalars({"train/loss": 0.5}, 1)
+    logger.close()
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])

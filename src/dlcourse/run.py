@@ -32,7 +32,7 @@ from dlcourse.infrastructure.config import build, fill_model_sizes, to_plain_dic
 from dlcourse.infrastructure.distributed import unwrap
 from dlcourse.infrastructure.errors import SweepError, UserError
 from dlcourse.infrastructure.interrupt import StopSignal
-from dlcourse.infrastructure.loggers import Logger, NullLogger, TensorBoardLogger, run_hparams
+from dlcourse.infrastructure.loggers import Logger, NullLogger, build_loggers, run_hparams
 from dlcourse.infrastructure.run_files import NullRunFiles, RunFiles
 from dlcourse.infrastructure.run_folder import shortest_path
 from dlcourse.infrastructure.runtime import (
@@ -72,7 +72,7 @@ def train(
         model, optimizer, scheduler = prepare_training(
             cfg, model, len(data.train), settings, processes, device, checkpoint is not None
         )
-        logger, files = run_outputs(output_dir, processes, checkpoint)
+        logger, files = run_outputs(config, output_dir, processes, checkpoint)
         announce(cfg, data, unwrap(model), settings, device, output_dir, hparams or {})
         logger.log_train_and_val(["loss", data.task.monitor])
         with startup_objects_frozen(), StopSignal() as stop_signal:
@@ -91,6 +91,7 @@ def train(
                 logger.close()
                 processes.close()
         files.write_results(metrics, unwrap(model), config["model"])
+        logger.log_files(output_dir)  # MLflow's artifacts: the pictures and weights just written
         log.info("Run folder: %s", output_dir)
         # It opens on the curves: train and val of each metric in one chart.
         log.info("Look at it with: tensorboard --logdir %s", shortest_path(output_dir.parent))
@@ -173,14 +174,17 @@ def fill_from_data(cfg: DictConfig, data: DataSplits) -> dict:
 
 
 def run_outputs(
-    output_dir: Path, processes: distributed.SingleProcess, checkpoint: dict | None
+    config: dict, output_dir: Path, processes: distributed.SingleProcess, checkpoint: dict | None
 ) -> tuple[Logger, RunFiles]:
-    """TensorBoard and the run's files. Rank 0 writes them; other ranks get the no-op twins. On
-    resume, TensorBoard drops whatever the stopped run logged after its checkpoint."""
+    """The loggers the config chose (TensorBoard by default) and the run's files. Rank 0 writes
+    them; other ranks get the no-op twins. On resume, the loggers drop whatever the stopped run
+    logged after its checkpoint."""
     if not processes.is_main:
         return NullLogger(), NullRunFiles(output_dir)
     purge_step = checkpoint["step"] + 1 if checkpoint else None
-    return TensorBoardLogger(output_dir, purge_step), RunFiles(output_dir)
+    output_root = Path(config["paths"]["output_dir"])
+    logger = build_loggers(config.get("logger"), output_dir, output_root, purge_step)
+    return logger, RunFiles(output_dir)
 
 
 def prepare_training(

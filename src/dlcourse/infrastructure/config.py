@@ -71,13 +71,15 @@ def register_resolvers() -> None:
 def run_name(experiment: str | None, model: str | None, overrides: list[str]) -> str:
     """What ran, and what its command line changed: `cnn_optimizer.lr=0.05_trainer.epochs=3`, so
     that three runs of one model tell themselves apart (in TensorBoard's run list too). Where
-    its data lies, and the choices already in the name, are left out; settings that would take
-    it past RUN_NAME_LIMIT are too (outputs/runs/<time>_<name>_<id> then fits 100 columns)."""
+    its data lies, where it is logged (`logger=...`: not what ran), and the choices already in
+    the name, are left out; settings that would take it past RUN_NAME_LIMIT are too
+    (outputs/runs/<time>_<name>_<id> then fits 100 columns)."""
     name = str(experiment or model)
     for override in overrides:
         key, _, value = override.partition("=")
         key = key.lstrip("+~")
-        named = key in ("experiment", "model", "resume") or key.startswith("paths.")
+        named = key in ("experiment", "model", "resume", "logger")
+        named = named or key.startswith(("paths.", "logger."))
         setting = f"{key}={short_number(value)}"
         fits = len(name) + 1 + len(setting) <= RUN_NAME_LIMIT
         if fits and not named and key.rsplit(".", 1)[-1] not in DATA_LOCATIONS:
