@@ -36,7 +36,18 @@ OPTIONS = [
 
 def test_every_group_file_is_covered():
     groups = {path.parent.name for path in CONFIGS.glob("*/*.yaml")}
-    assert groups == set(COMPONENT_GROUPS) | {"hydra", "logger"}
+    assert groups == set(COMPONENT_GROUPS) | {"hydra", "logger", "debug"}
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONFIGS / "debug").glob("*.yaml")))
+def test_each_debug_preset_composes_into_valid_settings(option):
+    from dlcourse.infrastructure.command_line import quote_paths
+
+    # As the commands pass it: debug=nan is quoted for Hydra, which reads nan as a number.
+    config = to_plain_dict(compose_config(quote_paths([f"debug={option}"])))
+    validate_config(config)
+    defaults = TrainerSettings(**to_plain_dict(compose_config([]))["trainer"])
+    assert TrainerSettings(**config["trainer"]) != defaults  # each changes the training loop
 
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONFIGS / "logger").glob("*.yaml")))

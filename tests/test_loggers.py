@@ -16,8 +16,8 @@ from helpers import (
     run_command,
 )
 
-from dlcourse.infrastructure.csv_logger import METRICS_CSV, CSVLogger
-from dlcourse.infrastructure.mlflow_logger import RUN_RECORD
+from dlcourse.infrastructure.csv_logger import CSVLogger
+from dlcourse.infrastructure.run_folder import METRICS_CSV, MLFLOW_RUN
 from dlcourse.run import train
 
 pandas = pytest.importorskip("pandas", reason="the dev extra has it: pip install -e '.[dev]'")
@@ -26,7 +26,7 @@ pandas = pytest.importorskip("pandas", reason="the dev extra has it: pip install
 def test_the_default_is_tensorboard_alone(tiny_mnist, tmp_path):
     train(compose_config(["model=linear", *quick_overrides(tiny_mnist)]), tmp_path)
     assert list(tmp_path.glob("events.out.tfevents.*")) and not (tmp_path / METRICS_CSV).exists()
-    assert not (tmp_path / RUN_RECORD).exists()
+    assert not (tmp_path / MLFLOW_RUN).exists()
 
 
 def test_csv_and_tensorboard_together_hold_the_same_curves(tiny_mnist, tmp_path):
@@ -75,7 +75,7 @@ def test_mlflow_records_params_metrics_per_step_and_the_run_folders_files(tiny_m
     metrics = json.loads((run_dir / "metrics.json").read_text())
     # The default store: one SQLite file for every run, beside the runs.
     client = MlflowClient(tracking_uri=f"sqlite:///{outputs / 'mlflow.db'}")
-    run_id = json.loads((run_dir / RUN_RECORD).read_text())["run_id"]
+    run_id = json.loads((run_dir / MLFLOW_RUN).read_text())["run_id"]
     run = client.get_run(run_id)
     assert run.info.run_name == run_dir.name and run.info.status == "FINISHED"
     assert run.data.params["optimizer.lr"] == "0.05" and run.data.params["model"] == "linear"

@@ -18,7 +18,6 @@ Reading order: `train` below, then the loop in trainer.py (`Trainer.fit` → `tr
 from __future__ import annotations
 
 import logging
-import math
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -92,6 +91,8 @@ def train(
                 processes.close()
         files.write_results(metrics, unwrap(model), config["model"])
         logger.log_files(output_dir)  # MLflow's artifacts: the pictures and weights just written
+        if not settings.keep_checkpoints:  # debug=fast: the results kept, the checkpoints not
+            files.remove_checkpoints()
         log.info("Run folder: %s", output_dir)
         # It opens on the curves: train and val of each metric in one chart.
         log.info("Look at it with: tensorboard --logdir %s", shortest_path(output_dir.parent))
@@ -134,7 +135,7 @@ def announce(
     what = f"experiment={experiment}: " if experiment else ""
     parameters = sum(p.numel() for p in model.parameters())
     dataset = str(cfg.dataset._target_).rsplit(".", 1)[-1]
-    batches = min(len(data.train), settings.limit_train_batches or len(data.train))
+    batches = settings.train_batches(len(data.train))
     size = f" of {cfg.dataset.batch_size}" if "batch_size" in cfg.dataset else ""
     log.info(
         "Training %s%s, %s parameters, on %s (%d batches%s an epoch)",
@@ -235,7 +236,7 @@ def build_optimization(
 ) -> tuple[torch.optim.Optimizer, Scheduler]:
     """The optimizer over the model's parameters, and a scheduler that knows the run's length."""
     optimizer = build(cfg, "optimizer", params=model.parameters())
-    steps_per_epoch = min(batches_per_epoch, settings.limit_train_batches or math.inf)
+    steps_per_epoch = settings.train_batches(batches_per_epoch)
     scheduler = build(
         cfg,
         "scheduler",

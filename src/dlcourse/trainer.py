@@ -23,6 +23,7 @@ from dlcourse.confusion import report_table
 from dlcourse.data.batches import Batch, Batches, DataSplits, to_device
 from dlcourse.infrastructure.checkpoint import FORMAT_VERSION, load_checkpoint
 from dlcourse.infrastructure.command_line import resume_command
+from dlcourse.infrastructure.debugging import is_anomaly, step_profiler
 from dlcourse.infrastructure.distributed import SingleProcess, unwrap
 from dlcourse.infrastructure.errors import DataError, TrainingInterrupted, UserError
 from dlcourse.infrastructure.interrupt import NoStopSignal, StopSignal
@@ -104,11 +105,26 @@ class Trainer:
         self.shown_metrics = ("loss", data.task.monitor, "nonfinite_steps")
         self.checked_step = 0  # the last step whose loss was seen to be finite
         self.ema = moving_average(self.raw_model, settings.ema_decay) if optimizer else None
+        self.profiler = step_profiler(settings.profile_steps, files.output_dir, processes.is_main)
 
     def fit(self) -> dict[str, float]:
-        """Train until `epochs`, validating and checkpointing; then test the best weights."""
+        """Train until `epochs`, validating and checkpointing; then test the best weights.
+        (trainer.detect_anomaly, trainer.profile_steps look inside: debug=nan, debug=profiler.)"""
         if self.optimizer is None:
             return self.fit_without_gradients()
+        try:
+            anomalies = torch.autograd.set_detect_anomaly(self.settings.detect_anomaly)
+            with anomalies, self.profiler.running():
+                return self.fit_epochs()
+        except RuntimeError as error:
+            if not is_anomaly(error):
+                raise
+            raise self.diverged(
+                f"anomaly detection: {str(error).splitlines()[0]} (the forward operation that "
+                f"made it is in the warning above)"
+            ) from None
+
+    def fit_epochs(self) -> dict[str, float]:
         start = time.perf_counter() - self.position.train_seconds
         # The last epoch's train/*, should none be left to train (a run resumed to finish it).
         last_epoch = self.position.history[-1] if self.position.history else {}
@@ -218,7 +234,7 @@ class Trainer:
         if self.position.batch_in_epoch == 0:  # a fresh epoch (not one resumed part-way)
             self.train_metrics.reset()
         self.data.train.set_epoch(epoch, start_batch=self.position.batch_in_epoch)
-        batches = min(len(self.data.train), self.settings.limit_train_batches or math.inf)
+        batches = self.settings.train_batches(len(self.data.train))
         total = batches - self.position.batch_in_epoch
         bar = tqdm(
             self.data.train,
@@ -273,6 +289,7 @@ class Trainer:
         histograms; stop (after saving) if a stop signal came."""
         self.position.step += 1
         self.position.batch_in_epoch += 1
+        self.profiler.step()
         step = self.position.step
         if loss is not None:  # None: a non-finite loss skipped with on_nonfinite=skip
             self.train_metrics.add(loss, outputs, batch[1:])  # (targets, *context)
@@ -305,7 +322,7 @@ class Trainer:
         """The model's loss and metrics over a split (val/acc, test/mse_hole, ...), and its
         baselines' (baselines/val/meanfill/mse_hole, ...): see dlcourse.metrics. `review`
         looks at every output on the way (the confusion matrix, the worst errors)."""
-        limit = self.settings.limit_eval_batches or len(batches)
+        limit = self.settings.eval_batches(len(batches))
         batches = (batch for _, batch in zip(range(limit), batches))
         # The bare model: DDP's forward would sync buffers, and ranks may hold a batch more or less.
         model, task, dtype = self.eval_model, self.data.task, self.dtype

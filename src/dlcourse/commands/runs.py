@@ -2,11 +2,13 @@
 
     dlcourse-runs                         # outputs/: every run and sweep job, newest first
     dlcourse-runs outputs/multirun --sort test --json
+    dlcourse-runs --tag baseline          # the runs started with tags=[baseline,...]
 
-One row a run folder: its name, what ran (experiment or model), the settings its command line
-chose, its best validation and its test figure of the metric it monitors, the epochs it ran,
-whether it is running, finished, stopped (a checkpoint, no results: resume it) or failed (and
-why), and when it started. Only the small files a run writes are read (never a checkpoint).
+One row a run folder: its name, what ran (experiment or model, and its #tags), the settings its
+command line chose, its best validation and its test figure of the metric it monitors, the
+epochs it ran, whether it is running, finished, stopped (a checkpoint, no results: resume it) or
+failed (and why), and when it started. Only the small files a run writes are read (never a
+checkpoint).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import shutil
 import socket
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from dlcourse.infrastructure.run_folder import (
     METRICS,
     RECORD,
     read_record,
+    read_tags,
     shortest_path,
 )
 
@@ -52,6 +55,7 @@ class Run:
     test: float | None = None  # the same metric on the test split, best weights
     error: str = ""
     higher_is_better: bool | None = None  # for the monitored metric: sorts best first
+    tags: list[str] = field(default_factory=list)  # tags=[...] it was started with
 
 
 def find_runs(root: Path) -> list[Run]:
@@ -80,7 +84,7 @@ def read_run(folder: Path, root: Path) -> Run:
     record = folder / RECORD if (folder / RECORD).is_dir() else folder
     started = datetime.fromtimestamp(record.stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S")
     name = str(folder.relative_to(root))
-    run = Run(name, what, " ".join(overrides), status_of(folder), started)
+    run = Run(name, what, " ".join(overrides), status_of(folder), started, tags=read_tags(folder))
     metrics = read_json(folder / METRICS)[0]
     if metrics:
         # Only values of the right types are taken: a metric that is text, a list, or an
@@ -177,7 +181,8 @@ def cells(run: Run, root: Path) -> list[str]:
     val = figure(run.monitor, run.val)
     test = figure(run.monitor.replace("val/", "test/", 1), run.test)
     folder = shortest_path(root / run.name)
-    return [folder, run.what, run.status, run.started[:16], epochs, val, test]
+    what = " ".join([run.what, *(f"#{tag}" for tag in run.tags)])
+    return [folder, what, run.status, run.started[:16], epochs, val, test]
 
 
 def cut(line: str, width: int) -> str:
@@ -217,9 +222,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sort", choices=SORTS, default="started", help=sorts)
     parser.add_argument("--reverse", action="store_true", help="the other way round")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    tag_help = "only runs started with this tag (tags=[...]); given twice, runs with both"
+    parser.add_argument("--tag", action="append", default=[], help=tag_help)
     args = parser.parse_args(argv)
     descending = (args.sort == "started") != args.reverse
-    runs = sorted(find_runs(args.folder), key=SORTS[args.sort], reverse=descending)
+    runs = [run for run in find_runs(args.folder) if set(args.tag) <= set(run.tags)]
+    runs = sorted(runs, key=SORTS[args.sort], reverse=descending)
     width = shutil.get_terminal_size((100, 24)).columns  # not a terminal: 100 (or $COLUMNS)
     shown = table(runs, args.folder, width)
     print(json.dumps([asdict(run) for run in runs], indent=2) if args.json else shown)

@@ -72,6 +72,10 @@ PATH_SETTINGS = (
     *("hydra.run.dir", "hydra.sweep.dir", *(f"dataset.{key}" for key in DATA_LOCATIONS)),
 )
 
+# Words Hydra's grammar reads as floats: after a top-level key (a config group: debug=nan), the
+# name of an option.
+NUMBER_WORDS = ("nan", "inf", "+inf", "-inf")
+
 SWEEP_SYNTAX = ("choice(", "range(", "interval(", "glob(", "tag(", "sort(", "shuffle(")
 
 
@@ -82,6 +86,8 @@ def quote_paths(arguments: list[str]) -> list[str]:
 
     def quoted(argument: str) -> str:
         key, equals, value = argument.partition("=")
+        if equals and "." not in key and value.lower() in NUMBER_WORDS:
+            return f"{key}='{value}'"  # debug=nan: the option's name, not a float
         if not equals or not key.lstrip("+~").startswith(PATH_SETTINGS) or not value:
             return argument
         if value[0] in "'\"" or value.startswith(SWEEP_SYNTAX):

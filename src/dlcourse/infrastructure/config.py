@@ -80,6 +80,8 @@ def run_name(experiment: str | None, model: str | None, overrides: list[str]) ->
         key = key.lstrip("+~")
         named = key in ("experiment", "model", "resume", "logger")
         named = named or key.startswith(("paths.", "logger."))
+        if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]  # debug='nan' (as command_line quotes it): debug=nan
         setting = f"{key}={short_number(value)}"
         fits = len(name) + 1 + len(setting) <= RUN_NAME_LIMIT
         if fits and not named and key.rsplit(".", 1)[-1] not in DATA_LOCATIONS:

@@ -20,8 +20,7 @@ import torch
 from torch import nn
 
 from dlcourse.infrastructure.files import write_file
-
-METRICS_CSV = "metrics.csv"
+from dlcourse.infrastructure.run_folder import METRICS_CSV
 
 
 class CSVLogger:

@@ -24,10 +24,7 @@ from torch import nn
 
 from dlcourse.infrastructure.errors import UserError
 from dlcourse.infrastructure.files import write_file
-from dlcourse.infrastructure.run_folder import WEIGHTS
-
-RUN_RECORD = "mlflow.json"  # the MLflow run this run folder writes to
-DATABASE = "mlflow.db"  # the default store, in paths.output_dir; its artifacts in mlartifacts/
+from dlcourse.infrastructure.run_folder import MLFLOW_ARTIFACTS, MLFLOW_RUN, MLFLOW_STORE, WEIGHTS
 
 
 class MLflowLogger:
@@ -49,15 +46,15 @@ class MLflowLogger:
             ) from None
         self.log_dir = Path(log_dir)
         root = Path(output_root).resolve()
-        self.client = MlflowClient(tracking_uri=tracking_uri or f"sqlite:///{root / DATABASE}")
-        artifacts = None if tracking_uri else (root / "mlartifacts").as_uri()
+        self.client = MlflowClient(tracking_uri=tracking_uri or f"sqlite:///{root / MLFLOW_STORE}")
+        artifacts = None if tracking_uri else (root / MLFLOW_ARTIFACTS).as_uri()
         experiment = self.client.get_experiment_by_name(experiment_name)
         experiment_id = (
             experiment.experiment_id
             if experiment is not None
             else self.client.create_experiment(experiment_name, artifact_location=artifacts)
         )
-        run_id = earlier_run(self.log_dir / RUN_RECORD)
+        run_id = earlier_run(self.log_dir / MLFLOW_RUN)
         self.run_id = run_id if self.has_run(run_id) else self.new_run(experiment_id)
 
     def has_run(self, run_id: str | None) -> bool:
@@ -76,7 +73,7 @@ class MLflowLogger:
         tags = {"dlcourse.run_folder": str(self.log_dir.resolve())}
         run = self.client.create_run(experiment_id, run_name=self.log_dir.name, tags=tags)
         record = json.dumps({"run_id": run.info.run_id, "experiment_id": experiment_id})
-        write_file(self.log_dir / RUN_RECORD, record + "\n", root=self.log_dir)
+        write_file(self.log_dir / MLFLOW_RUN, record + "\n", root=self.log_dir)
         return run.info.run_id
 
     def log_scalars(self, metrics: Mapping[str, float], step: int) -> None:

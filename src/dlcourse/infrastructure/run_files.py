@@ -4,6 +4,7 @@ than 0, which share rank 0's folder)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from torch import nn
 
 from dlcourse.infrastructure.checkpoint import export_safetensors, save_checkpoint
 from dlcourse.infrastructure.files import open_new, to_pil, write_file
-from dlcourse.infrastructure.run_folder import CHECKPOINTS, METRICS, WEIGHTS
+from dlcourse.infrastructure.run_folder import BEST, CHECKPOINTS, LAST, METRICS, WEIGHTS
 
 
 class RunFiles:
@@ -35,9 +36,21 @@ class RunFiles:
         export_safetensors(model, model_config, self.output_dir / WEIGHTS)
         write_file(self.output_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
 
+    def remove_checkpoints(self) -> None:
+        """checkpoints/, once the run is done with it (trainer.keep_checkpoints=false: debug=fast).
+        Only what the run wrote there: a link planted in its place is left alone."""
+        if self.checkpoint_dir.is_dir() and not self.checkpoint_dir.is_symlink():
+            for name in (LAST, BEST):
+                (self.checkpoint_dir / name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # anything else in it: the folder stays
+                self.checkpoint_dir.rmdir()
+
 
 class NullRunFiles(RunFiles):
     """Writes nothing (ranks other than 0 share rank 0's folder but leave it to rank 0)."""
+
+    def remove_checkpoints(self) -> None:
+        pass
 
     def write_checkpoint(self, name: str, checkpoint: dict[str, Any]) -> None:
         pass

@@ -51,6 +51,11 @@ LR_FIND = (
     "lr_find.json"  # a learning-rate finder's folder (dlcourse-lr-find): its curve, suggestion
 )
 SEEDS = "seeds.json"  # in a seed group's folder (dlcourse/seeds.py): its seeds, one run each
+CONFIG = "config.yaml"  # in RECORD: the composed config (its `tags`, for dlcourse-runs)
+METRICS_CSV = "metrics.csv"  # logger=csv: the run's metrics, a row per logged step
+MLFLOW_RUN = "mlflow.json"  # logger=mlflow: the MLflow run this run folder writes to
+MLFLOW_STORE, MLFLOW_ARTIFACTS = "mlflow.db", "mlartifacts"  # logger=mlflow's, in the outputs
+PROFILE = "profile"  # trainer.profile_steps: torch.profiler's trace of some training steps
 
 # What a run that never saved leaves in its folder (besides its pictures): a folder holding
 # only these may take a new attempt of that run, as a requeued cluster job or a rerun sweep is.
@@ -265,6 +270,21 @@ def read_record(folder: Path) -> tuple[dict, list[str]]:
     except (OSError, ValueError, RecursionError, yaml.YAMLError, KeyError, TypeError):
         return {}, []
     return (choices if isinstance(choices, dict) else {}), overrides
+
+
+def read_tags(folder: Path) -> list[str]:
+    """The `tags=[...]` a run was started with, from its record's config (read as plain YAML,
+    as data); none if it has none or it is unreadable."""
+    try:
+        config = yaml.safe_load(read_small(folder / RECORD / CONFIG))
+        tags = config.get("tags") if isinstance(config, dict) else None
+    except (OSError, ValueError, RecursionError, yaml.YAMLError):
+        return []
+    return (
+        [str(tag) for tag in tags if isinstance(tag, (str, int, float))]
+        if isinstance(tags, list)
+        else []
+    )
 
 
 def member_folder(group: Path, seed: int) -> Path:

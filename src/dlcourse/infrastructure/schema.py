@@ -45,8 +45,8 @@ class TrainerSettings:
     # The command line reads trainer.precision=32 as a number: taken, and stored as "32".
     precision: Literal["32", "bf16", "16-mixed", 32] = default("precision")
     grad_clip: float = default("grad_clip")
-    limit_train_batches: int | None = default("limit_train_batches")
-    limit_eval_batches: int | None = default("limit_eval_batches")
+    limit_train_batches: int | float | None = default("limit_train_batches")
+    limit_eval_batches: int | float | None = default("limit_eval_batches")
     log_every_n_steps: int = default("log_every_n_steps")
     histogram_every_n_steps: int | None = default("histogram_every_n_steps")
     eval_every_n_epochs: int = default("eval_every_n_epochs")
@@ -59,9 +59,36 @@ class TrainerSettings:
     compile: bool = default("compile")
     early_stopping: dict[str, int | None] = default("early_stopping")
     ema_decay: float = default("ema_decay")
+    keep_checkpoints: bool = default("keep_checkpoints")
+    detect_anomaly: bool = default("detect_anomaly")
+    profile_steps: int | None = default("profile_steps")
 
     def __post_init__(self) -> None:
         self.precision = str(self.precision)
+
+    def train_batches(self, total: int) -> int:
+        """The batches an epoch trains on, of `total` (see `limited`)."""
+        return limited(self.limit_train_batches, total)
+
+    def eval_batches(self, total: int) -> int:
+        return limited(self.limit_eval_batches, total)
+
+
+def limited(limit: int | float | None, total: int) -> int:
+    """A limit on batches as Lightning reads it: an int is a count, a float a fraction of `total`
+    (at least one batch); None: all of them."""
+    if limit is None:
+        return total
+    if isinstance(limit, float):
+        return min(total, max(1, int(total * limit)))
+    return min(total, limit)
+
+
+def is_batch_limit(value: int | float) -> bool:
+    """A count of at least 1, or a fraction above 0 and up to 1."""
+    if isinstance(value, float):
+        return 0 < value <= 1
+    return value >= 1
 
 
 # Arguments that the run passes at the call, not the config.
@@ -128,8 +155,17 @@ LIMITS: list[tuple[str, Callable[[Any], bool], str]] = [
         lambda value: re.fullmatch(DEVICES, value) is not None,
         "auto, cpu, cuda, cuda:N or mps",
     ),
-    ("trainer.limit_train_batches", at_least(1), "at least 1, or null for the whole epoch"),
-    ("trainer.limit_eval_batches", at_least(1), "at least 1, or null for the whole split"),
+    (
+        "trainer.limit_train_batches",
+        is_batch_limit,
+        "at least 1 (batches), a fraction such as 0.25, or null for the whole epoch",
+    ),
+    (
+        "trainer.limit_eval_batches",
+        is_batch_limit,
+        "at least 1 (batches), a fraction such as 0.25, or null for the whole split",
+    ),
+    ("trainer.profile_steps", at_least(1), "at least 1 (steps), or null: no profile"),
     ("trainer.log_every_n_steps", at_least(1), "at least 1"),
     ("trainer.histogram_every_n_steps", at_least(0), "0 (never) or more"),
     ("trainer.eval_every_n_epochs", at_least(1), "at least 1"),
