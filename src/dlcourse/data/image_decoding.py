@@ -1,5 +1,6 @@
 """Image files decoded as tensors, whatever PIL reads: grayscale or RGB, any bit depth,
-transparency on white paper, resized when asked."""
+transparency on white paper, resized when asked: squashed to the size, or its aspect kept
+(`fit`: center_crop, pad)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,31 @@ from typing import Any
 
 import torch
 
+FITS = ("squash", "pad", "center_crop")  # how an image of another shape is made the size
+
 
 def read_image(
-    path: Path, mode: str, size: int | tuple[int, int] | None, resample: str = "bilinear"
+    path: Path,
+    mode: str,
+    size: int | tuple[int, int] | None,
+    resample: str = "bilinear",
+    fit: str = "squash",
 ) -> torch.Tensor:
     """An image file as a float tensor (C, H, W) in [0, 1]; see `decode_image`."""
-    return decode_image(path, mode, size, resample).float().div_(255)
+    return decode_image(path, mode, size, resample, fit).float().div_(255)
 
 
 def decode_image(
-    path: Path, mode: str, size: int | tuple[int, int] | None, resample: str = "bilinear"
+    path: Path,
+    mode: str,
+    size: int | tuple[int, int] | None,
+    resample: str = "bilinear",
+    fit: str = "squash",
 ) -> torch.Tensor:
     """An image file as a uint8 tensor (C, H, W); mode "L" (grayscale) or "RGB"; `size`: a side,
-    or (height, width), to resize to (PIL's resampling, antialiased when shrinking).
+    or (height, width), to resize to (PIL's resampling, antialiased when shrinking): `fit`
+    squash (stretched to it), center_crop (scaled to cover it, the middle kept: no distortion) or
+    pad (scaled to fit in it, the rest black: nothing cut off).
     Transparent pixels become white (paper), not the black their colour values often hold;
     16- and 32-bit grayscale is scaled by its bit depth (see `to_8_bits`)."""
     import numpy
@@ -36,9 +49,20 @@ def decode_image(
             (size, size) if isinstance(size, int) else size or (image.height, image.width)
         )
         if image.size != (width, height):
-            image = image.resize((width, height), getattr(Image.Resampling, resample.upper()))
+            image = fitted(image, (width, height), fit, getattr(Image.Resampling, resample.upper()))
         pixels = torch.from_numpy(numpy.array(image, dtype=numpy.uint8))  # (H, W) or (H, W, C)
     return pixels.view(height, width, -1).permute(2, 0, 1).contiguous()  # (C, H, W)
+
+
+def fitted(image: Any, size: tuple[int, int], fit: str, resample: Any) -> Any:
+    """A PIL image made `size` (width, height) as `fit` says (see `decode_image`)."""
+    from PIL import ImageOps
+
+    if fit == "center_crop":
+        return ImageOps.fit(image, size, resample)
+    if fit == "pad":
+        return ImageOps.pad(image, size, resample, color=0)
+    return image.resize(size, resample)
 
 
 def to_8_bits(image: Any) -> Any:

@@ -1,8 +1,15 @@
-"""Images on disk for classification: the class-folder layout, and files that do not decode.
+"""Images on disk for classification: the class-folder layouts, and files that do not decode.
 
     <root>/train/<class>/*.png|jpg|...   one folder per class, named after it (torchvision's
     <root>/test/<class>/...              ImageFolder layout); test/ holds the same classes
     <root>/val/<class>/...               optional: without it, val is carved from train
+
+Without test/ (train/ and val/, as many datasets come), test is carved from train/; a single
+folder of class folders (<root>/<class>/*.png) gives all three, test and val carved from it.
+Each carved split is drawn by the seed, so eval, predict and resume carve the same, and the log
+says so. Links inside a class folder are followed (as torchvision does) unless they lead out of
+the root; a link to nothing is named. Hidden files (.DS_Store, macOS's ._x.png) are left out, as
+hidden folders are, and counted in the log.
 
 An image that does not decode stops the run with its name (`on_bad_image=stop`) or is left out
 and reported (`skip`), whether it is found while filling the cache, by a header check before
@@ -12,6 +19,7 @@ streaming, or mid-epoch by a DataLoader worker.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,51 +42,112 @@ def class_folders(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def scan_split(folder: Path, classes: list[str]) -> list[Sample]:
-    """Every image under each class folder (sorted, subfolders included), labelled by class."""
-    samples = []
+def scan_split(folder: Path, classes: list[str], root: Path, on_bad_image: str) -> list[Sample]:
+    """Every image under each class folder (sorted, subfolders and links included), labelled by
+    class; hidden files left out and counted, links to nothing named."""
+    samples, hidden, broken = [], 0, []
     for label, name in enumerate(classes):
-        files = sorted(
-            p for p in (folder / name).rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file()
-        )
+        files, skipped, dead = class_images(folder / name, root)
         if not files:
             raise UserError(
                 f"class folder {folder / name} holds no images ({', '.join(EXTENSIONS[:4])}, ...): "
                 "add some, or remove the folder"
             )
         samples += [(path, label) for path in files]
+        hidden, broken = hidden + skipped, broken + dead
+    if hidden:
+        log.info("%s: left out %d hidden file(s) (names starting with '.')", folder, hidden)
+    if broken and on_bad_image == "stop":
+        raise UserError(
+            f"{broken[0]} is a link to {os.readlink(broken[0])}, which does not exist: remove the "
+            f"link or restore what it points to, or pass dataset.on_bad_image=skip to leave such "
+            f"files out"
+        )
+    report_skipped(broken, len(samples) + len(broken))
     return samples
 
 
-def find_splits(
-    root: Path, val_fraction: float, seed: int
-) -> tuple[list[str], list[Sample], list[Sample], list[Sample]]:
-    """The class names and the train, val and test images, checked: train/ and test/ exist and
-    name the same classes (val/ too, when there is one); no class folder is empty."""
-    if not (root / "train").is_dir():
+def class_images(folder: Path, root: Path) -> tuple[list[Path], int, list[Path]]:
+    """A class folder's images, its hidden files (counted) and its links to nothing. Links to
+    folders and files are followed, as torchvision's ImageFolder follows them, but never out of
+    `root` (refused in one line) nor round a loop."""
+    top, images, hidden, broken, seen = root.resolve(), [], 0, [], set()
+    for current, folders, names in os.walk(folder, followlinks=True):
+        here = Path(current)
+        real = inside(here, top)
+        folders[:] = [] if real in seen else [f for f in folders if not f.startswith(".")]
+        if real in seen:  # a link back up the tree
+            continue
+        seen.add(real)
+        for name in names:
+            path = here / name
+            if name.startswith("."):
+                hidden += 1
+            elif path.suffix.lower() in EXTENSIONS and not path.exists():
+                broken.append(path)  # a link to nothing
+            elif path.suffix.lower() in EXTENSIONS and path.is_file():
+                inside(path, top)
+                images.append(path)
+    return sorted(images), hidden, broken
+
+
+def inside(path: Path, top: Path) -> Path:
+    """Where `path` really is; a link that leads out of the dataset's root is refused."""
+    real = path.resolve()
+    if real != top and top not in real.parents:
         raise UserError(
-            f"{root} has no train/ folder: an image folder holds train/<class>/*.png (one folder "
-            "per class), test/<class>/ and optionally val/<class>/. Set dataset.root to it"
+            f"{path} leads to {real}, outside dataset.root ({top}): copy what it points to into "
+            "the folder, or set dataset.root to a folder that holds both"
         )
-    classes = class_folders(root / "train")
+    return real
+
+
+def split_folders(root: Path) -> dict[str, Path]:
+    """The folders of the splits the root has: train/, val/ and test/, or the root itself as the
+    one folder of class folders (then train holds all, and val and test are carved)."""
+    if (root / "train").is_dir():
+        names = ("train", "val", "test")
+        return {name: root / name for name in names if (root / name).is_dir()}
+    named = [name for name in ("val", "test") if (root / name).is_dir()]
+    if named or not class_folders(root):
+        raise UserError(
+            f"{root} has {'/, '.join(named) + '/ but ' if named else ''}no train/ folder: an image "
+            "folder holds train/<class>/*.png (one folder per class), optionally val/<class>/ and "
+            "test/<class>/, or is itself one folder of class folders (<class>/*.png). Set "
+            "dataset.root to it"
+        )
+    return {"train": root}
+
+
+def find_splits(
+    root: Path, val_fraction: float, seed: int, test_fraction: float = 0.1, on_bad: str = "stop"
+) -> tuple[list[str], list[Sample], list[Sample], list[Sample]]:
+    """The class names and the train, val and test images, checked: every split names the same
+    classes, no class folder is empty; a missing test or val split carved by the seed."""
+    folders = split_folders(root)
+    classes = class_folders(folders["train"])
     if not classes:
-        raise UserError(f"{root / 'train'} has no class folders: put each class's images in one")
+        raise UserError(f"{folders['train']} has no class folders: put each class's images in one")
     long = [name for name in classes if len(name) > MAX_CLASS_NAME]
     if long:
         raise UserError(
-            f"class folder {root / 'train' / printable(long[0])[:60]}... has a name of "
+            f"class folder {folders['train'] / printable(long[0])[:60]}... has a name of "
             f"{len(long[0])} characters; class names may have at most {MAX_CLASS_NAME}: rename it"
         )
     splits = {}
-    for split in ("train", "val", "test"):
-        folder = root / split
-        if split == "test" and not folder.is_dir():
-            raise UserError(f"{root} has no test/ folder: add test/<class>/ with the same classes")
-        if folder.is_dir():
-            check_same_classes(folder, class_folders(folder), classes)
-            splits[split] = scan_split(folder, classes)
-    if "val" not in splits:
-        splits["train"], splits["val"] = carve(splits["train"], val_fraction, seed, root)
+    for split, folder in folders.items():
+        check_same_classes(folder, class_folders(folder), classes)
+        splits[split] = scan_split(folder, classes, root, on_bad)
+    train = folders["train"]
+    for split, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if split not in splits:
+            splits["train"], splits[split] = carve(splits["train"], fraction, seed, train)
+            total = len(splits["train"]) + len(splits[split])
+            log.info(
+                "%s: no %s/ folder, so %d of its %d images are the %s split "
+                "(dataset.%s_fraction=%s, drawn by seed %d: the same each time)",
+                train, split, len(splits[split]), total, split, split, fraction, seed,
+            )  # fmt: skip
     return classes, splits["train"], splits["val"], splits["test"]
 
 
@@ -100,17 +169,20 @@ def check_same_classes(folder: Path, found: list[str], classes: list[str]) -> No
 
 
 def carve(
-    samples: list[Sample], fraction: float, seed: int, root: Path
+    samples: list[Sample], fraction: float, seed: int, folder: Path
 ) -> tuple[list[Sample], list[Sample]]:
-    """Train and val images, val drawn from train by the seed (at least one of each)."""
+    """The images kept, and a split drawn from them by the seed (at least one of each)."""
     if not 0 < fraction < 1:
-        raise UserError(f"dataset.val_fraction={fraction} must be between 0 and 1 (without val/)")
-    num_val = max(1, round(fraction * len(samples)))
-    if num_val >= len(samples):
-        raise UserError(f"{root / 'train'} has {len(samples)} images: too few to carve out val")
+        raise UserError(
+            f"dataset.val_fraction / test_fraction={fraction} must be between 0 and 1 (they carve "
+            "a split that has no folder)"
+        )
+    num_carved = max(1, round(fraction * len(samples)))
+    if num_carved >= len(samples):
+        raise UserError(f"{folder} has {len(samples)} images: too few to carve out a split")
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
-    train = [samples[i] for i in sorted(order[num_val:])]
-    return train, [samples[i] for i in sorted(order[:num_val])]
+    kept = [samples[i] for i in sorted(order[num_carved:])]
+    return kept, [samples[i] for i in sorted(order[:num_carved])]
 
 
 class ImageFiles(Dataset):
@@ -119,8 +191,10 @@ class ImageFiles(Dataset):
     An image that cannot be decoded comes back as zeros with the label −1 − index, so that the
     process that reads the batch (not a worker) decides what to do with it (`on_bad_image`)."""
 
-    def __init__(self, samples: list[Sample], channels: int, size: int, transform=None) -> None:
-        self.samples, self.size, self.transform = samples, size, transform
+    def __init__(
+        self, samples: list[Sample], channels: int, size: int, transform=None, fit: str = "squash"
+    ) -> None:
+        self.samples, self.size, self.transform, self.fit = samples, size, transform, fit
         self.mode = "L" if channels == 1 else "RGB"
         self.channels = channels
 
@@ -130,7 +204,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         try:
-            image = decode_image(path, self.mode, self.size)
+            image = decode_image(path, self.mode, self.size, fit=self.fit)
         except Exception:  # PIL raises many types for damaged files; named by the reader
             image = torch.zeros(self.channels, self.size, self.size, dtype=torch.uint8)
             label = -1 - index
@@ -168,11 +242,16 @@ def drop_bad(
 
 
 def decode_all(
-    samples: list[Sample], channels: int, size: int, num_workers: int, on_bad_image: str
+    samples: list[Sample],
+    channels: int,
+    size: int,
+    num_workers: int,
+    on_bad_image: str,
+    fit: str = "squash",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every image decoded once, by `num_workers` processes: uint8 (N, C, S, S) and labels (N,);
     unreadable ones stop the run, or are left out and reported."""
-    files = ImageFiles(samples, channels, size)
+    files = ImageFiles(samples, channels, size, fit=fit)
     loader = DataLoader(files, batch_size=256, num_workers=num_workers)
     images, labels = (torch.cat(parts) for parts in zip(*loader))
     images, labels, bad = drop_bad(images, labels, samples, on_bad_image)
@@ -209,7 +288,8 @@ def check_folder_classes(checkpoint: dict[str, Any], dataset: DictConfig, path: 
     read now must hold the very classes the checkpoint names, or every label would mean another
     class (a renamed folder scored a perfect model 0.0; an added one broke resume=)."""
     names, root = checkpoint.get("class_names"), dataset.get("root")
-    train = Path(str(root)).expanduser() / "train" if root else None
+    train = Path(str(root)).expanduser() if root else None
+    train = train / "train" if train is not None and (train / "train").is_dir() else train
     if not names or train is None or not train.is_dir():
         return  # not an image-folder run, or a folder that the dataset itself will refuse
     found = class_folders(train)

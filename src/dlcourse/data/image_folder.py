@@ -1,10 +1,13 @@
 """Classification on your own images: `dlcourse-train dataset=image_folder dataset.root=PATH`.
 
     PATH/train/<class>/*.png|jpg|...   one folder per class, named after it (torchvision's
-    PATH/test/<class>/...              ImageFolder layout); test/ holds the same classes
+    PATH/test/<class>/...              ImageFolder layout); without test/, it is carved from train
     PATH/val/<class>/...               optional: without it, val is carved from train by the seed
+    or PATH/<class>/*.png|jpg|...      one folder of class folders: val and test carved from it
 
-Each image is decoded with PIL, made grayscale or RGB (`channels`) and resized to `image_size`.
+Each image is decoded with PIL, made grayscale or RGB (`channels`; transparency on white) and
+made `image_size` square as `resize` says: center_crop (the default: scaled to cover the square,
+the middle kept), pad (scaled to fit in it, black around) or squash (stretched).
 When all of them fit in `cache_bytes` decoded, they are decoded once (by `num_workers`
 processes) into one uint8 tensor on the training device, like MNIST's fast path; otherwise
 DataLoader workers decode them batch by batch, every epoch (pinned memory, persistent workers).
@@ -113,6 +116,7 @@ class Settings:
     on_bad_image: str
     seed: int
     device: torch.device
+    resize: str
 
 
 def image_folder(
@@ -122,6 +126,8 @@ def image_folder(
     batch_size: int = 128,
     eval_batch_size: int = 500,
     val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    resize: Literal["squash", "pad", "center_crop"] = "squash",
     mean: list[float] | None = None,
     std: list[float] | None = None,
     crop_padding: int = 0,
@@ -134,15 +140,17 @@ def image_folder(
     device: torch.device | str = "cpu",
 ) -> DataSplits:
     """Train / val / test from an image folder (see the module's docstring), cached on the device
-    when all of it fits in `cache_bytes` decoded, else streamed from disk."""
+    when all of it fits in `cache_bytes` decoded, else streamed from disk. (`resize` defaults to
+    squash here, as runs from before it were made: configs/dataset/image_folder.yaml says
+    center_crop.)"""
     folder = checked_root(root)
     check_settings(channels, mean, std, resized_crop_scale)
-    classes, *splits = find_splits(folder, val_fraction, seed)
+    classes, *splits = find_splits(folder, val_fraction, seed, test_fraction, on_bad_image)
     scale = tuple(resized_crop_scale) if resized_crop_scale else None
     augmentation = Augmentation(crop_padding, horizontal_flip, scale)
     # fmt: off
     settings = Settings(channels, image_size, batch_size, eval_batch_size, mean, std,
-                        augmentation, num_workers, on_bad_image, seed, torch.device(device))
+                        augmentation, num_workers, on_bad_image, seed, torch.device(device), resize)
     # fmt: on
     fits = sum(len(split) for split in splits) * channels * image_size**2 <= cache_bytes
     (train, val, test), (mean_found, std_found) = (
@@ -150,6 +158,7 @@ def image_folder(
     )
     found = {"mean": mean_found, "std": std_found}
     preprocessing = {"kind": Preprocessing.IMAGE, "channels": channels, "image_size": image_size}
+    preprocessing["resize"] = resize  # predict makes a new photo square as training did
     return DataSplits(
         train, val, test, ClassificationTask(classes), (channels, image_size, image_size),
         preprocessing=preprocessing | found,
@@ -173,7 +182,7 @@ def cached_splits(
     """Every split decoded once into uint8 tensors on the device; batches are made from them."""
     s = settings
     decoded = [
-        decode_all(split, s.channels, s.image_size, s.num_workers, s.on_bad_image)
+        decode_all(split, s.channels, s.image_size, s.num_workers, s.on_bad_image, s.resize)
         for split in splits
     ]
     stats = normalization(s, decoded[0][0])
@@ -200,11 +209,11 @@ def streamed_splits(
     if s.mean is None or s.std is None:
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(s.seed))
         sample = [train[i] for i in order[:STATISTICS_SAMPLE]]
-        images = decode_all(sample, s.channels, s.image_size, s.num_workers, "skip")[0]
+        images = decode_all(sample, s.channels, s.image_size, s.num_workers, "skip", s.resize)[0]
         stats = normalization(s, images)
 
     def files(samples: list[Sample]) -> ImageFiles:
-        return ImageFiles(samples, s.channels, s.image_size)
+        return ImageFiles(samples, s.channels, s.image_size, fit=s.resize)
 
     return (
         StreamedImages(files(train), s.batch_size, True, s, stats, s.augmentation),

@@ -32,7 +32,8 @@ def prepare_input(path: Path, preprocessing: dict) -> tuple[torch.Tensor, bool]:
     kind = preprocessing["kind"]
     if kind == Preprocessing.IMAGE:
         mode = "L" if preprocessing["channels"] == 1 else "RGB"
-        image = read_image(checked(path), mode, preprocessing["image_size"])
+        fit = preprocessing.get("resize", "squash")  # a run from before `resize` squashed
+        image = read_image(checked(path), mode, preprocessing["image_size"], fit=fit)
         return (image - mean) / std, bool(image.std() > 0.01)
     image = read_image(checked(path), "L", None)  # transparent pixels are white paper
     image, found = fashion_like(image) if kind == Preprocessing.FASHION else mnist_like(image)

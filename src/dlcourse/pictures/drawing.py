@@ -8,6 +8,7 @@ every evaluation.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,12 +26,18 @@ BODY_TOP = 6 + 2 * LINE  # where a picture starts below its title and note (`tit
 
 @lru_cache(maxsize=8)
 def font(size: int = TEXT) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """DejaVu Sans where the system has it (it has the letters of non-English class names),
-    else Pillow's own scalable font."""
-    try:
-        return ImageFont.truetype("DejaVuSans.ttf", size)
-    except OSError:
-        return ImageFont.load_default(size)
+    """DejaVu Sans, which has the letters of class names in most scripts (Latin with its accents,
+    Greek, Cyrillic, ...): the copy matplotlib ships, so every machine draws the same (Pillow's
+    own font draws most of them as boxes)."""
+    import matplotlib
+
+    bundled = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in (str(bundled), "DejaVuSans.ttf"):
+        try:
+            return ImageFont.truetype(name, size)
+        except OSError:
+            continue
+    return ImageFont.load_default(size)
 
 
 def text_width(text: str, size: int = TEXT) -> int:
