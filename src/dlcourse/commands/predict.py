@@ -30,10 +30,12 @@ from dlcourse.infrastructure.files import open_new, refuse_link
 from dlcourse.infrastructure.run_folder import BEST
 
 
-def load_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module, dict]:
+def load_model(
+    checkpoint_path: str | Path, config_dirs: list[Path] | None = None
+) -> tuple[torch.nn.Module, dict]:
     """The checkpoint's model (a file, or a run folder's best.pt), built from its own checked
-    config, with its weights, in eval mode."""
-    path, checkpoint, cfg = open_checkpoint(checkpoint_path, prefer=BEST)
+    config (your `config_dirs` trusted: --config-dir), with its weights, in eval mode."""
+    path, checkpoint, cfg = open_checkpoint(checkpoint_path, BEST, config_dirs or [])
     return model_from_checkpoint(checkpoint, cfg, path).eval(), checkpoint
 
 
@@ -273,6 +275,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--box", help="hole as TOP,LEFT,HEIGHT,WIDTH in pixels (inpainting)")
     parser.add_argument("--output", help="where to write the filled PNG (inpainting)")
     parser.add_argument(
+        "--config-dir",
+        action="append",
+        type=Path,
+        help="your own configs the run was trained with (dlcourse-train --config-dir): their "
+        "components may be built",
+    )
+    parser.add_argument(
         "--save-input",
         action="store_true",
         help="also write <image>_input.png: the image the classifier received",
@@ -285,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_arguments(argv)
     if args.top_k < 1:
         raise UserError(f"--top-k {args.top_k}: show at least 1 class")
-    model, checkpoint = load_model(args.checkpoint)
+    model, checkpoint = load_model(args.checkpoint, args.config_dir)
     task = checkpoint.get("task", "classification")
     if task == "inpainting":
         print(f"Wrote {inpaint(model, checkpoint, args)}")

@@ -164,13 +164,14 @@ TASKS = ("classification", "inpainting")
 
 
 def open_checkpoint(
-    path: str | Path, prefer: str = BEST
+    path: str | Path, prefer: str = BEST, config_dirs: list[Path] | None = None
 ) -> tuple[Path, dict[str, Any], DictConfig]:
     """A checkpoint file, or a run folder's `prefer` checkpoint, loaded and checked for use:
-    its weights (`load_checkpoint`), its config (`stored_config`), its task and input shape."""
+    its weights (`load_checkpoint`), its config (`stored_config`, trusting your `config_dirs`),
+    its task and input shape."""
     checkpoint_path = find_checkpoint(path, prefer)
     checkpoint = load_checkpoint(checkpoint_path)
-    cfg = stored_config(checkpoint["config"], checkpoint_path)
+    cfg = stored_config(checkpoint["config"], checkpoint_path, config_dirs)
     if checkpoint.get("task", "classification") not in TASKS:
         raise UserError(
             f"{checkpoint_path} names task {checkpoint.get('task')!r}; dlcourse knows "

@@ -46,6 +46,17 @@ def config_dir() -> str:
 SWEPT_KEYS = "DLCOURSE_SWEPT_KEYS"
 
 
+def command_line_config_dirs() -> list[Path]:
+    """The config folders the running Hydra app's command line added (--config-dir), as Hydra
+    records its config sources; none outside a Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    sources = HydraConfig.get().runtime.config_sources
+    return [Path(s.path) for s in sources if s.provider == "command-line" and s.schema == "file"]
+
+
 def register_resolvers() -> None:
     """Resolvers the Hydra settings use (configs/hydra/default.yaml).
 

@@ -7,12 +7,13 @@ is built from it, then as any config is (`schema.validate_config`).
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlcourse.infrastructure.config import COMPONENTS, config_dir
+from dlcourse.infrastructure.config import COMPONENTS, command_line_config_dirs, config_dir
 from dlcourse.infrastructure.errors import UserError
 from dlcourse.infrastructure.schema import validate_config
 
@@ -39,16 +40,44 @@ def shipped_targets() -> dict[str, frozenset[str]]:
     }
 
 
-def stored_config(config: Any, source: str | Path) -> DictConfig:
+def your_targets(config_dirs: Iterable[Path]) -> dict[str, set[str]]:
+    """Per component group, the `_target_`s your own config folders name (--config-dir on this
+    command line: trusted as the command line is): <dir>/model/*.yaml's, and a preset's
+    `model: {_target_: ...}`. Read with a safe loader; a file that does not parse names none."""
+    import yaml
+
+    targets: dict[str, set[str]] = {group: set() for group in COMPONENTS}
+    for path in (p for folder in config_dirs for p in sorted(Path(folder).rglob("*.yaml"))):
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        data = data if isinstance(data, dict) else {}
+        nodes = {group: data.get(group) for group in COMPONENTS}
+        if path.parent.name in COMPONENTS:
+            nodes[path.parent.name] = data
+        for group, node in nodes.items():
+            if isinstance(node, dict) and isinstance(node.get("_target_"), str):
+                targets[group].add(node["_target_"])
+    return targets
+
+
+def stored_config(
+    config: Any, source: str | Path, config_dirs: Iterable[Path] | None = None
+) -> DictConfig:
     """A config read from a file you did not write (a checkpoint's), checked before anything is
-    built from it: plain data only, and code named only where dlcourse's own configs name it.
+    built from it: plain data only, and code named only where dlcourse's own configs name it, or
+    your own config folders that this command line gives (`config_dirs`; None: the running Hydra
+    app's --config-dir, see `command_line_config_dirs`).
 
     Every value must be a plain number, string, list or mapping (no interpolation such as
     `${oc.env:...}`); `_target_` may appear only as a component's own (model, dataset, ...) and
-    must be one that configs/<group>/ ships; Hydra's other instantiation keys (`_args_`,
-    `_partial_`, ...) never. Then the same type checks as a command line's config. A file that
-    breaks any rule is refused in one line, and nothing in it has been run.
+    must be one that configs/<group>/ ships, or your --config-dir names; Hydra's other
+    instantiation keys (`_args_`, `_partial_`, ...) never. Then the same type checks as a command
+    line's config. A file that breaks any rule is refused in one line, and nothing in it has been
+    run.
     """
+    yours = your_targets(command_line_config_dirs() if config_dirs is None else config_dirs)
     if not isinstance(config, dict):
         refuse(source, f"its config is a {type(config).__name__}, not a mapping")
     check_plain_data(config, source, "config")
@@ -57,11 +86,11 @@ def stored_config(config: Any, source: str | Path) -> DictConfig:
         if not isinstance(node, dict) or not isinstance(node.get("_target_"), str):
             refuse(source, f"its config has no {group} with a _target_")
         node["_target_"] = RENAMED_TARGETS.get(node["_target_"], node["_target_"])
-        if node["_target_"] not in shipped_targets()[group]:
+        if node["_target_"] not in shipped_targets()[group] | yours[group]:
             refuse(
                 source,
                 f"{group}._target_={node['_target_']!r} is not a {group} that dlcourse's "
-                "configs define",
+                "configs define (your own: give their folder again, --config-dir)",
             )
     for key, kind in (("trainer", dict), ("seed", int)):
         if not isinstance(config.get(key), kind):
@@ -96,5 +125,6 @@ def check_plain_data(value: Any, source: str | Path, where: str) -> None:
 def refuse(source: str | Path, problem: str) -> None:
     raise UserError(
         f"refused {source}: {problem}. Nothing in it was run: files you did not write are data, "
-        f"and only components that dlcourse's own configs define are built from them"
+        f"and only components that dlcourse's own configs (or your --config-dir) define are "
+        f"built from them"
     )
