@@ -11,7 +11,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -e ".[dev,sweep,mlflow]"
+	$(BIN)/pip install -e ".[dev,sweep,mlflow,export]"
 	touch $(STAMP)
 
 train: $(STAMP)

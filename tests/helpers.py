@@ -157,6 +157,7 @@ COMMANDS = {
     "dlcourse-train": console.train,
     "dlcourse-eval": console.evaluate,
     "dlcourse-predict": console.predict,
+    "dlcourse-export": console.export,
     "dlcourse-sweep-report": console.sweep_report,
     "dlcourse-gradcheck": console.gradcheck,
     "dlcourse-summary": console.summary,

@@ -237,6 +237,12 @@ def predict() -> None:
         importlib.import_module("dlcourse.commands.predict").main()
 
 
+def export() -> None:
+    """`dlcourse-export <run> --format onnx|torch-export|safetensors`: see commands/export.py."""
+    with quiet_start_up():
+        importlib.import_module("dlcourse.commands.export").main()
+
+
 def sweep_report() -> None:
     """`dlcourse-sweep-report outputs/multirun/<sweep>`: see dlcourse/commands/sweep_report.py."""
     with quiet_start_up():

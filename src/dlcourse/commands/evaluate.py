@@ -26,6 +26,7 @@ from dlcourse.infrastructure.errors import UserError, exit_on_user_error, printa
 from dlcourse.infrastructure.files import write_file
 from dlcourse.infrastructure.run_folder import BEST, check_output, owning_run
 from dlcourse.infrastructure.runtime import autocast_dtype, select_device
+from dlcourse.infrastructure.stored_config import point_at_data
 from dlcourse.metrics import measure
 
 
@@ -68,18 +69,6 @@ def evaluate_checkpoint(
         print(f"{printable(name)}: {value:.4f}")
     print(f"Wrote {output_path}")
     return metrics
-
-
-def point_at_data(dataset: DictConfig, data_dir: str | None, root: str | None) -> None:
-    """Where the stored dataset config reads from: an image folder its own `root` unless another
-    is given; MNIST and co. `data_dir` when given, else the checkpoint's folder, read only;
-    generated data (2-D toy points) none."""
-    if "root" in dataset:
-        dataset.root = root or dataset.root
-    elif data_dir is not None and "data_dir" in dataset:
-        dataset.data_dir = data_dir
-    elif "download_missing" in dataset:
-        dataset.download_missing = False  # never write into a folder that only the file named
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")

@@ -234,9 +234,13 @@ def owning_run(path: Path) -> Path | None:
     return None
 
 
-def check_output(output: Path, inputs: list[Path], own_run: Path | None, key: str) -> None:
+def check_output(
+    output: Path, inputs: list[Path], own_run: Path | None, key: str, writes: str = ".json"
+) -> None:
     """An output path (`key`=...) may not be one of the command's inputs or inside one, a
-    checkpoint, or in a run folder other than `own_run` (the run the command reads)."""
+    checkpoint (but for a new file of the kind the command `writes`: dlcourse-export's
+    .safetensors), a run's own weights, or in a run folder other than `own_run` (the run the
+    command reads)."""
     resolved = output.resolve()
     if resolved.is_dir():
         raise UserError(f"{key}={output} is a folder; name a file, e.g. {output / 'test.json'}")
@@ -247,8 +251,10 @@ def check_output(output: Path, inputs: list[Path], own_run: Path | None, key: st
                 f"{key}={output} would write over {source}, which this command reads; name a "
                 f"new file"
             )
-    if resolved.suffix in CHECKPOINT_SUFFIXES:
+    if resolved.suffix in CHECKPOINT_SUFFIXES and resolved.suffix != writes:
         raise UserError(f"{key}={output} names a checkpoint file; results go to a new .json file")
+    if resolved.name == WEIGHTS and resolved.exists():
+        raise UserError(f"{key}={output} is a run's own weights; name a new file")
     run = owning_run(resolved)
     if run is not None and run != (own_run.resolve() if own_run else None):
         raise UserError(

@@ -128,3 +128,15 @@ def refuse(source: str | Path, problem: str) -> None:
         f"and only components that dlcourse's own configs (or your --config-dir) define are "
         f"built from them"
     )
+
+
+def point_at_data(dataset: DictConfig, data_dir: str | None, root: str | None) -> None:
+    """Where the stored dataset config reads from: an image folder its own `root` unless another
+    is given; MNIST and co. `data_dir` when given, else the checkpoint's folder, read only;
+    generated data (2-D toy points) none."""
+    if "root" in dataset:
+        dataset.root = root or dataset.root
+    elif data_dir is not None and "data_dir" in dataset:
+        dataset.data_dir = data_dir
+    elif "download_missing" in dataset:
+        dataset.download_missing = False  # never write into a folder that only the file named
