@@ -13,18 +13,17 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from dlcourse.infrastructure.files import write_file
+from dlcourse.infrastructure.loggers import NullLogger
 from dlcourse.infrastructure.run_folder import METRICS_CSV
 
 
-class CSVLogger:
-    """Scalars to metrics.csv; pictures, histograms and layouts are TensorBoard's only."""
+class CSVLogger(NullLogger):
+    """Scalars to metrics.csv; the rest (pictures, histograms, settings) is left to the others:
+    the settings are in .hydra/, the final metrics in metrics.json."""
 
     def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
         """`purge_step`: a resumed run keeps the rows before it (logged up to its checkpoint)."""
@@ -38,26 +37,6 @@ class CSVLogger:
             self.rows.append({"step": step})
         self.rows[-1].update({name: float(value) for name, value in metrics.items()})
         self.write()
-
-    def log_hparams(
-        self, hparams: Mapping[str, object], metrics: Mapping[str, float], step: int
-    ) -> None:
-        pass  # the settings are in .hydra/, the final metrics in metrics.json
-
-    def log_image(self, tag: str, image: torch.Tensor, step: int) -> None:
-        pass
-
-    def log_histograms(self, model: nn.Module, step: int) -> None:
-        pass
-
-    def log_train_and_val(self, names: Iterable[str]) -> None:
-        pass
-
-    def log_files(self, folder: Path) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
     def write(self) -> None:
         columns = ["step"] + sorted({name for row in self.rows for name in row} - {"step"})

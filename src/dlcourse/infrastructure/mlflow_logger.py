@@ -16,18 +16,19 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-
-import torch
-from torch import nn
 
 from dlcourse.infrastructure.errors import UserError
 from dlcourse.infrastructure.files import write_file
+from dlcourse.infrastructure.loggers import NullLogger
 from dlcourse.infrastructure.run_folder import MLFLOW_ARTIFACTS, MLFLOW_RUN, MLFLOW_STORE, WEIGHTS
 
 
-class MLflowLogger:
+class MLflowLogger(NullLogger):
+    """Scalars, settings and the finished run's files to MLflow (pictures go as files, at the
+    end: `log_files`)."""
+
     def __init__(
         self,
         log_dir: str | Path,
@@ -92,15 +93,6 @@ class MLflowLogger:
         logged = self.client.get_run(self.run_id).data.params
         params = [Param(k, str(v)) for k, v in hparams.items() if k not in logged]
         self.client.log_batch(self.run_id, params=params)
-
-    def log_image(self, tag: str, image: torch.Tensor, step: int) -> None:
-        pass  # the pictures go as files, at the end (log_files)
-
-    def log_histograms(self, model: nn.Module, step: int) -> None:
-        pass
-
-    def log_train_and_val(self, names: Iterable[str]) -> None:
-        pass
 
     def log_files(self, folder: Path) -> None:
         """The run folder's pictures and weights, as the run's artifacts."""
