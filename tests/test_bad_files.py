@@ -438,8 +438,8 @@ def inference(monkeypatch) -> list[int]:
     passes: list[int] = []
     real_load = predict.load_model
 
-    def load(path):
-        model, checkpoint = real_load(path)
+    def load(path, config_dirs=None):
+        model, checkpoint = real_load(path, config_dirs)
         model.register_forward_hook(lambda *args: passes.append(1))
         return model, checkpoint
 

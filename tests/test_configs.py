@@ -52,7 +52,7 @@ def test_each_debug_preset_composes_into_valid_settings(option):
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (CONFIGS / "logger").glob("*.yaml")))
 def test_each_logger_config_composes_and_builds(option, tmp_path):
-    from dlcourse.infrastructure.loggers import LOGGERS, build_loggers
+    from dlcourse.infrastructure.logger_choice import LOGGERS, build_loggers
 
     if option == "mlflow":
         pytest.importorskip("mlflow", reason='logger=mlflow needs pip install -e ".[mlflow]"')

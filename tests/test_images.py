@@ -14,8 +14,8 @@ from helpers import IMAGE_CLASSES, compose_config, make_image_folder, quick_over
 from PIL import Image
 
 from dlcourse.data.augment import Augmentation, horizontal_flip, padded_crop, random_resized_crop
-from dlcourse.data.image_files import find_splits
 from dlcourse.data.image_folder import image_folder
+from dlcourse.data.image_layout import find_splits
 from dlcourse.infrastructure.errors import DataError, UserError
 from dlcourse.run import train
 

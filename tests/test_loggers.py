@@ -48,8 +48,11 @@ def test_a_resumed_csv_keeps_the_rows_before_its_checkpoint(tmp_path):
     for step in (1, 2, 3, 4):
         first.log_scalars({"train/loss": 1 / step}, step)
     first.log_scalars({"val/loss": 0.5}, 4)  # the same step: the same row
+    first.close()  # a stopped run closes its loggers
+    assert list(pandas.read_csv(tmp_path / METRICS_CSV)["step"]) == [1, 2, 3, 4]
     resumed = CSVLogger(tmp_path, purge_step=3)  # its checkpoint was at step 2
     resumed.log_scalars({"train/loss": 0.3}, 3)
+    resumed.close()
     table = pandas.read_csv(tmp_path / METRICS_CSV)
     assert list(table["step"]) == [1, 2, 3]
     assert list(table["train/loss"]) == pytest.approx([1.0, 0.5, 0.3])

@@ -55,6 +55,10 @@ def test_eval_predict_and_resume_take_your_own_model_given_its_config_dir(own_mo
     refused = run(["dlcourse-eval", f"ckpt_path={folder}"], own_model, tiny_mnist)
     assert refused.returncode == 2 and "my_models.tiny_net" in refused.stderr
     assert "--config-dir" in refused.stderr and "Traceback" not in refused.stderr
+    # A folder that holds the checkpoint is no config folder (its runs' records name targets).
+    whole = run(["dlcourse-eval", f"--config-dir={own_model}", f"ckpt_path={folder}"], own_model,
+                tiny_mnist)  # fmt: skip
+    assert whole.returncode == 2 and "holds the checkpoint" in whole.stderr
     evaluated = run(["dlcourse-eval", mine, f"ckpt_path={folder}"], own_model, tiny_mnist)
     assert evaluated.returncode == 0, evaluated.stderr
     Image.new("L", (28, 28), 0).save(own_model / "digit.png")

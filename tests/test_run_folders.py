@@ -209,7 +209,8 @@ def test_a_new_run_is_refused_in_a_folder_that_holds_a_run(finished_run, tiny_mn
 
 def test_what_an_attempt_left_before_its_first_checkpoint_may_be_written_over(tmp_path):
     """A job stopped before its first checkpoint (preempted during the first validation) left its
-    record, log and TensorBoard events, some in sub-runs: its next attempt reuses the folder.
+    record, log, TensorBoard events (some in sub-runs), its other loggers' files and a profile: its
+    next attempt reuses the folder.
     Anything else in a sub-run's place is someone's files."""
     from dlcourse.infrastructure.run_folder import check_free
 
@@ -220,6 +221,9 @@ def test_what_an_attempt_left_before_its_first_checkpoint_may_be_written_over(tm
         "events.out.tfevents.1.host.1.0",
         "train/events.out.tfevents.2.host.1.0",
         "val/events.out.tfevents.3.host.1.0",
+        "metrics.csv",  # logger=csv's first rows
+        "mlflow.json",  # logger=mlflow's run
+        "profile/host_1.123.pt.trace.json",  # debug=profiler's trace
     ):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text("")

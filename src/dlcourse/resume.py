@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dlcourse.data.image_files import check_folder_classes
+from dlcourse.data.image_layout import check_folder_classes
 from dlcourse.infrastructure.checkpoint import find_checkpoint, load_checkpoint
 from dlcourse.infrastructure.command_line import CHANGEABLE_ON_RESUME
 from dlcourse.infrastructure.config import run_folder_of_resume
@@ -39,7 +39,7 @@ from dlcourse.trainer import Trainer
 log = logging.getLogger(__name__)
 
 # Config groups that only say where or how jobs run, not what is trained.
-LAUNCH_GROUPS = ("launcher", "hparams_search")
+LAUNCH_GROUPS = ("launcher", "hparams_search", "logger")  # how it runs and logs, not what
 # Schedules whose length is fixed when the run starts.
 FIXED_LENGTH = ("dlcourse.schedulers.onecycle", "dlcourse.schedulers.cosine")
 
@@ -81,6 +81,7 @@ def resume_config(
     check_latest(path, checkpoint)
     resumed = with_updates(stored, overrides, repeated)
     resumed.resume = str(path)
+    from_command_line(resumed, cfg)
     check_folder_classes(checkpoint, resumed.dataset, path)  # before any data is read
     check_length(resumed, stored, checkpoint, path)
     return resumed, checkpoint
@@ -103,6 +104,16 @@ def group_config(cfg: DictConfig, overrides: list[str], repeated: list[str] = ()
     resumed = with_updates(stored, overrides, repeated)
     resumed.resume = str(cfg.resume)
     return resumed
+
+
+def from_command_line(resumed: DictConfig, cfg: DictConfig) -> None:
+    """Where a resumed run logs, and where its shared stores go (paths.output_dir: MLflow's
+    mlflow.db), are this command line's: never the checkpoint's (a file you did not write could
+    name a server to send the run to)."""
+    with open_dict(resumed):
+        resumed.logger = OmegaConf.create(OmegaConf.to_container(cfg.get("logger") or {}))
+        if "paths" in resumed and "paths" in cfg:
+            resumed.paths.output_dir = cfg.paths.output_dir
 
 
 def with_updates(stored: DictConfig, overrides: list[str], repeated: list[str]) -> DictConfig:

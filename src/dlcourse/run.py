@@ -31,7 +31,8 @@ from dlcourse.infrastructure.config import build, fill_model_sizes, to_plain_dic
 from dlcourse.infrastructure.distributed import unwrap
 from dlcourse.infrastructure.errors import SweepError, UserError
 from dlcourse.infrastructure.interrupt import StopSignal
-from dlcourse.infrastructure.loggers import Logger, NullLogger, build_loggers, run_hparams
+from dlcourse.infrastructure.logger_choice import build_loggers
+from dlcourse.infrastructure.loggers import Logger, NullLogger, run_hparams
 from dlcourse.infrastructure.run_files import NullRunFiles, RunFiles
 from dlcourse.infrastructure.run_folder import shortest_path
 from dlcourse.infrastructure.runtime import (
@@ -183,7 +184,7 @@ def run_outputs(
     if not processes.is_main:
         return NullLogger(), NullRunFiles(output_dir)
     purge_step = checkpoint["step"] + 1 if checkpoint else None
-    output_root = Path(config["paths"]["output_dir"])
+    output_root = Path(config.get("paths", {}).get("output_dir") or "outputs")
     logger = build_loggers(config.get("logger"), output_dir, output_root, purge_step)
     return logger, RunFiles(output_dir)
 

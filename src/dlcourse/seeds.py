@@ -75,6 +75,11 @@ def train_seeds(
         raise UserError("seeds=… runs its seeds one after the other: start it without torchrun")
     seeds = group_seeds(group) if resuming else seed_list(cfg.seeds, cfg.seed)
     validate_config(to_plain_dict(cfg))  # before the group's folder is claimed
+    if not cfg.trainer.get("keep_checkpoints", True):
+        raise UserError(
+            "seeds=… reads each seed's curves from its checkpoint, which "
+            "trainer.keep_checkpoints=false (debug=fast) removes: run one seed, or keep them"
+        )
     template = copy.deepcopy(cfg)
     with open_dict(template):
         template.seeds, template.resume = None, None

@@ -110,6 +110,12 @@ class DlcourseOptunaSweeper(Sweeper):
         if not 0.0 <= max_failure_rate <= 1.0:
             raise SweepError(f"max_failure_rate={max_failure_rate}: give a share from 0.0 to 1.0")
         self.max_failure_rate = max_failure_rate
+        if storage is not None and study_name is None:
+            raise SweepError(
+                f"hydra.sweeper.storage={storage} keeps the study, which a rerun and the jobs "
+                "find by its name: give hydra.sweeper.study_name (or storage: null, a new study "
+                "in memory)"
+            )
         self.params = dict(params or {})
         self.custom_search_space = custom_search_space
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dlcourse.data.image_files import check_folder_classes
+from dlcourse.data.image_layout import check_folder_classes
 from dlcourse.infrastructure.checkpoint import model_from_checkpoint, open_checkpoint
 from dlcourse.infrastructure.config import DATA_LOCATIONS, build, config_dir
 from dlcourse.infrastructure.errors import UserError, exit_on_user_error, printable

@@ -30,7 +30,7 @@ from dlcourse.infrastructure.checkpoint import (
     model_from_checkpoint,
     open_checkpoint,
 )
-from dlcourse.infrastructure.config import build
+from dlcourse.infrastructure.config import DATA_LOCATIONS, build
 from dlcourse.infrastructure.errors import UserError, exit_on_user_error
 from dlcourse.infrastructure.files import write_file
 from dlcourse.infrastructure.run_folder import BEST, check_output, owning_run
@@ -43,14 +43,13 @@ TRACED = 8  # examples the export traces the model with (a .pt2 keeps them); all
 TOLERANCE = 1e-4  # of the outputs' largest magnitude: float32 kernels differ in the last bits
 
 
-def test_batch(cfg, data_dir: str | None) -> tuple[torch.Tensor, ...]:
+def test_batch(cfg) -> tuple[torch.Tensor, ...]:
     """The model's inputs in the run's first test batch: (images,) or (masked, mask)."""
-    point_at_data(cfg.dataset, data_dir, None)
     batch = next(iter(build(cfg, "dataset", device=torch.device("cpu")).test))
     return (batch[0], *batch[2:])  # (inputs, targets, *context): the targets are not inputs
 
 
-def to_onnx(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[bytes, Callable]:
+def to_onnx(model: nn.Module, inputs: tuple[torch.Tensor, ...], cfg) -> tuple[bytes, Callable]:
     """The ONNX file's bytes, and the file run in onnxruntime (a function of the inputs)."""
     try:
         import onnxruntime
@@ -71,7 +70,9 @@ def to_onnx(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[bytes, 
     return data, run
 
 
-def to_torch_export(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple[bytes, Callable]:
+def to_torch_export(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], cfg
+) -> tuple[bytes, Callable]:
     """The .pt2 archive's bytes, and the program loaded back from them (a function)."""
     batch = torch.export.Dim("batch")
     program = torch.export.export(model, inputs, dynamic_shapes=tuple({0: batch} for _ in inputs))
@@ -84,6 +85,26 @@ def to_torch_export(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> tuple
             return loaded(*batch_inputs)
 
     return buffer.getvalue(), run
+
+
+def to_safetensors(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], cfg
+) -> tuple[bytes, Callable]:
+    """The safetensors file's bytes (the run's config in its metadata, as model.safetensors), and
+    a new model with the weights loaded back from them."""
+    from safetensors.torch import load
+
+    with tempfile.TemporaryDirectory() as scratch:
+        export_safetensors(model, OmegaConf.to_container(cfg.model), Path(scratch) / "w")
+        data = (Path(scratch) / "w").read_bytes()
+    reloaded = build(cfg, "model").eval()
+    reloaded.load_state_dict(load(data))
+
+    def run(batch_inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        with torch.no_grad():
+            return reloaded(*batch_inputs)
+
+    return data, run
 
 
 def check(expected: torch.Tensor, exported: torch.Tensor, what: str) -> float:
@@ -111,23 +132,19 @@ def export(
     own_run = owning_run(path)
     name = FORMATS[format].format(stem=path.stem)
     target = Path(output) if output else (own_run or path.parent) / name
-    check_output(target, [path], own_run, "--output", writes=Path(name).suffix)
+    point_at_data(cfg.dataset, data_dir, None)
+    data_folders = [Path(cfg.dataset[k]) for k in DATA_LOCATIONS if cfg.dataset.get(k)]
+    # A new file of its kind, or this command's own earlier export; never other weights.
+    kind = Path(name).suffix if not target.exists() or target.name == name else ".json"
+    check_output(target, [path, *data_folders], own_run, "--output", writes=kind)
     model = model_from_checkpoint(checkpoint, cfg, path).eval()
-    inputs = test_batch(cfg, data_dir)
+    inputs = test_batch(cfg)
     with torch.no_grad():
         expected = model(*inputs)
-    if format == "safetensors":
-        export_safetensors(model, OmegaConf.to_container(cfg.model), target)
-        reloaded = build(cfg, "model").eval()
-        from safetensors.torch import load_file
-
-        reloaded.load_state_dict(load_file(target))
-        with torch.no_grad():
-            return target, check(expected, reloaded(*inputs), format)
+    make = {"onnx": to_onnx, "torch-export": to_torch_export, "safetensors": to_safetensors}
     traced = tuple(x[:TRACED].clone() for x in inputs)  # a view would keep the whole batch
-    data, program = (to_onnx if format == "onnx" else to_torch_export)(model, traced)
-    outputs = program(inputs)
-    difference = check(expected, outputs, format)
+    data, program = make[format](model, traced, cfg)
+    difference = check(expected, program(inputs), format)  # before anything is written
     write_file(target, data, root=own_run)
     return target, difference
 

@@ -30,14 +30,8 @@ import torch
 from dlcourse.data.augment import Augmentation
 from dlcourse.data.batches import Batch, DataSplits, LoaderBatches
 from dlcourse.data.image_batches import CachedImages, Finish
-from dlcourse.data.image_files import (
-    ImageFiles,
-    Sample,
-    decode_all,
-    drop_bad,
-    find_splits,
-    readable,
-)
+from dlcourse.data.image_files import ImageFiles, Sample, decode_all, drop_bad, readable
+from dlcourse.data.image_layout import find_splits
 from dlcourse.infrastructure.checkpoint import Preprocessing
 from dlcourse.infrastructure.errors import UserError
 from dlcourse.tasks import ClassificationTask

@@ -33,9 +33,15 @@ class CSVLogger(NullLogger):
         self.rows = [row for row in kept if row["step"] < (purge_step or 0)]
 
     def log_scalars(self, metrics: Mapping[str, float], step: int) -> None:
+        """Written when a step is complete (the next one begins) and at close: once per logged
+        step, not once per call (train, val and test metrics of one step share a row)."""
+        if self.rows and self.rows[-1]["step"] != step:
+            self.write()
         if not self.rows or self.rows[-1]["step"] != step:
             self.rows.append({"step": step})
         self.rows[-1].update({name: float(value) for name, value in metrics.items()})
+
+    def close(self) -> None:
         self.write()
 
     def write(self) -> None:

@@ -1,6 +1,6 @@
-"""Where metrics go: TensorBoard (the default), metrics.csv, MLflow, several of them, or nowhere
-(the no-op twin for tests and non-zero ranks). `build_loggers` makes what the `logger` config
-group chose (configs/logger/)."""
+"""Where metrics go: the Logger interface, TensorBoard (the default) and the no-op twin (for tests
+and non-zero ranks). metrics.csv and MLflow: csv_logger.py, mlflow_logger.py; which a run gets
+(the `logger` config group): logger_choice.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from typing import Protocol
 
 import torch
 from torch import nn
-
-from dlcourse.infrastructure.errors import UserError
 
 HParamValue = int | float | str | bool
 
@@ -55,72 +53,6 @@ class NullLogger:
 
     def close(self) -> None:
         pass
-
-
-class AllLoggers:
-    """Several loggers as one (logger=[tensorboard,csv]): each call goes to each, in order."""
-
-    def __init__(self, loggers: list[Logger]) -> None:
-        self.loggers = loggers
-
-    def log_scalars(self, metrics: Mapping[str, float], step: int) -> None:
-        for logger in self.loggers:
-            logger.log_scalars(metrics, step)
-
-    def log_image(self, tag: str, image: torch.Tensor, step: int) -> None:
-        for logger in self.loggers:
-            logger.log_image(tag, image, step)
-
-    def log_histograms(self, model: nn.Module, step: int) -> None:
-        for logger in self.loggers:
-            logger.log_histograms(model, step)
-
-    def log_hparams(
-        self, hparams: Mapping[str, HParamValue], metrics: Mapping[str, float], step: int
-    ) -> None:
-        for logger in self.loggers:
-            logger.log_hparams(hparams, metrics, step)
-
-    def log_train_and_val(self, names: Iterable[str]) -> None:
-        for logger in self.loggers:
-            logger.log_train_and_val(names)
-
-    def log_files(self, folder: Path) -> None:
-        for logger in self.loggers:
-            logger.log_files(folder)
-
-    def close(self) -> None:
-        for logger in self.loggers:
-            logger.close()
-
-
-LOGGERS = ("tensorboard", "csv", "mlflow")  # the configs of configs/logger/, by name
-
-
-def build_loggers(
-    chosen: Mapping[str, Mapping] | None, log_dir: Path, output_root: Path, purge_step: int | None
-) -> Logger:
-    """The loggers a run's config chose (`logger:`; a config from before the group: TensorBoard),
-    writing into `log_dir`. `purge_step`: a resumed run's, from its checkpoint's step on."""
-    loggers: list[Logger] = []
-    for name, settings in (chosen if chosen is not None else {"tensorboard": {}}).items():
-        if name == "tensorboard":
-            loggers.append(TensorBoardLogger(log_dir, purge_step))
-        elif name == "csv":
-            from dlcourse.infrastructure.csv_logger import CSVLogger
-
-            loggers.append(CSVLogger(log_dir, purge_step))
-        elif name == "mlflow":
-            from dlcourse.infrastructure.mlflow_logger import MLflowLogger
-
-            uri, experiment = settings.get("tracking_uri"), settings.get("experiment_name")
-            loggers.append(MLflowLogger(log_dir, uri, str(experiment or "dlcourse"), output_root))
-        else:
-            raise UserError(
-                f"logger: no logger named {name!r}; choose from {', '.join(LOGGERS)} (several: "
-                f"logger=[tensorboard,csv])"
-            )
-    return loggers[0] if len(loggers) == 1 else AllLoggers(loggers)
 
 
 class TensorBoardLogger:

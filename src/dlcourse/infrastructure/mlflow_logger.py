@@ -49,14 +49,24 @@ class MLflowLogger(NullLogger):
         root = Path(output_root).resolve()
         self.client = MlflowClient(tracking_uri=tracking_uri or f"sqlite:///{root / MLFLOW_STORE}")
         artifacts = None if tracking_uri else (root / MLFLOW_ARTIFACTS).as_uri()
-        experiment = self.client.get_experiment_by_name(experiment_name)
-        experiment_id = (
-            experiment.experiment_id
-            if experiment is not None
-            else self.client.create_experiment(experiment_name, artifact_location=artifacts)
-        )
+        experiment_id = self.experiment(experiment_name, artifacts)
+        self.finished = False  # until the run's results are in (log_hparams)
         run_id = earlier_run(self.log_dir / MLFLOW_RUN)
         self.run_id = run_id if self.has_run(run_id) else self.new_run(experiment_id)
+
+    def experiment(self, name: str, artifacts: str | None) -> str:
+        """The experiment's id, made if new (two parallel jobs may both try: one makes it)."""
+        from mlflow.exceptions import MlflowException
+
+        for _ in range(2):
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is not None:
+                return experiment.experiment_id
+            try:
+                return self.client.create_experiment(name, artifact_location=artifacts)
+            except MlflowException:  # made meanwhile by another job: read it again
+                continue
+        raise UserError(f"logger=mlflow: cannot make or read the experiment {name!r}")
 
     def has_run(self, run_id: str | None) -> bool:
         """Whether this store holds the run (a resumed run may be given another store)."""
@@ -93,6 +103,7 @@ class MLflowLogger(NullLogger):
         logged = self.client.get_run(self.run_id).data.params
         params = [Param(k, str(v)) for k, v in hparams.items() if k not in logged]
         self.client.log_batch(self.run_id, params=params)
+        self.finished = True  # the run logs its settings once it has its results
 
     def log_files(self, folder: Path) -> None:
         """The run folder's pictures and weights, as the run's artifacts."""
@@ -101,7 +112,10 @@ class MLflowLogger(NullLogger):
                 self.client.log_artifact(self.run_id, str(path))
 
     def close(self) -> None:
-        self.client.set_terminated(self.run_id)
+        """FINISHED, or FAILED for a run that stopped before its results (a stopped run that
+        resumes goes on in the same MLflow run; its steps after the checkpoint are logged again,
+        and MLflow keeps both)."""
+        self.client.set_terminated(self.run_id, "FINISHED" if self.finished else "FAILED")
 
 
 def earlier_run(record: Path) -> str | None:

@@ -59,7 +59,7 @@ PROFILE = "profile"  # trainer.profile_steps: torch.profiler's trace of some tra
 
 # What a run that never saved leaves in its folder (besides its pictures): a folder holding
 # only these may take a new attempt of that run, as a requeued cluster job or a rerun sweep is.
-LEAVINGS = (RECORD, LOG, FAILED, LOCK)
+LEAVINGS = (RECORD, LOG, FAILED, LOCK, METRICS_CSV, MLFLOW_RUN)
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"  # Hydra's own
 
 
@@ -177,8 +177,11 @@ def check_free(path: Path) -> None:
 def is_leaving(path: Path) -> bool:
     """What an attempt leaves before its first checkpoint: its record, log and lock, pictures,
     TensorBoard's events, and sub-runs of events (`train/`, `val/`: see loggers.placement)."""
-    if path.is_dir() and not path.is_symlink() and path.name != RECORD:
-        return all(is_events(item) and not item.is_dir() for item in path.iterdir())
+    if path.is_dir() and not path.is_symlink() and path.name != RECORD:  # sub-runs, a profile
+        return all(
+            (is_events(item) or item.name.endswith(".pt.trace.json")) and not item.is_dir()
+            for item in path.iterdir()
+        )
     return path.name in LEAVINGS or path.name.endswith(".png") or is_events(path)
 
 
@@ -251,10 +254,12 @@ def check_output(
                 f"{key}={output} would write over {source}, which this command reads; name a "
                 f"new file"
             )
-    if resolved.suffix in CHECKPOINT_SUFFIXES and resolved.suffix != writes:
-        raise UserError(f"{key}={output} names a checkpoint file; results go to a new .json file")
     if resolved.name == WEIGHTS and resolved.exists():
         raise UserError(f"{key}={output} is a run's own weights; name a new file")
+    if resolved.suffix in CHECKPOINT_SUFFIXES and resolved.suffix != writes:
+        raise UserError(
+            f"{key}={output} names a checkpoint file; results go to a new {writes} file"
+        )
     run = owning_run(resolved)
     if run is not None and run != (own_run.resolve() if own_run else None):
         raise UserError(

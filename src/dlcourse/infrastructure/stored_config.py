@@ -7,6 +7,7 @@ is built from it, then as any config is (`schema.validate_config`).
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlcourse.infrastructure.config import COMPONENTS, command_line_config_dirs, config_dir
 from dlcourse.infrastructure.errors import UserError
+from dlcourse.infrastructure.files import read_small
+from dlcourse.infrastructure.run_folder import owning_run
 from dlcourse.infrastructure.schema import validate_config
 
 # Keys through which Hydra's `instantiate` calls or configures code.
@@ -40,25 +43,32 @@ def shipped_targets() -> dict[str, frozenset[str]]:
     }
 
 
-def your_targets(config_dirs: Iterable[Path]) -> dict[str, set[str]]:
+def your_targets(config_dirs: Iterable[Path], source: str | Path) -> dict[str, set[str]]:
     """Per component group, the `_target_`s your own config folders name (--config-dir on this
-    command line: trusted as the command line is): <dir>/model/*.yaml's, and a preset's
-    `model: {_target_: ...}`. Read with a safe loader; a file that does not parse names none."""
+    command line: trusted as the command line is), where Hydra reads them: <dir>/<group>/*.yaml,
+    and a preset's `model: {_target_: ...}` in <dir>/*.yaml or <dir>/experiment/*.yaml. Read
+    with a safe loader; a file that does not parse names none. A folder that holds the
+    checkpoint itself (or is a run's) is no config folder: refused."""
     import yaml
 
     targets: dict[str, set[str]] = {group: set() for group in COMPONENTS}
-    for path in (p for folder in config_dirs for p in sorted(Path(folder).rglob("*.yaml"))):
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, ValueError, yaml.YAMLError):
-            continue
-        data = data if isinstance(data, dict) else {}
-        nodes = {group: data.get(group) for group in COMPONENTS}
-        if path.parent.name in COMPONENTS:
-            nodes[path.parent.name] = data
-        for group, node in nodes.items():
-            if isinstance(node, dict) and isinstance(node.get("_target_"), str):
-                targets[group].add(node["_target_"])
+    for folder in map(Path, config_dirs):
+        inside = Path(os.path.abspath(source))
+        if folder.resolve() in inside.resolve().parents or owning_run(folder / "x") is not None:
+            refuse(source, f"--config-dir {folder} holds the checkpoint (or is a run's folder)")
+        places = [folder, folder / "experiment", *(folder / group for group in COMPONENTS)]
+        for path in (p for place in places if place.is_dir() for p in sorted(place.glob("*.yaml"))):
+            try:
+                data = yaml.safe_load(read_small(path))
+            except (OSError, ValueError, RecursionError, yaml.YAMLError):
+                continue
+            data = data if isinstance(data, dict) else {}
+            nodes = {group: data.get(group) for group in COMPONENTS}
+            if path.parent.name in COMPONENTS and path.parent != folder:
+                nodes[path.parent.name] = data
+            for group, node in nodes.items():
+                if isinstance(node, dict) and isinstance(node.get("_target_"), str):
+                    targets[group].add(node["_target_"])
     return targets
 
 
@@ -77,7 +87,8 @@ def stored_config(
     line's config. A file that breaks any rule is refused in one line, and nothing in it has been
     run.
     """
-    yours = your_targets(command_line_config_dirs() if config_dirs is None else config_dirs)
+    dirs = command_line_config_dirs() if config_dirs is None else config_dirs
+    yours = your_targets(dirs, source)
     if not isinstance(config, dict):
         refuse(source, f"its config is a {type(config).__name__}, not a mapping")
     check_plain_data(config, source, "config")
