@@ -112,7 +112,7 @@ def from_command_line(resumed: DictConfig, cfg: DictConfig) -> None:
     name a server to send the run to)."""
     with open_dict(resumed):
         resumed.logger = OmegaConf.create(OmegaConf.to_container(cfg.get("logger") or {}))
-        if "paths" in resumed and "paths" in cfg:
+        if OmegaConf.is_dict(resumed.get("paths")) and "paths" in cfg:
             resumed.paths.output_dir = cfg.paths.output_dir
 
 
