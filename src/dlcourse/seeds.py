@@ -1,6 +1,7 @@
 """Seeds as an axis: one configuration trained with several seeds, and what the seeds say.
 
     dlcourse-train experiment=fast_mlp_mnist seeds=5    # seeds 42 … 46 (from `seed`), a run each
+    dlcourse-train experiment=fast_mlp_mnist seeds=5 trainer.batch_members=true  # as one model
     dlcourse-train -m model=linear,mlp seeds=[1,2,3]    # in a sweep: every job runs these seeds
     dlcourse-compare outputs/runs/<A> outputs/runs/<B>  # is the difference real?
 
@@ -92,10 +93,13 @@ def train_seeds(
         if not resuming:
             write_file(group / SEEDS, f'{{"seeds": {seeds}}}\n', root=group)
         log.info("Seed group %s: %d runs, seeds %s", group, len(seeds), seeds)
-        members = [
-            train_member(template, seed, group, (overrides, started_with), hparams, hydra_cfg)
-            for seed in seeds
-        ]
+        updates = (overrides, started_with)
+        if cfg.trainer.get("batch_members"):
+            members = train_batched(template, seeds, group, updates, hparams, hydra_cfg)
+        else:
+            members = [
+                train_member(template, seed, group, updates, hparams, hydra_cfg) for seed in seeds
+            ]
         metrics = group_metrics(members, seeds)
         write_file(group / METRICS, json.dumps(metrics, indent=2) + "\n", root=group)
         log_group(group, seeds, metrics, hparams)
@@ -113,6 +117,48 @@ def train_member(
 ) -> dict:
     """One seed's run: finished already (its metrics), stopped (resumed with `updates`: the
     command line's overrides and those the group started with), or new."""
+    member = member_run(template, seed, group, updates, hydra_cfg)
+    if isinstance(member, dict):
+        return member
+    cfg, folder, checkpoint, claim = member
+    return train(cfg, folder, checkpoint, {**hparams, "seed": seed}, folder=claim)
+
+
+def train_batched(
+    template: DictConfig,
+    seeds: list[int],
+    group: Path,
+    updates: tuple[list[str], list[str]],
+    hparams: dict,
+    hydra_cfg: DictConfig | None,
+) -> list[dict]:
+    """The seeds' runs as one batched model (trainer.batch_members=true: dlcourse/members.py),
+    but for those already finished; the first seed that failed is reported, as in turn."""
+    from dlcourse.members import train_members
+
+    members = {seed: member_run(template, seed, group, updates, hydra_cfg) for seed in seeds}
+    pending = [seed for seed in seeds if not isinstance(members[seed], dict)]
+    if pending:
+        cfgs, folders, checkpoints, claims = zip(*(members[seed] for seed in pending))
+        hparams_list = [{**hparams, "seed": seed} for seed in pending]
+        results = train_members(list(cfgs), list(folders), list(checkpoints), hparams_list,
+                                list(claims))  # fmt: skip
+        members |= dict(zip(pending, results))
+    for seed in seeds:
+        if isinstance(members[seed], Exception):
+            raise members[seed]
+    return [members[seed] for seed in seeds]
+
+
+def member_run(
+    template: DictConfig,
+    seed: int,
+    group: Path,
+    updates: tuple[list[str], list[str]],
+    hydra_cfg: DictConfig | None,
+) -> dict | tuple[DictConfig, Path, dict | None, RunFolder]:
+    """A finished seed's metrics; or what its run needs: its config, folder, the checkpoint it
+    continues (None: a new run) and the claim of its folder."""
     folder = member_folder(group, seed)
     if (folder / METRICS).is_file():
         metrics, problem = read_json(folder / METRICS)
@@ -132,7 +178,7 @@ def train_member(
     claim = RunFolder(
         folder, checkpoint is not None, OmegaConf.create(to_plain_dict(cfg)), hydra_cfg
     )
-    return train(cfg, folder, checkpoint, {**hparams, "seed": seed}, folder=claim)
+    return cfg, folder, checkpoint, claim
 
 
 def group_metrics(members: list[dict], seeds: list[int]) -> dict:

@@ -9,6 +9,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import asdict, fields
 from functools import partial
@@ -21,7 +22,7 @@ from tqdm import tqdm
 
 from dlcourse.confusion import report_table
 from dlcourse.data.batches import Batch, Batches, DataSplits, to_device
-from dlcourse.infrastructure.checkpoint import FORMAT_VERSION, load_checkpoint
+from dlcourse.infrastructure.checkpoint import FORMAT_VERSION, load_checkpoint, own_storage
 from dlcourse.infrastructure.command_line import resume_command
 from dlcourse.infrastructure.debugging import is_anomaly, step_profiler
 from dlcourse.infrastructure.distributed import SingleProcess, unwrap
@@ -106,6 +107,7 @@ class Trainer:
         self.checked_step = 0  # the last step whose loss was seen to be finite
         self.ema = moving_average(self.raw_model, settings.ema_decay) if optimizer else None
         self.profiler = step_profiler(settings.profile_steps, files.output_dir, processes.is_main)
+        self.name = ""  # on the console, before its lines: a batched member's ("seed=43: ")
 
     def fit(self) -> dict[str, float]:
         """Train until `epochs`, validating and checkpointing; then test the best weights.
@@ -126,29 +128,41 @@ class Trainer:
 
     def fit_epochs(self) -> dict[str, float]:
         start = time.perf_counter() - self.position.train_seconds
-        # The last epoch's train/*, should none be left to train (a run resumed to finish it).
-        last_epoch = self.position.history[-1] if self.position.history else {}
-        train_metrics = {k: v for k, v in last_epoch.items() if k.startswith("train/")}
+        train_metrics = self.resumed_train_metrics()
         for epoch in range(self.position.epoch, self.settings.epochs + 1):
             if self.patience_ran_out():
                 break
             self.position.epoch = epoch
             train_metrics = self.train_one_epoch(epoch)
-            val_metrics, val_baselines = self.validate_if_due(epoch)
-            self.position.train_seconds = time.perf_counter() - start
-            self.position.epoch = epoch + 1  # this epoch is done
-            metrics = {**train_metrics, **val_metrics, **val_baselines}
-            if val_metrics and self.is_improvement(val_metrics):
-                self.record_best(epoch, {**val_metrics, **val_baselines})
-                self.save(BEST, metrics)
-            elif val_metrics:
-                self.position.evaluations_without_improvement += 1
-            self.position.history.append({"epoch": epoch, **train_metrics, **val_metrics})
-            self.save(LAST, metrics)
-            shown = format_metrics({**train_metrics, **val_metrics}, self.shown_metrics)
-            log.info("epoch %d/%d  %s", epoch, self.settings.epochs, shown)
-            if val_metrics and self.is_pruned(epoch, val_metrics):
+            if self.end_epoch(epoch, train_metrics, start):
                 break
+        return self.finish(train_metrics, start)
+
+    def resumed_train_metrics(self) -> dict[str, float]:
+        """The last epoch's train/*, should none be left to train (a run resumed to finish it)."""
+        last_epoch = self.position.history[-1] if self.position.history else {}
+        return {k: v for k, v in last_epoch.items() if k.startswith("train/")}
+
+    def end_epoch(self, epoch: int, train_metrics: dict[str, float], start: float) -> bool:
+        """Validate (when due), checkpoint and report the epoch just trained; true: stop here
+        (the search's pruner said so)."""
+        val_metrics, val_baselines = self.validate_if_due(epoch)
+        self.position.train_seconds = time.perf_counter() - start
+        self.position.epoch = epoch + 1  # this epoch is done
+        metrics = {**train_metrics, **val_metrics, **val_baselines}
+        if val_metrics and self.is_improvement(val_metrics):
+            self.record_best(epoch, {**val_metrics, **val_baselines})
+            self.save(BEST, metrics)
+        elif val_metrics:
+            self.position.evaluations_without_improvement += 1
+        self.position.history.append({"epoch": epoch, **train_metrics, **val_metrics})
+        self.save(LAST, metrics)
+        shown = format_metrics({**train_metrics, **val_metrics}, self.shown_metrics)
+        log.info("%sepoch %d/%d  %s", self.name, epoch, self.settings.epochs, shown)
+        return bool(val_metrics) and self.is_pruned(epoch, val_metrics)
+
+    def finish(self, train_metrics: dict[str, float], start: float) -> dict[str, Any]:
+        """After the last epoch: the curves drawn, the best weights tested; the run's results."""
         if self.position.best["value"] is None:  # a branch whose run's best.pt stayed behind
             self.record_best(self.position.epoch - 1, {**self.validate_now()})
             self.save(BEST, {})
@@ -230,20 +244,8 @@ class Trainer:
         return bool(pruned)
 
     def train_one_epoch(self, epoch: int) -> dict[str, float]:
-        self.model.train()
-        if self.position.batch_in_epoch == 0:  # a fresh epoch (not one resumed part-way)
-            self.train_metrics.reset()
-        self.data.train.set_epoch(epoch, start_batch=self.position.batch_in_epoch)
-        batches = self.settings.train_batches(len(self.data.train))
-        total = batches - self.position.batch_in_epoch
-        bar = tqdm(
-            self.data.train,
-            total=total,
-            desc=f"epoch {epoch}",
-            unit="batch",
-            leave=False,
-            disable=not self.show_progress,
-        )
+        total = self.start_epoch(epoch)
+        bar = self.progress_bar(self.data.train, epoch, total)
         start, samples = time.perf_counter(), 0
         try:
             for _, batch in zip(range(total), bar):
@@ -252,13 +254,29 @@ class Trainer:
                 samples += len(outputs)
                 self.after_step(loss, outputs, batch, bar)  # metrics, logs, stop signals
         except DataError as error:  # an unreadable file: keep the work done, then say so
-            self.save(LAST, {})
-            raise DataError(
-                f"{error}; the run saved its place in {self.files.checkpoint_dir / LAST} and "
-                f"continues from there with: {resume_command(self.files.output_dir)}"
-            ) from None
+            raise self.saved_at_data_error(error) from None
         self.position.batch_in_epoch = 0  # the epoch's batches are done
         return self.epoch_train_metrics(samples, time.perf_counter() - start)
+
+    def start_epoch(self, epoch: int) -> int:
+        """Ready the model and the data for `epoch`; returns how many batches are left in it."""
+        self.model.train()
+        if self.position.batch_in_epoch == 0:  # a fresh epoch (not one resumed part-way)
+            self.train_metrics.reset()
+        self.data.train.set_epoch(epoch, start_batch=self.position.batch_in_epoch)
+        return self.settings.train_batches(len(self.data.train)) - self.position.batch_in_epoch
+
+    def progress_bar(self, batches: Iterable, epoch: int, total: int) -> tqdm:
+        disable = not self.show_progress
+        return tqdm(batches, total=total, desc=f"epoch {epoch}", unit="batch", leave=False,
+                    disable=disable)  # fmt: skip
+
+    def saved_at_data_error(self, error: DataError) -> DataError:
+        self.save(LAST, {})
+        return DataError(
+            f"{error}; the run saved its place in {self.files.checkpoint_dir / LAST} and "
+            f"continues from there with: {resume_command(self.files.output_dir)}"
+        )
 
     def train_step(self, batch: Batch) -> tuple[torch.Tensor | None, torch.Tensor]:
         """One optimizer step on one batch; returns the (device) loss and the model's outputs."""
@@ -266,12 +284,23 @@ class Trainer:
         with self.autocast():
             outputs = self.model(inputs, *context)
             loss = self.loss_fn(outputs, targets, *context)
-        if self.settings.on_nonfinite == "skip" and not torch.isfinite(loss):  # syncs: only here
-            self.position.nonfinite_steps += 1
-            self.scheduler.step()  # keep the schedule aligned with the batches
+        if self.skips_nonfinite(loss):
             return None, outputs
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self.optimizer_step()
+        return loss, outputs
+
+    def skips_nonfinite(self, loss: torch.Tensor) -> bool:
+        """trainer.on_nonfinite=skip: a step whose loss is nan or inf is skipped (and counted)."""
+        if self.settings.on_nonfinite == "skip" and not torch.isfinite(loss):  # syncs: only here
+            self.position.nonfinite_steps += 1
+            self.scheduler.step()  # keep the schedule aligned with the batches
+            return True
+        return False
+
+    def optimizer_step(self) -> None:
+        """Update the weights from their gradients (clipped if asked), then the schedule."""
         if self.settings.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
             nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
@@ -280,7 +309,6 @@ class Trainer:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.raw_model)
-        return loss, outputs
 
     def after_step(
         self, loss: torch.Tensor | None, outputs: torch.Tensor, batch: Batch, bar: tqdm
@@ -387,7 +415,9 @@ class Trainer:
         self.log_pictures(review.pictures("test"), "test", save=True)
         best_epoch = self.position.best["epoch"]
         shown = format_metrics(test_metrics, self.shown_metrics)
-        log.info("best epoch %d, %s", best_epoch, shown)  # `test loss=... | <baseline> ...`
+        log.info(
+            "%sbest epoch %d, %s", self.name, best_epoch, shown
+        )  # `test loss=... | <baseline> ...`
         summary = review.summary()  # per-class scores and the most confused pairs
         if summary:
             log.info("test set, by class:\n%s", report_table(**summary))
@@ -467,8 +497,14 @@ class Trainer:
             **self.data_description(),
             "config": self.config,
             "metrics": metrics,
-            "model": self.eval_model.state_dict(),  # what eval and predict use (EMA: the average)
-            **({"trained_model": self.raw_model.state_dict()} if self.ema is not None else {}),
+            # What eval and predict use (EMA: the average); a batched member's weights are views
+            # of its group's stacked ones, and are saved alone.
+            "model": own_storage(self.eval_model.state_dict()),
+            **(
+                {"trained_model": own_storage(self.raw_model.state_dict())}
+                if self.ema is not None
+                else {}
+            ),  # fmt: skip
             "optimizer": self.optimizer.state_dict() if self.optimizer else {},  # none: classical
             "scheduler": self.scheduler.state_dict() if self.scheduler else {},
             "scaler": self.scaler.state_dict(),

@@ -6,6 +6,7 @@
     dlcourse-train -m model=linear,mlp optimizer.lr=0.01,0.1   # a sweep (Hydra multirun)
     dlcourse-train resume=outputs/runs/<run>            # continue a stopped run in its folder
     dlcourse-train experiment=fast_mlp_mnist seeds=5    # five seeds, a run each (dlcourse/seeds.py)
+    dlcourse-train -m hydra/launcher=batched optimizer.lr=0.01,0.03 seed=1,2  # one batched model
     python -m dlcourse.commands.train --help            # the config groups and their options
 
 The run itself is `dlcourse.run.train`; this module only wraps it for Hydra: it settles the
@@ -21,6 +22,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,6 +87,54 @@ def main(cfg: DictConfig) -> float | Pruned | None:
             metrics = train(cfg, job.run_dir, checkpoint, job.hparams(cfg), job.trial(cfg), folder)
         return job.result(cfg, metrics)
     return None  # stopped, or a sweep's job that failed: said so, and recorded
+
+
+@dataclass
+class PreparedJob:
+    """A sweep's job, settled, to be trained with others (hydra/launcher=batched)."""
+
+    job: Job
+    cfg: DictConfig
+    checkpoint: dict | None
+    folder: RunFolder | NullRunFolder
+    hparams: dict
+
+
+def prepare_job(cfg: DictConfig) -> PreparedJob:
+    """hydra/launcher=batched calls this in each job's place (under the job's Hydra config):
+    the job settled as `main` settles it; `train_batched_jobs` then trains all of them."""
+    job = Job(HydraConfig.get())
+    if cfg.get("seeds") is not None:
+        raise UserError("hydra/launcher=batched sweeps seeds itself: sweep seed=42,43,… instead")
+    cfg, checkpoint, folder = job.settle(cfg)
+    return PreparedJob(job, cfg, checkpoint, folder, job.hparams(cfg))
+
+
+def train_batched_jobs(jobs: list[PreparedJob]) -> list[object]:
+    """The jobs trained as one batched model (dlcourse/members.py); each job's result, as
+    `main` would return it, or the error that ended it (recorded in its folder)."""
+    from dlcourse.members import train_members
+
+    try:
+        # fmt: off
+        results = train_members([j.cfg for j in jobs], [j.job.run_dir for j in jobs],
+                                [j.checkpoint for j in jobs], [j.hparams for j in jobs],
+                                [j.folder for j in jobs])
+        # fmt: on
+    except UserError as error:  # the group refused (its members cannot be batched)
+        log.error("%s", error)
+        results = [error] * len(jobs)
+    except TrainingInterrupted as stop:
+        log.warning("Stopped: %s. Resume each job with dlcourse-train resume=<its folder>.", stop)
+        sys.exit(stop.exit_code)
+    returns: list[object] = []
+    for prepared, result in zip(jobs, results):
+        if isinstance(result, Exception):
+            record_failure(prepared.job.run_dir, result, prepared.job.overrides)
+            returns.append(result)
+        else:
+            returns.append(prepared.job.result(prepared.cfg, result))
+    return returns
 
 
 class Job:

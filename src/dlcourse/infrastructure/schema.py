@@ -62,6 +62,7 @@ class TrainerSettings:
     keep_checkpoints: bool = default("keep_checkpoints")
     detect_anomaly: bool = default("detect_anomaly")
     profile_steps: int | None = default("profile_steps")
+    batch_members: bool = default("batch_members")
 
     def __post_init__(self) -> None:
         self.precision = str(self.precision)
