@@ -27,7 +27,7 @@ from PIL import Image
 
 from dlcourse.infrastructure.checkpoint import load_checkpoint, save_checkpoint
 from dlcourse.run import train
-from dlcourse.seeds import train_seeds
+from dlcourse.sweeps.seeds import train_seeds
 
 DOCUMENTS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 # (a piece of the command, why it does not run here)

@@ -1,6 +1,6 @@
-"""Batched members (issue #28 point 1, dlcourse/members.py): runs that differ only in seed and
-optimizer settings, trained as one batched model, are each the run a separate command gives, to
-float tolerance, in a folder every other command takes."""
+"""Batched members (issue #28 point 1, dlcourse/sweeps/members.py): runs that differ only in
+seed and optimizer settings, trained as one batched model, are each the run a separate command
+gives, to float tolerance, in a folder every other command takes."""
 
 from __future__ import annotations
 

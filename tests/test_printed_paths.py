@@ -26,7 +26,7 @@ NAMES = [
     "7_optimizer.lr=0.002981_optimizer.momentum=0.8512",
     "0_model.hidden_sizes=[64,32]",
     "1_+trainer.grad_clip=1.0",
-    "2_seeds=3/seed=43",  # a seed group's run of one seed (dlcourse/seeds.py)
+    "2_seeds=3/seed=43",  # a seed group's run of one seed (dlcourse/sweeps/seeds.py)
 ]
 
 

@@ -1,6 +1,6 @@
-"""Seeds as an axis (issue #26 point 2, dlcourse/seeds.py): seeds=N runs one configuration once
-per seed, each a whole run; the group reports mean, spread and 95 % interval (sweep report,
-Optuna); a stopped group resumes; dlcourse-compare gives a paired verdict."""
+"""Seeds as an axis (issue #26 point 2, dlcourse/sweeps/seeds.py): seeds=N runs one
+configuration once per seed, each a whole run; the group reports mean, spread and 95 % interval
+(sweep report, Optuna); a stopped group resumes; dlcourse-compare gives a paired verdict."""
 
 from __future__ import annotations
 

@@ -89,7 +89,7 @@ def resume_config(
 
 def group_config(cfg: DictConfig, overrides: list[str], repeated: list[str] = ()) -> DictConfig:
     """A stopped seed group's config (its record, checked as a file you did not write) with the
-    command line's overrides on top, under the same rules as a run's (dlcourse/seeds.py)."""
+    command line's overrides on top, under the same rules as a run's (dlcourse/sweeps/seeds.py)."""
     import yaml
 
     path = Path(cfg.resume) / RECORD / "config.yaml"

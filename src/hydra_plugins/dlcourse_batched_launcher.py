@@ -8,7 +8,7 @@ decay, ...): jobs that differ in anything else (the model, the batch size) are r
 line, as a whole. Each job still gets its own folder, record, metrics and checkpoints, numbered
 as Hydra's basic launcher numbers them, so the sweep report, dlcourse-runs and every other
 command read it as any sweep. `members`: how many jobs train at once (null: all of the
-sweeper's batch). How they train together: dlcourse/members.py.
+sweeper's batch). How they train together: dlcourse/sweeps/members.py.
 """
 
 # No `from __future__ import annotations`: Hydra loads plugins without registering them in

@@ -4,7 +4,7 @@ and for seed groups whether the difference is real (a paired t-test over their c
     dlcourse-compare outputs/runs/<A> outputs/runs/<B>
     dlcourse-compare outputs/runs/<A> outputs/runs/<B> --metric test/loss
 
-A seed group is a run with seeds=N (dlcourse/seeds.py). Everything is read as data: the
+A seed group is a run with seeds=N (dlcourse/sweeps/seeds.py). Everything is read as data: the
 folders' metrics.json and .hydra/config.yaml (plain YAML, nothing built from it).
 """
 

@@ -5,7 +5,7 @@
     dlcourse-train experiment=cnn_mnist
     dlcourse-train -m model=linear,mlp optimizer.lr=0.01,0.1   # a sweep (Hydra multirun)
     dlcourse-train resume=outputs/runs/<run>            # continue a stopped run in its folder
-    dlcourse-train experiment=fast_mlp_mnist seeds=5    # five seeds, a run each (dlcourse/seeds.py)
+    dlcourse-train experiment=fast_mlp_mnist seeds=5    # five seeds, a run each (sweeps/seeds.py)
     dlcourse-train -m hydra/launcher=batched optimizer.lr=0.01,0.03 seed=1,2  # one batched model
     python -m dlcourse.commands.train --help            # the config groups and their options
 
@@ -74,7 +74,7 @@ def main(cfg: DictConfig) -> float | Pruned | None:
     """One run, or one job of a sweep: settle its config, then `dlcourse.run.train` claims its
     folder and trains. Sweepers (e.g. Optuna) optimise what it returns."""
     from dlcourse.run import train  # torch is imported from here on
-    from dlcourse.seeds import train_seeds
+    from dlcourse.sweeps.seeds import train_seeds
 
     job = Job(HydraConfig.get())
     with errors_as_messages(), job.ending():
@@ -111,9 +111,9 @@ def prepare_job(cfg: DictConfig) -> PreparedJob:
 
 
 def train_batched_jobs(jobs: list[PreparedJob]) -> list[object]:
-    """The jobs trained as one batched model (dlcourse/members.py); each job's result, as
+    """The jobs trained as one batched model (dlcourse/sweeps/members.py); each job's result, as
     `main` would return it, or the error that ended it (recorded in its folder)."""
-    from dlcourse.members import train_members
+    from dlcourse.sweeps.members import train_members
 
     try:
         # fmt: off

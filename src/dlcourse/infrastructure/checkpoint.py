@@ -270,7 +270,7 @@ def export_safetensors(
 
 def own_storage(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`state` with each tensor that is a view into a larger one (a batched member's weights:
-    dlcourse/members.py) copied out, because torch.save writes a view's whole storage."""
+    dlcourse/sweeps/members.py) copied out, because torch.save writes a view's whole storage."""
     return {
         name: tensor.clone() if tensor.untyped_storage().nbytes() > tensor.nbytes else tensor
         for name, tensor in state.items()

@@ -50,7 +50,7 @@ STOP_MARKER = ".stopping"  # in a sweep's folder while it stops: jobs that start
 LR_FIND = (
     "lr_find.json"  # a learning-rate finder's folder (dlcourse-lr-find): its curve, suggestion
 )
-SEEDS = "seeds.json"  # in a seed group's folder (dlcourse/seeds.py): its seeds, one run each
+SEEDS = "seeds.json"  # in a seed group's folder (dlcourse/sweeps/seeds.py): its seeds, one run each
 CONFIG = "config.yaml"  # in RECORD: the composed config (its `tags`, for dlcourse-runs)
 METRICS_CSV = "metrics.csv"  # logger=csv: the run's metrics, a row per logged step
 MLFLOW_RUN = "mlflow.json"  # logger=mlflow: the MLflow run this run folder writes to

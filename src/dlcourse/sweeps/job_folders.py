@@ -28,7 +28,7 @@ class Job:
     error: str | None = None  # why the job has no metrics: its failed.json, or still running
     pruned_at_epoch: int | None = None  # stopped early by an Optuna search's pruner
     unreadable: list[str] = field(default_factory=list)  # its files that could not be read
-    # A seed group's (dlcourse/seeds.py): each metric's std, low, high (95 % interval) and n.
+    # A seed group's (dlcourse/sweeps/seeds.py): each metric's std, low, high (95 % interval) and n.
     spread: dict[str, dict[str, float]] = field(default_factory=dict)
 
 

@@ -132,9 +132,9 @@ def train_batched(
     hparams: dict,
     hydra_cfg: DictConfig | None,
 ) -> list[dict]:
-    """The seeds' runs as one batched model (trainer.batch_members=true: dlcourse/members.py),
-    but for those already finished; the first seed that failed is reported, as in turn."""
-    from dlcourse.members import train_members
+    """The seeds' runs as one batched model (trainer.batch_members=true: sweeps/members.py), but
+    for those already finished; the first seed that failed is reported, as in turn."""
+    from dlcourse.sweeps.members import train_members
 
     members = {seed: member_run(template, seed, group, updates, hydra_cfg) for seed in seeds}
     pending = [seed for seed in seeds if not isinstance(members[seed], dict)]
