@@ -324,6 +324,32 @@ def outside_overhead(repeats: int, epochs: int = 3) -> list[str]:
         alike = statistics.median(timings[OURS]) / statistics.median(timings[BARE_GC])
         lines += [f"{OURS} / the bare script with the same garbage collection: {alike:.3f}", ""]
         print(lines[-2], flush=True)
+        lines += phase_table(model, overrides, epochs)
+    return lines
+
+
+def phase_table(model: str, overrides: list[str], epochs: int) -> list[str]:
+    """Where one dlcourse-train run of `whole_runs` spends its wall clock (scripts/run_phases.py),
+    beside the bare script's whole run: what the framework's cost is made of."""
+    here = Path(__file__).resolve().parent
+    same = ["optimizer=sgd", "optimizer.lr=0.01", "optimizer.momentum=0.9", "scheduler=none"]
+    same += ["dataset.batch_size=128", f"trainer.epochs={epochs}", "trainer.device=cpu"]
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "phases.json"
+        command = [sys.executable, str(here / "run_phases.py"), str(output), *overrides, *same,
+                   "trainer.progress_bar=false", f"hydra.run.dir={folder}/run"]  # fmt: skip
+        subprocess.run(command, check=True, capture_output=True)
+        measured = json.loads(output.read_text())
+    lines = [
+        f"Where one dlcourse-train run ({model}) spends its {measured['total']:.2f} s "
+        "(scripts/run_phases.py; nested phases are each shown whole):",
+        "",
+        "| phase | s |",
+        "| --- | --- |",
+        *(f"| {phase} | {value:.3f} |" for phase, value in measured["phases"].items()),
+        "",
+    ]
+    print("\n".join(lines), flush=True)
     return lines
 
 

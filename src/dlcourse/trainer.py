@@ -27,6 +27,7 @@ from dlcourse.infrastructure.command_line import resume_command
 from dlcourse.infrastructure.debugging import is_anomaly, step_profiler
 from dlcourse.infrastructure.distributed import SingleProcess, unwrap
 from dlcourse.infrastructure.errors import DataError, TrainingInterrupted, UserError
+from dlcourse.infrastructure.files import Picture
 from dlcourse.infrastructure.interrupt import NoStopSignal, StopSignal
 from dlcourse.infrastructure.loggers import Logger
 from dlcourse.infrastructure.run_files import RunFiles
@@ -394,9 +395,10 @@ class Trainer:
         tags = {name: f"pictures/{name}" for name in pictures}
         tags |= {name: f"pictures/{split}/{name}" for name in reviewed}
         for name, image in (pictures | reviewed).items():
-            self.logger.log_image(tags[name], image, self.position.step)
+            picture = Picture(image)  # encoded once, for TensorBoard and the file
+            self.logger.log_image(tags[name], picture, self.position.step)
             if save:
-                self.files.save_image(name, image)
+                self.files.save_image(name, picture)
 
     def test_best(self) -> dict[str, float]:
         """Test once, with the weights that validated best (those saved in best.pt)."""

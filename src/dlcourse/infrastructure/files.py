@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import io
 import json
 import os
 import tempfile
@@ -141,6 +142,29 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+class Picture:
+    """A picture (3, H, W) in [0, 1] and its PNG, encoded once however many places it goes
+    (TensorBoard's event file, a .png in the run folder)."""
+
+    def __init__(self, image: torch.Tensor) -> None:
+        self.image = image
+        self.height, self.width = image.shape[-2:]
+        self._png: bytes | None = None
+
+    @property
+    def png(self) -> bytes:
+        if self._png is None:
+            file = io.BytesIO()
+            # zlib's fastest level: half the time of PIL's default (6), files ~5 % larger.
+            to_pil(self.image).save(file, format="PNG", compress_level=1)
+            self._png = file.getvalue()
+        return self._png
+
+
+def as_picture(image: torch.Tensor | Picture) -> Picture:
+    return image if isinstance(image, Picture) else Picture(image)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

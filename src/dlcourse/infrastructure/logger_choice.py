@@ -13,6 +13,7 @@ from torch import nn
 
 from dlcourse.infrastructure.csv_logger import CSVLogger
 from dlcourse.infrastructure.errors import UserError
+from dlcourse.infrastructure.files import Picture
 from dlcourse.infrastructure.loggers import HParamValue, Logger, TensorBoardLogger
 
 
@@ -26,7 +27,7 @@ class AllLoggers:
         for logger in self.loggers:
             logger.log_scalars(metrics, step)
 
-    def log_image(self, tag: str, image: torch.Tensor, step: int) -> None:
+    def log_image(self, tag: str, image: torch.Tensor | Picture, step: int) -> None:
         for logger in self.loggers:
             logger.log_image(tag, image, step)
 

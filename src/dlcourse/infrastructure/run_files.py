@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from dlcourse.infrastructure.checkpoint import export_safetensors, save_checkpoint
-from dlcourse.infrastructure.files import open_new, to_pil, write_file
+from dlcourse.infrastructure.files import Picture, as_picture, open_new, write_file
 from dlcourse.infrastructure.run_folder import BEST, CHECKPOINTS, LAST, METRICS, WEIGHTS
 
 
@@ -25,9 +25,9 @@ class RunFiles:
     def write_checkpoint(self, name: str, checkpoint: dict[str, Any]) -> None:
         save_checkpoint(checkpoint, self.checkpoint_dir / name)
 
-    def save_image(self, name: str, image: torch.Tensor) -> None:
+    def save_image(self, name: str, image: torch.Tensor | Picture) -> None:
         with open_new(self.output_dir / f"{name}.png", root=self.output_dir) as file:
-            to_pil(image).save(file, format="PNG")
+            file.write(as_picture(image).png)
 
     def write_results(
         self, metrics: dict[str, float], model: nn.Module, model_config: dict[str, Any]
@@ -55,7 +55,7 @@ class NullRunFiles(RunFiles):
     def write_checkpoint(self, name: str, checkpoint: dict[str, Any]) -> None:
         pass
 
-    def save_image(self, name: str, image: torch.Tensor) -> None:
+    def save_image(self, name: str, image: torch.Tensor | Picture) -> None:
         pass
 
     def write_results(
