@@ -7,6 +7,7 @@ every evaluation.
 
 from __future__ import annotations
 
+import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,9 +30,10 @@ def font(size: int = TEXT) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     """DejaVu Sans, which has the letters of class names in most scripts (Latin with its accents,
     Greek, Cyrillic, ...): the copy matplotlib ships, so every machine draws the same (Pillow's
     own font draws most of them as boxes)."""
-    import matplotlib
-
-    bundled = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    # Found without importing matplotlib (0.08 s at every run's start): its package folder.
+    package = importlib.util.find_spec("matplotlib")
+    folders = package.submodule_search_locations if package else None
+    bundled = Path(folders[0]) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf" if folders else ""
     for name in (str(bundled), "DejaVuSans.ttf"):
         try:
             return ImageFont.truetype(name, size)
