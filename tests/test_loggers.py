@@ -97,3 +97,50 @@ def test_an_unknown_logger_is_one_line(tiny_mnist, tmp_path):
     result = run_command(command, tmp_path, tiny_mnist)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "logger" in result.stderr and "tensorboard" in result.stderr, result.stderr
+
+
+def test_histograms_count_every_value_into_equal_bins_as_numpy_does(tmp_path):
+    import numpy as np
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dlcourse.infrastructure.loggers import HISTOGRAM_BINS, TensorBoardLogger, histogram
+
+    values = torch.randn(10_000) * 3 + 1
+    summary = histogram(values)
+    counts, edges = np.histogram(values.numpy(), bins=HISTOGRAM_BINS)
+    assert summary["bucket_counts"] == pytest.approx(counts.tolist(), abs=1)  # edge rounding
+    assert summary["bucket_limits"] == pytest.approx(edges[1:].tolist(), rel=1e-5)
+    assert summary["num"] == 10_000 and sum(summary["bucket_counts"]) == 10_000
+    assert summary["sum"] == pytest.approx(values.double().sum().item())
+    assert summary["min"] == values.min().item() and summary["max"] == values.max().item()
+    same = histogram(torch.full((5,), 2.0))  # one value: one bin around it holds them all
+    assert max(same["bucket_counts"]) == 5 and same["min"] < 2.0 < same["max"]
+    huge = histogram(torch.tensor([1e38, -1e38, 0.0]))  # squares beyond float32, not inf
+    assert huge["sum_squares"] == pytest.approx(2e76)
+    logger = TensorBoardLogger(tmp_path)
+    layer = torch.nn.Linear(3, 2)
+    logger.log_histograms(layer, 7)
+    logger.close()
+    events = EventAccumulator(str(tmp_path), size_guidance={"histograms": 0})
+    events.Reload()
+    written = events.Histograms("weights/layer1_Linear/weight")[0]
+    assert written.step == 7 and written.histogram_value.num == 6
+
+
+def test_a_picture_is_encoded_once_and_reads_back_as_drawn(tmp_path):
+    import io
+
+    import torch
+    from PIL import Image
+
+    from dlcourse.infrastructure.files import Picture
+    from dlcourse.infrastructure.run_files import RunFiles
+
+    image = torch.rand(3, 20, 30)
+    picture = Picture(image)
+    assert picture.png is picture.png  # encoded once, shared by TensorBoard and the file
+    RunFiles(tmp_path).save_image("drawn", picture)
+    assert (tmp_path / "drawn.png").read_bytes() == picture.png
+    pixels = torch.tensor(list(Image.open(io.BytesIO(picture.png)).getdata())).T.reshape(3, 20, 30)
+    assert torch.equal(pixels, (image * 255).round().to(torch.int64))

@@ -417,12 +417,11 @@ class Trainer:
         self.log_pictures(review.pictures("test"), "test", save=True)
         best_epoch = self.position.best["epoch"]
         shown = format_metrics(test_metrics, self.shown_metrics)
-        log.info(
-            "%sbest epoch %d, %s", self.name, best_epoch, shown
-        )  # `test loss=... | <baseline> ...`
+        # `test loss=... | <baseline> ...`
+        log.info("%sbest epoch %d, %s", self.name, best_epoch, shown)
         summary = review.summary()  # per-class scores and the most confused pairs
         if summary:
-            log.info("test set, by class:\n%s", report_table(**summary))
+            log.info("%stest set, by class:\n%s", self.name, report_table(**summary))
         return test_metrics | summary
 
     def log_step(self, loss: torch.Tensor | None, bar: tqdm) -> None:

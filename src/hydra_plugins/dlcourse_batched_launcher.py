@@ -32,6 +32,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from dlcourse.infrastructure.errors import SweepError
+
 log = logging.getLogger(__name__)
 
 
@@ -63,6 +65,8 @@ class BatchedLauncher(Launcher):
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        if self.members is not None and self.members < 1:
+            raise SweepError(f"hydra.launcher.members={self.members}: give 1 or more, or null")
         size = self.members or len(job_overrides) or 1
         returns: list[JobReturn] = []
         for first in range(0, len(job_overrides), size):
@@ -73,12 +77,10 @@ class BatchedLauncher(Launcher):
                 self.run(overrides, initial_job_idx + first + offset, prepare_job)
                 for offset, overrides in enumerate(group)
             ]
-            ready = [ret for ret in prepared if ret.status == JobStatus.COMPLETED]
+            ready = [ret for ret in prepared if is_ready(ret)]  # the others: refused
             results = train_batched_jobs([ret.return_value for ret in ready]) if ready else []
             for ret, result in zip(ready, results):
-                failed = isinstance(result, Exception)
-                ret.status = JobStatus.FAILED if failed else JobStatus.COMPLETED
-                ret.return_value = result
+                ret.return_value = result  # a failed job's is None, as dlcourse-train's main
             returns.extend(prepared)
         return returns
 
@@ -97,3 +99,8 @@ class BatchedLauncher(Launcher):
             job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
         )
+
+
+def is_ready(ret: JobReturn) -> bool:
+    """A job that prepare_job settled (not one it refused, nor one that raised)."""
+    return ret.status == JobStatus.COMPLETED and ret.return_value is not None

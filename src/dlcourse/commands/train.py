@@ -100,19 +100,27 @@ class PreparedJob:
     hparams: dict
 
 
-def prepare_job(cfg: DictConfig) -> PreparedJob:
+def prepare_job(cfg: DictConfig) -> PreparedJob | None:
     """hydra/launcher=batched calls this in each job's place (under the job's Hydra config):
-    the job settled as `main` settles it; `train_batched_jobs` then trains all of them."""
+    the job settled as `main` settles it; `train_batched_jobs` then trains all of them. None:
+    the job does not run (refused: said so and recorded, as `main` does)."""
     job = Job(HydraConfig.get())
-    if cfg.get("seeds") is not None:
-        raise UserError("hydra/launcher=batched sweeps seeds itself: sweep seed=42,43,… instead")
-    cfg, checkpoint, folder = job.settle(cfg)
-    return PreparedJob(job, cfg, checkpoint, folder, job.hparams(cfg))
+    with errors_as_messages(), job.ending():
+        if job.sweep_is_stopping():
+            return None
+        if cfg.get("seeds") is not None:
+            raise UserError("hydra/launcher=batched sweeps seeds itself: sweep seed=42,43,…")
+        cfg, checkpoint, folder = job.settle(cfg)
+        OmegaConf.resolve(cfg)  # now, while ${hydra:…} means this job's Hydra config
+        if OmegaConf.select(job.hydra_cfg, "sweeper.pruner", default=None) is not None:
+            log.warning("hydra/launcher=batched: the pruner is not asked; no job is pruned")
+        return PreparedJob(job, cfg, checkpoint, folder, job.hparams(cfg))
+    return None
 
 
 def train_batched_jobs(jobs: list[PreparedJob]) -> list[object]:
-    """The jobs trained as one batched model (dlcourse/sweeps/members.py); each job's result, as
-    `main` would return it, or the error that ended it (recorded in its folder)."""
+    """The jobs trained as one batched model (dlcourse/sweeps/members.py); each job's result,
+    as `main` would return it (a job that failed: None, its failed.json says why)."""
     from dlcourse.sweeps.members import train_members
 
     try:
@@ -121,17 +129,18 @@ def train_batched_jobs(jobs: list[PreparedJob]) -> list[object]:
                                 [j.checkpoint for j in jobs], [j.hparams for j in jobs],
                                 [j.folder for j in jobs])
         # fmt: on
-    except UserError as error:  # the group refused (its members cannot be batched)
-        log.error("%s", error)
-        results = [error] * len(jobs)
+    except (SweepError, KeyboardInterrupt):
+        raise
     except TrainingInterrupted as stop:
         log.warning("Stopped: %s. Resume each job with dlcourse-train resume=<its folder>.", stop)
         sys.exit(stop.exit_code)
+    except Exception as error:  # the group refused (its members cannot be batched), or failed
+        results = [error] * len(jobs)
     returns: list[object] = []
     for prepared, result in zip(jobs, results):
         if isinstance(result, Exception):
             record_failure(prepared.job.run_dir, result, prepared.job.overrides)
-            returns.append(result)
+            returns.append(None)
         else:
             returns.append(prepared.job.result(prepared.cfg, result))
     return returns

@@ -271,7 +271,10 @@ def export_safetensors(
 def own_storage(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`state` with each tensor that is a view into a larger one (a batched member's weights:
     dlcourse/sweeps/members.py) copied out, because torch.save writes a view's whole storage."""
-    return {
-        name: tensor.clone() if tensor.untyped_storage().nbytes() > tensor.nbytes else tensor
-        for name, tensor in state.items()
-    }
+    return {name: copied_out(tensor) for name, tensor in state.items()}
+
+
+def copied_out(value: Any) -> Any:
+    if not isinstance(value, torch.Tensor) or value.layout != torch.strided:
+        return value  # (a module's extra state, a sparse tensor: never a member's view)
+    return value.clone() if value.untyped_storage().nbytes() > value.nbytes else value

@@ -100,7 +100,7 @@ def train_seeds(
             members = [
                 train_member(template, seed, group, updates, hparams, hydra_cfg) for seed in seeds
             ]
-        metrics = group_metrics(members, seeds)
+        metrics = group_metrics(members, seeds, bool(cfg.trainer.get("batch_members")))
         write_file(group / METRICS, json.dumps(metrics, indent=2) + "\n", root=group)
         log_group(group, seeds, metrics, hparams)
         log.info("Seed group %s: %s", group, spread_line(metrics, metrics.get("monitor")))
@@ -181,7 +181,7 @@ def member_run(
     return cfg, folder, checkpoint, claim
 
 
-def group_metrics(members: list[dict], seeds: list[int]) -> dict:
+def group_metrics(members: list[dict], seeds: list[int], batched: bool = False) -> dict:
     """The mean of each metric that every seed's run reports, and its spread (in `seeds`)."""
     first = members[0]
     names = [
@@ -195,7 +195,10 @@ def group_metrics(members: list[dict], seeds: list[int]) -> dict:
     return {
         **means,
         **{key: first[key] for key in kept if key in first},
-        "train_seconds": sum(m.get("train_seconds", 0.0) for m in members),
+        "train_seconds": sum(m.get("train_seconds", 0.0) for m in members)
+        / (
+            len(members) if batched else 1  # batched: each member's is the group's wall time
+        ),
         "seeds": {"seeds": seeds, "runs": [f"seed={s}" for s in seeds], "spread": spread},
     }
 

@@ -40,7 +40,7 @@ def record_failure(job_dir: Path, error: BaseException, overrides: list[str] | N
         "error": text,
         "type": type(error).__name__,
         "overrides": overrides or [],
-        "traceback": traceback.format_exc(),
+        "traceback": "".join(traceback.format_exception(error)),
     }
     # (A job refused before it started has no folder left: write_file makes it again.)
     write_file(job_dir / FAILED, json.dumps(details, indent=2) + "\n", root=job_dir.parent)
