@@ -106,7 +106,7 @@ def test_a_member_that_diverges_fails_alone_and_the_others_finish(tiny_mnist, tm
     assert swept.returncode == 1 and "Traceback" not in output, output[-1500:]
     assert "Sweep finished: 2 job(s)" in output and "1 failed" in output
     good, diverged = (
-        tmp_path / "sweep" / name for name in ("0_optimizer.lr=0.05", "1_optimizer.lr=1e12")
+        tmp_path / "sweep" / name for name in ("0_optimizer.lr=0.05", "1_optimizer.lr=1e+12")
     )
     assert read(good / "metrics.json")["epochs_run"] == 2 and not (good / "failed.json").exists()
     failure = read(diverged / "failed.json")
