@@ -244,6 +244,31 @@ def test_alexnet_summary_matches_the_lecture():
     assert sum(layer.connections for layer in layers) == by_hand == 724_406_816
 
 
+@pytest.mark.parametrize(
+    "kernel, stride, padding, output_padding",
+    [(2, 2, 0, 0), (3, 2, 1, 1), (4, 2, 1, 0), (3, 1, 1, 0), (5, 3, 2, 2)],
+)
+def test_transposed_convolutions_count_the_products_that_reach_the_output(
+    kernel, stride, padding, output_padding
+):
+    layer = torch.nn.ConvTranspose2d(6, 4, kernel, stride, padding, output_padding, bias=False)
+    layers = summarize(torch.nn.Sequential(layer), (6, 7, 5))
+    # With all inputs and weights 1, each output is the number of products that reach it.
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+        reached = int(layer(torch.ones(1, 6, 7, 5)).sum())
+    assert layers[0].connections == reached
+
+
+def test_the_inpainting_upsampler_counts_as_by_hand():
+    cfg = compose_config(["model=conv_inpaint"], config_name="summary")
+    fill_model_sizes(cfg.model, (1, 28, 28))  # (the model adds the mask's channel itself)
+    layers = summarize(build(cfg, "model"), (1, 28, 28))
+    first_up = next(layer for layer in layers if layer.kind == "ConvTranspose2d")
+    # 64 × 7 × 7 inputs, each into a 2 × 2 patch of 32 channels (stride 2: no overlap)
+    assert first_up.connections == 64 * 7 * 7 * 32 * 2 * 2 == 401_408
+
+
 def test_summary_cli_prints_the_table(tmp_path):
     result = run(["dlcourse-summary", "model=cnn"], tmp_path)
     assert result.returncode == 0, result.stderr

@@ -10,7 +10,10 @@ Neurons are the outputs of the layers that have weights (convolution and fully-c
 counted for one input — the figure papers such as AlexNet's quote; ReLU, pooling and
 normalisation outputs are listed but not counted. Connections are the multiply-adds those
 neurons make for one input: each output of a convolution takes (input channels / groups) ×
-kernel height × kernel width of them, each fully-connected unit one per input feature.
+kernel height × kernel width of them, each fully-connected unit one per input feature; a
+transposed convolution multiplies each input value by its group's filter weights, counted
+where the product lands inside the output (with stride 2, a quarter of outputs × fan-in).
+Products with a convolution's zero padding are counted (the operation performs them).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def summarize(model: nn.Module, input_shape: Sequence[int]) -> list[Layer]:
     layers: list[Layer] = []
     seen: set[str] = set()
 
-    def record(name: str, module: nn.Module, output: object) -> None:
+    def record(name: str, module: nn.Module, inputs: tuple, output: object) -> None:
         if not isinstance(output, torch.Tensor):
             return
         own = sum(p.numel() for p in module.parameters(recurse=False)) if name not in seen else 0
@@ -57,13 +60,17 @@ def summarize(model: nn.Module, input_shape: Sequence[int]) -> list[Layer]:
         )
         shape = tuple(output.shape[1:])
         kind = type(module).__name__
-        layers.append(Layer(name, kind, shape, own, neurons, neurons * fan_in(module)))
+        if isinstance(module, nn.modules.conv._ConvTransposeNd):
+            connections = transposed_connections(module, inputs[0].shape[2:], output.shape[2:])
+        else:
+            connections = neurons * fan_in(module)
+        layers.append(Layer(name, kind, shape, own, neurons, connections))
 
     leaves = [
         (name, module) for name, module in model.named_modules() if not list(module.children())
     ]
     handles = [
-        module.register_forward_hook(lambda m, _, out, name=name: record(name, m, out))
+        module.register_forward_hook(lambda m, args, out, name=name: record(name, m, args, out))
         for name, module in leaves
     ]
     inputs, _, *context = example_batch(model, input_shape, batch_size=1)
@@ -89,6 +96,25 @@ def fan_in(module: nn.Module) -> int:
     if isinstance(module, nn.Linear):
         return module.in_features
     return 0
+
+
+def transposed_connections(
+    module: nn.modules.conv._ConvTransposeNd, in_size: Sequence[int], out_size: Sequence[int]
+) -> int:
+    """A transposed convolution's multiply-adds for one input: each input value times each
+    weight of its group's filters, counted where the product lands inside the output (padding
+    crops the border). Not outputs × fan-in: with stride s, each output takes only about
+    1 / s² of the kernel (a stride-2, 2×2 one: one weight per input channel, not four)."""
+    landing = 1  # (input position, kernel position) pairs that reach the output, per dimension
+    for size, out, kernel, stride, padding, dilation in zip(
+        in_size, out_size, module.kernel_size, module.stride, module.padding, module.dilation
+    ):
+        landing *= sum(
+            0 <= i * stride - padding + k * dilation < out
+            for i in range(size)
+            for k in range(kernel)
+        )
+    return landing * module.in_channels * module.out_channels // module.groups
 
 
 def is_normalization(module: nn.Module) -> bool:
