@@ -174,6 +174,9 @@ def test_gradcheck_cli_passes_fails_and_explains(tmp_path):
     )
     assert good.returncode == 0, good.stderr
     assert "2 of 2 parameters PASS" in good.stdout
+    # 3 entries of each of 2 parameters, 2 passes each; the whole model: 7,850 parameters.
+    assert "Cost: 12 forward passes for these 6 entries; all 7,850 parameters would take " \
+        "15,700." in good.stdout  # fmt: skip
     # While it works it says where it is (not a terminal here: a line per parameter).
     assert good.stderr.splitlines()[-2:] == [
         "checking 1/2: fc.weight, 3 entries (2 passes each)",
@@ -350,3 +353,17 @@ def test_the_report_prints_the_tolerance_really_used(capsys):
     rounding = checks[0].atol_used - 1e-8
     assert 0 < rounding < 1e-8  # 100 · 2.2e-16 · |L| / 1e-5, with |L| ≈ 2.3
     assert f"or {checks[0].atol_used:.2g} absolute: atol 1e-08 + float64 rounding" in out
+
+
+def test_plain_sgd_is_the_lectures_update_by_hand():
+    cfg = compose_config(["optimizer=sgd_plain", "optimizer.lr=0.5"])
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = build(cfg, "optimizer", params=model.parameters())
+    loss = nn.functional.cross_entropy(model(torch.randn(8, 4)), torch.randint(0, 3, (8,)))
+    loss.backward()
+    optimizer.step()
+    for old, parameter in zip(before, model.parameters()):
+        torch.testing.assert_close(parameter.detach(), old - 0.5 * parameter.grad)
+    assert any(not torch.equal(old, p) for old, p in zip(before, model.parameters()))
