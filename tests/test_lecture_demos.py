@@ -222,3 +222,21 @@ def test_a_points_model_evaluates_and_predict_says_it_takes_no_images(
     argv = [str(tmp_path / "run"), str(tmp_path / "digit.png")]
     status, output = call("dlcourse-predict", argv, monkeypatch, capsys)
     assert status == 2 and "classifies 2-D points" in output and "Traceback" not in output
+
+
+def test_each_mlp_activation_is_drawn_with_the_derivative_its_formula_gives(tmp_path, capsys):
+    from dlcourse.course import activations
+    from dlcourse.models.mlp import ACTIVATIONS
+
+    assert activations.DERIVATIVES.keys() == ACTIVATIONS.keys()  # every model option, no other
+    drawn = activations.curves()
+    for name, curve in drawn.items():
+        assert curve["gap"] < 1e-12, name  # autograd's derivative is the formula's
+    # What the lecture points out: sigmoid's slope is at most 1/4, and vanishes away from 0.
+    sigmoid = drawn["sigmoid"]["derivative"]
+    assert sigmoid.max().item() == pytest.approx(0.25) and sigmoid[0].item() < 0.02
+    assert set(drawn["relu"]["derivative"].tolist()) == {0.0, 1.0}
+    out = tmp_path / "activations.png"
+    activations.main(["--out", str(out)])
+    assert Image.open(out).size[0] > 600
+    assert "leaky_relu" in capsys.readouterr().out
