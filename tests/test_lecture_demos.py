@@ -240,3 +240,18 @@ def test_each_mlp_activation_is_drawn_with_the_derivative_its_formula_gives(tmp_
     activations.main(["--out", str(out)])
     assert Image.open(out).size[0] > 600
     assert "leaky_relu" in capsys.readouterr().out
+
+
+def test_a_fully_connected_layer_is_a_convolution_with_a_filter_the_size_of_its_input(capsys):
+    from dlcourse.course.fc_as_conv import as_convolution, main
+
+    linear = nn.Linear(3 * 8 * 8, 5)
+    conv = as_convolution(linear, channels=3, size=8)
+    images = torch.randn(6, 3, 8, 8)
+    torch.testing.assert_close(conv(images).flatten(1), linear(images.flatten(1)))
+    assert sum(p.numel() for p in conv.parameters()) == 3 * 8 * 8 * 5 + 5
+    main([])
+    out = capsys.readouterr().out
+    assert "Linear(784, 10)" in out and "7,850" in out and "Conv2d(1, 10, kernel_size=28)" in out
+    small = next(line for line in out.splitlines() if "kernel_size=3" in line)
+    assert small.split()[-4] == "100"  # the 3 × 3 convolution's 10 · 9 + 10 parameters
