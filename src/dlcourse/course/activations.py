@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from dlcourse.infrastructure.files import open_new
+from dlcourse.course.differentiation import save_figure
 from dlcourse.models.mlp import ACTIVATIONS, make_activation
 
 
@@ -76,10 +76,7 @@ def plot(drawn: dict[str, dict], path: Path) -> None:
         axes.grid(True, alpha=0.3)
         axes.legend(loc="upper left", fontsize=8)
     figure.suptitle("Activation functions (solid) and their derivatives (dashed)")
-    figure.tight_layout()
-    with open_new(path) as file:
-        figure.savefig(file, format=Path(path).suffix.lstrip(".") or "png")
-    pyplot.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> None:

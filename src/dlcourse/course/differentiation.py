@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import sympy
 import torch
@@ -94,6 +95,13 @@ def plot(curves: dict[str, list[float]], path: Path) -> None:
     axes.invert_xaxis()  # steps shrink from left to right, as one tries smaller and smaller h
     axes.grid(True, which="major", alpha=0.3)
     axes.legend()
+    save_figure(figure, path)
+
+
+def save_figure(figure: Any, path: Path) -> None:
+    """A matplotlib figure into `path` (its suffix picks the format, PNG by default), freed."""
+    from matplotlib import pyplot
+
     figure.tight_layout()
     with open_new(path) as file:
         figure.savefig(file, format=Path(path).suffix.lstrip(".") or "png")
